@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import ServiceSettings
+
+
+class LoyaltySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LOYALTY_")
+
+    service_name: str = "loyalty"
+    points_per_unit: Decimal = Field(
+        default=Decimal(1), ge=0, description="Base points per currency unit spent"
+    )
+    points_per_unit_by_currency: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description='Overrides per currency, e.g. {"VND": "0.001"} (1 point per 1,000 VND)',
+    )

@@ -1,0 +1,26 @@
+"""Loyalty service: points ledger, tiers and rewards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.loyalty import consumers, endpoints
+from services.loyalty.config import LoyaltySettings
+from shared.app import create_service_app
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: LoyaltySettings | None = None) -> FastAPI:
+    settings = settings or LoyaltySettings()
+    return create_service_app(
+        settings=settings,
+        title="Keepwell loyalty",
+        description="Points ledger, earning rules, tiers and rewards.",
+        routers=[endpoints.router],
+        handlers=consumers.handlers,
+        input_topics=consumers.INPUT_TOPICS,
+        migrations_dir=MIGRATIONS,
+    )

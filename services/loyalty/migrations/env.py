@@ -1,0 +1,4 @@
+from services.loyalty.models import Base
+from shared.migrations import run_env
+
+run_env(Base.metadata)

@@ -1,0 +1,208 @@
+"""The standard service skeleton: lifespan, resources, background tasks, probes.
+
+Every service calls ``create_service_app``; resources (engine, producer,
+consumer) are built inside the lifespan and reachable from requests through
+``SessionDep`` and ``RuntimeDep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import http, logs, metrics, outbox
+from shared.config import ServiceSettings
+from shared.consumer import ConsumerRunner, Handlers
+from shared.db import Database
+from shared.kafka import make_consumer, make_producer
+from shared.migrations import upgrade_async
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+@dataclass
+class Runtime:
+    settings: ServiceSettings
+    db: Database
+    producer: AIOKafkaProducer
+    relay: outbox.Relay
+    runner: ConsumerRunner | None = None
+    producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed before the response is sent."""
+    async with get_runtime(request).db.unit_of_work() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    handlers: Callable[[ServiceSettings], Handlers] | None,
+    input_topics: Sequence[str],
+    migrations_dir: Path,
+    migrate_on_start: bool = False,
+    extra_tasks: Sequence[Callable[[Runtime], Any]] = (),
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logs.configure(
+            settings.service_name, level=settings.log_level, json_format=settings.log_json
+        )
+        if migrate_on_start:
+            await upgrade_async(migrations_dir, settings.db_url())
+        runtime = _build_runtime(settings, handlers, input_topics)
+        app.state.runtime = runtime
+        _start_tasks(runtime, extra_tasks)
+        log.info("started", extra={"consumer_group": settings.consumer_group()})
+        try:
+            yield
+        finally:
+            await _shutdown(runtime)
+
+    app = FastAPI(title=title, description=description, version="1.0", lifespan=lifespan)
+    http.install(app, service=settings.service_name, checks=_checks(app))
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _build_runtime(
+    settings: ServiceSettings,
+    handlers: Callable[[ServiceSettings], Handlers] | None,
+    input_topics: Sequence[str],
+) -> Runtime:
+    db = Database(settings.db_url(), pool_size=settings.database_pool_size)
+    producer = make_producer(settings)
+    relay = outbox.Relay(
+        db=db,
+        producer=producer,
+        service=settings.service_name,
+        topic_prefix=settings.topic_prefix,
+        poll_interval=settings.relay_poll_interval_ms / 1000,
+        batch_size=settings.relay_batch_size,
+        max_backoff=settings.retry_backoff_max_ms / 1000,
+    )
+    runtime = Runtime(settings=settings, db=db, producer=producer, relay=relay)
+    if settings.consumer_enabled and handlers is not None and input_topics:
+        consumer = make_consumer(settings, *(settings.topic(t) for t in input_topics))
+        runtime.runner = ConsumerRunner(
+            db=db,
+            consumer=consumer,
+            service=settings.service_name,
+            topic_prefix=settings.topic_prefix,
+            handlers=handlers(settings),
+            backoff_initial=settings.retry_backoff_initial_ms / 1000,
+            backoff_max=settings.retry_backoff_max_ms / 1000,
+        )
+    return runtime
+
+
+def _start_tasks(runtime: Runtime, extra: Sequence[Callable[[Runtime], Any]]) -> None:
+    def spawn(coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_report_crash)
+        runtime.tasks.append(task)
+
+    if runtime.settings.relay_enabled:
+        spawn(_run_relay(runtime), "outbox-relay")
+    if runtime.runner is not None:
+        spawn(runtime.runner.run(), "consumer")
+    spawn(_watch_backlog(runtime), "outbox-backlog")
+    for factory in extra:
+        spawn(factory(runtime), getattr(factory, "__name__", "task"))
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+
+
+async def _run_relay(runtime: Runtime) -> None:
+    delay = 0.2
+    while True:
+        try:
+            await runtime.producer.start()
+            break
+        except KafkaError as exc:
+            log.warning("broker unreachable (%s); retrying producer start in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(10.0, delay * 2)
+    runtime.producer_ready.set()
+    await runtime.relay.run()
+
+
+async def _watch_backlog(runtime: Runtime) -> None:
+    service = runtime.settings.service_name
+    while True:
+        await asyncio.sleep(5)
+        try:
+            async with runtime.db.unit_of_work(notify=False) as session:
+                count, age = await outbox.backlog(session)
+        except Exception:
+            log.exception("could not read outbox backlog")
+            continue
+        metrics.OUTBOX_BACKLOG.labels(service).set(count)
+        metrics.OUTBOX_AGE.labels(service).set(age)
+
+
+def _checks(app: FastAPI) -> dict[str, http.Check]:
+    async def database() -> None:
+        await app.state.runtime.db.ping()
+
+    async def broker() -> None:
+        runtime: Runtime = app.state.runtime
+        if not runtime.producer_ready.is_set():
+            raise RuntimeError("producer not connected yet")
+        await asyncio.wait_for(runtime.producer.client.fetch_all_metadata(), 3.0)
+
+    return {"database": database, "broker": broker}
+
+
+async def _shutdown(runtime: Runtime) -> None:
+    """Finish the batch in hand, commit it, publish what is committed, then close."""
+    if runtime.runner is not None:
+        runtime.runner.stop()
+    runtime.relay.stop()
+    background = [t for t in runtime.tasks if t.get_name() in ("consumer", "outbox-relay")]
+    others = [t for t in runtime.tasks if t not in background]
+    for task in others:
+        task.cancel()
+    done, pending = (
+        await asyncio.wait(background, timeout=SHUTDOWN_GRACE_SECONDS)
+        if background
+        else (set(), set())
+    )
+    for task in pending:
+        log.warning("task %s did not stop in time; cancelling", task.get_name())
+        task.cancel()
+    await asyncio.gather(*others, *pending, return_exceptions=True)
+    await runtime.producer.stop()
+    await runtime.db.dispose()
+    log.info("stopped", extra={"finished_tasks": len(done)})

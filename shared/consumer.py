@@ -1,0 +1,278 @@
+"""The consumer runner: decode → validate → de-duplicate → handle → commit → offset.
+
+* Offsets are committed to Kafka only after the database transaction that holds the
+  effects has committed, so a crash re-delivers rather than loses.
+* Each event's (source, id) is recorded in ``processed_events`` in that same
+  transaction, so a re-delivered event is recognised and skipped.
+* A poll's messages for one partition are handled in one transaction. If that
+  fails for a reason that is not transient, the batch is replayed one message at a
+  time so only the culprit is dead-lettered.
+* Undecodable or invalid messages, and messages whose handler keeps failing, are
+  written to the service's dead-letter topic (through the outbox, in the same
+  transaction as the offset's progress) with the reason and the original bytes.
+* Transient failures (database or broker unavailable) are retried with backoff
+  without giving up the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import logs, metrics
+from shared.db import Database
+from shared.events import Event, InvalidEvent, dead_letter_topic, decode
+from shared.outbox import enqueue_raw
+from shared.plumbing import processed_events
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, Any], Awaitable[None]]
+Handlers = Mapping[type[Event], Handler]
+
+MAX_HANDLER_ATTEMPTS = 3
+
+
+class TransientError(Exception):
+    """Raised by a handler for a failure that will pass (a dependency is down)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError | OSError | TimeoutError | KafkaError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    exc: Exception
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    record: ConsumerRecord[bytes, bytes]
+    event: Event | None
+    error: str | None
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        consumer: AIOKafkaConsumer,
+        service: str,
+        topic_prefix: str,
+        handlers: Handlers,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self._db = db
+        self._consumer = consumer
+        self._service = service
+        self._prefix = topic_prefix
+        self._handlers = dict(handlers)
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        await self._start_consumer()
+        try:
+            while not self.stopping:
+                batches = await self._consumer.getmany(timeout_ms=250)
+                for tp, records in batches.items():
+                    if self.stopping:
+                        break  # uncommitted: re-delivered to whoever owns the partition next
+                    if await self._process(tp, records):
+                        await self._consumer.commit({tp: records[-1].offset + 1})
+                        self._record_lag(tp, records[-1].offset)
+        finally:
+            await self._consumer.stop()
+
+    async def _start_consumer(self) -> None:
+        delay = self._backoff_initial
+        while True:
+            try:
+                await self._consumer.start()
+                self.started.set()
+                return
+            except KafkaError:
+                if self.stopping:
+                    raise
+                log.warning("broker unreachable; retrying consumer start in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(self._backoff_max, delay * 2)
+
+    def _record_lag(self, tp: TopicPartition, offset: int) -> None:
+        high = self._consumer.highwater(tp)
+        if high is not None:
+            metrics.CONSUMER_LAG.labels(self._service, tp.topic, tp.partition).set(
+                max(0, high - offset - 1)
+            )
+
+    async def _process(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> bool:
+        """Handle one partition batch durably. False only when stopping mid-retry."""
+        items = [self._decode(r) for r in records]
+        started = time.perf_counter()
+        outcome = await self._with_retry(lambda: self._apply_batch(items))
+        if outcome is None:
+            return False
+        if isinstance(outcome, Failed):
+            for item in items:
+                if not await self._process_one(item):
+                    return False
+        metrics.CONSUMER_BATCH_SECONDS.labels(self._service).observe(time.perf_counter() - started)
+        return True
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Item:
+        try:
+            return Item(record, decode(record.value), None)
+        except InvalidEvent as exc:
+            return Item(record, None, exc.reason)
+
+    async def _with_retry(self, attempt: Callable[[], Awaitable[bool]]) -> bool | Failed | None:
+        """Run ``attempt`` until it succeeds (True), fails for good (Failed) or we stop (None).
+
+        Transient failures are retried with exponential backoff for as long as it takes.
+        """
+        delay = self._backoff_initial
+        while not self.stopping:
+            try:
+                return await attempt()
+            except Exception as exc:  # noqa: BLE001 - every failure is classified below
+                if not is_transient(exc):
+                    return Failed(exc)
+                metrics.CONSUMER_ERRORS.labels(self._service).inc()
+                log.warning(
+                    "transient failure (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
+                )
+                waiter = asyncio.ensure_future(self._stopping.wait())
+                await asyncio.wait([waiter], timeout=delay)
+                waiter.cancel()
+                delay = min(self._backoff_max, delay * 2)
+        return None
+
+    async def _apply_batch(self, items: Sequence[Item]) -> bool:
+        async with self._db.unit_of_work() as session:
+            seen = await self._already_processed(session, [i.event for i in items if i.event])
+            for item in items:
+                await self._apply(session, item, seen)
+        return True
+
+    async def _process_one(self, item: Item) -> bool:
+        """Handle one message alone; after repeated failures, dead-letter it."""
+        outcome: bool | Failed | None = None
+        for attempt in range(1, MAX_HANDLER_ATTEMPTS + 1):
+            outcome = await self._with_retry(lambda: self._apply_batch([item]))
+            if not isinstance(outcome, Failed):
+                return outcome is True
+            log.warning(
+                "event failed (attempt %d of %d): %r", attempt, MAX_HANDLER_ATTEMPTS, outcome.exc
+            )
+        assert isinstance(outcome, Failed)
+        reason = f"handler failed: {type(outcome.exc).__name__}: {outcome.exc}"[:1000]
+        parked = await self._with_retry(lambda: self._park(item.record, reason))
+        if isinstance(parked, Failed):
+            raise parked.exc  # cannot even write the dead letter: stop rather than lose it
+        return parked is True
+
+    async def _park(self, record: ConsumerRecord[bytes, bytes], reason: str) -> bool:
+        async with self._db.unit_of_work() as session:
+            await self._dead_letter(session, record, reason)
+        return True
+
+    async def _already_processed(
+        self, session: AsyncSession, events: Sequence[Event | None]
+    ) -> set[tuple[str, str]]:
+        keys = {(e.source, e.id) for e in events if e is not None and type(e) in self._handlers}
+        if not keys:
+            return set()
+        t = processed_events
+        rows = await session.execute(
+            select(t.c.source, t.c.event_id).where(
+                or_(*(and_(t.c.source == s, t.c.event_id == i) for s, i in keys))
+            )
+        )
+        return {(r.source, r.event_id) for r in rows}
+
+    async def _apply(self, session: AsyncSession, item: Item, seen: set[tuple[str, str]]) -> None:
+        record, event = item.record, item.event
+        if event is None:
+            await self._dead_letter(session, record, item.error or "invalid event")
+            return
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, "ignored").inc()
+            return
+        if (event.source, event.id) in seen:
+            metrics.EVENTS_CONSUMED.labels(
+                self._service, record.topic, event.type, "duplicate"
+            ).inc()
+            return
+        seen.add((event.source, event.id))
+        token = logs.event_id.set(event.id)
+        try:
+            await handler(session, event)
+        finally:
+            logs.event_id.reset(token)
+        await session.execute(
+            insert(processed_events).values(
+                source=event.source, event_id=event.id, event_type=event.type
+            )
+        )
+        metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, "handled").inc()
+
+    async def _dead_letter(
+        self, session: AsyncSession, record: ConsumerRecord[bytes, bytes], reason: str
+    ) -> None:
+        headers = [(k, v.decode("utf-8", "replace")) for k, v in (record.headers or ())]
+        headers += [
+            ("x-dead-letter-reason", reason),
+            ("x-dead-letter-service", self._service),
+            ("x-original-topic", record.topic),
+            ("x-original-partition", str(record.partition)),
+            ("x-original-offset", str(record.offset)),
+            ("x-failed-at", datetime.now(UTC).isoformat()),
+        ]
+        await enqueue_raw(
+            session,
+            topic=dead_letter_topic(self._service),
+            key=record.key,
+            value=record.value or b"",
+            headers=headers,
+        )
+        short = reason.split(":", 1)[0][:60]
+        metrics.EVENTS_DEAD_LETTERED.labels(self._service, record.topic, short).inc()
+        log.warning(
+            "dead-lettered message",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": reason,
+            },
+        )

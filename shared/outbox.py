@@ -1,0 +1,170 @@
+"""Transactional outbox: events are rows written in the service's own transaction,
+then relayed to Kafka by a background task and deleted once the broker has them.
+
+A crash between commit and publish loses nothing (the row is still there); a crash
+after publish but before delete re-publishes, and consumers de-duplicate by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import metrics
+from shared.db import Database
+from shared.events import Event
+from shared.plumbing import outbox
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_ID = 0x6B77_6F62  # "kwob": one relay at a time per database, preserving order
+
+
+async def enqueue(session: AsyncSession, *events: Event) -> None:
+    """Add events to the outbox inside the caller's transaction."""
+    if not events:
+        return
+    await session.execute(
+        insert(outbox),
+        [
+            {
+                "topic": e.TOPIC,
+                "key": e.key,
+                "value": e.to_json(),
+                "headers": [["content-type", "application/cloudevents+json"]],
+                "event_type": e.type,
+            }
+            for e in events
+        ],
+    )
+
+
+async def enqueue_raw(
+    session: AsyncSession,
+    *,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    headers: list[tuple[str, str]],
+    event_type: str | None = None,
+) -> None:
+    """Add an arbitrary message (a dead letter, a redrive) to the outbox."""
+    await session.execute(
+        insert(outbox).values(
+            topic=topic,
+            key=key,
+            value=value,
+            headers=[list(h) for h in headers],
+            event_type=event_type,
+        )
+    )
+
+
+async def backlog(session: AsyncSession) -> tuple[int, float]:
+    """Number of unpublished rows and the age in seconds of the oldest."""
+    row = (await session.execute(select(func.count(), func.min(outbox.c.created_at)))).one()
+    count, oldest = row
+    if not count or oldest is None:
+        return 0, 0.0
+    now = (await session.execute(select(func.now()))).scalar_one()
+    if oldest.tzinfo is None and now.tzinfo is not None:
+        now = now.replace(tzinfo=None)
+    return int(count), max(0.0, (now - oldest).total_seconds())
+
+
+class Relay:
+    """Publishes outbox rows in id order, then deletes them."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        producer: AIOKafkaProducer,
+        service: str,
+        topic_prefix: str,
+        poll_interval: float,
+        batch_size: int,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self._db = db
+        self._producer = producer
+        self._service = service
+        self._prefix = topic_prefix
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._max_backoff = max_backoff
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        db.on_commit(self._wakeup.set)
+
+    def notify(self) -> None:
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            try:
+                while await self.publish_batch() == self._batch_size:
+                    pass
+                backoff = 0.0
+            except Exception:
+                backoff = min(self._max_backoff, max(0.2, backoff * 2))
+                log.exception("outbox relay failed; retrying in %.1fs", backoff)
+                metrics.RELAY_ERRORS.labels(self._service).inc()
+                await asyncio.sleep(backoff)
+                continue
+            await self._wait()
+        await self.publish_batch()  # drain what the last requests committed
+
+    async def _wait(self) -> None:
+        # Woken by a local commit, or by the periodic sweep that picks up rows
+        # committed by another replica or before this process started.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+        self._wakeup.clear()
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; returns how many rows went out."""
+        async with self._db.unit_of_work(notify=False) as session:
+            if not self._db.sqlite and not await self._take_lock(session):
+                return 0
+            rows = (
+                await session.execute(select(outbox).order_by(outbox.c.id).limit(self._batch_size))
+            ).all()
+            if not rows:
+                return 0
+            started = time.perf_counter()
+            await self._send(rows)
+            await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+        metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+        metrics.RELAY_BATCH_SECONDS.labels(self._service).observe(time.perf_counter() - started)
+        return len(rows)
+
+    async def _take_lock(self, session: AsyncSession) -> bool:
+        result = await session.execute(
+            text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": RELAY_LOCK_ID}
+        )
+        return bool(result.scalar_one())
+
+    async def _send(self, rows: Sequence[Any]) -> None:
+        futures = []
+        for row in rows:
+            headers = [(k, v.encode()) for k, v in (row.headers or [])]
+            futures.append(
+                await self._producer.send(
+                    self._prefix + row.topic, value=row.value, key=row.key, headers=headers
+                )
+            )
+        await asyncio.gather(*futures)

@@ -1,0 +1,93 @@
+"""Small helpers the tests share: building events, producing raw bytes, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
+from shared.events.common import ContactHint
+
+
+def purchase(
+    customer_id: str,
+    amount: str = "100.00",
+    *,
+    currency: str = "EUR",
+    purchase_id: str | None = None,
+    name: str | None = None,
+    email: str | None = None,
+    when: datetime | None = None,
+) -> PurchaseCompleted:
+    hint = ContactHint(name=name, email=email) if (name or email) else None
+    return PurchaseCompleted.create(
+        subject=customer_id,
+        source="/pos/test-store",
+        time=when or datetime.now(UTC),
+        data=PurchaseCompletedData(
+            purchase_id=purchase_id or f"p-{uuid.uuid4().hex[:10]}",
+            channel="store",
+            store_id="store-1",
+            total={"amount": Decimal(amount), "currency": currency},  # type: ignore[arg-type]
+            customer=hint,
+        ),
+    )
+
+
+async def produce(bootstrap: str, topic: str, *messages: tuple[bytes | None, bytes]) -> None:
+    """Send raw (key, value) pairs with a plain producer, as a POS would."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 15.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read a topic from the start (no group) until ``expect`` records or timeout."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=20
+    )
+    await consumer.start()
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < expect and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                found.extend(records)
+        await asyncio.sleep(0.3)  # catch anything beyond what was expected
+        for records in (await consumer.getmany(timeout_ms=200)).values():
+            found.extend(records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}

@@ -1,0 +1,226 @@
+"""The consumer runner against the real broker and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.config import ServiceSettings
+from shared.consumer import ConsumerRunner, Handler, TransientError
+from shared.db import Database
+from shared.events.commerce import PurchaseCompleted
+from shared.kafka import make_consumer, make_producer
+from shared.outbox import Relay
+from shared.plumbing import outbox, plumbing_metadata
+from tests.conftest import DatabaseFactory
+from tests.helpers import headers_of, produce, purchase, read_topic, wait_until
+
+pytestmark = [pytest.mark.db, pytest.mark.kafka]
+
+effects_metadata = MetaData()
+effects = Table(
+    "effects",
+    effects_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("purchase_id", String(64)),
+)
+
+
+@dataclass
+class Harness:
+    db: Database
+    settings: ServiceSettings
+    topic: str
+    start: Callable[[Handler], Awaitable[ConsumerRunner]]
+
+    async def effect_rows(self) -> list[str]:
+        async with self.db.unit_of_work() as s:
+            return list((await s.execute(select(effects.c.purchase_id))).scalars())
+
+    async def outbox_count(self) -> int:
+        async with self.db.unit_of_work() as s:
+            return int((await s.execute(select(func.count()).select_from(outbox))).scalar_one())
+
+
+async def record_effect(session: AsyncSession, event: PurchaseCompleted) -> None:
+    await session.execute(insert(effects).values(purchase_id=event.data.purchase_id))
+
+
+@pytest.fixture
+async def harness(
+    broker: str, topics: str, database_url: DatabaseFactory
+) -> AsyncIterator[Harness]:
+    db = Database(await database_url("shared"))
+    async with db.engine.begin() as conn:
+        await conn.run_sync(plumbing_metadata.create_all)
+        await conn.run_sync(effects_metadata.create_all)
+    settings = ServiceSettings(
+        service_name="svc",
+        kafka_bootstrap_servers=broker,
+        topic_prefix=topics,
+        kafka_fetch_max_wait_ms=20,
+    )
+    producer = make_producer(settings)
+    await producer.start()
+    relay = Relay(
+        db=db,
+        producer=producer,
+        service="svc",
+        topic_prefix=topics,
+        poll_interval=0.05,
+        batch_size=100,
+    )
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(relay.run())]
+    runners: list[ConsumerRunner] = []
+
+    async def start(handler: Handler) -> ConsumerRunner:
+        consumer = make_consumer(settings, settings.topic("commerce.purchases"))
+        runner = ConsumerRunner(
+            db=db,
+            consumer=consumer,
+            service="svc",
+            topic_prefix=topics,
+            handlers={PurchaseCompleted: handler},
+            backoff_initial=0.05,
+        )
+        runners.append(runner)
+        tasks.append(asyncio.create_task(runner.run()))
+        return runner
+
+    yield Harness(db, settings, settings.topic("commerce.purchases"), start)
+    for r in runners:
+        r.stop()
+    relay.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    await producer.stop()
+    await db.dispose()
+
+
+async def test_redelivered_event_takes_effect_once(broker: str, harness: Harness) -> None:
+    event = purchase("c-1", purchase_id="p-dup")
+    other = purchase("c-1", purchase_id="p-after")
+    raw = event.to_json()
+    await produce(
+        broker,
+        harness.topic,
+        (b"c-1", raw),
+        (b"c-1", raw),
+        (b"c-1", raw),
+        (b"c-1", other.to_json()),
+    )
+    await harness.start(record_effect)
+    rows = await wait_until(lambda: _rows_when(harness, lambda r: "p-after" in r), timeout=20)
+    assert sorted(rows) == ["p-after", "p-dup"]
+    # Delivered again later (a producer retry long after the first copy): still once.
+    await produce(broker, harness.topic, (b"c-1", raw))
+    marker = purchase("c-1", purchase_id="p-marker")
+    await produce(broker, harness.topic, (b"c-1", marker.to_json()))
+    rows = await wait_until(lambda: _rows_when(harness, lambda r: "p-marker" in r), timeout=20)
+    assert sorted(rows) == ["p-after", "p-dup", "p-marker"]
+
+
+async def _rows_when(harness: Harness, cond: Callable[[list[str]], bool]) -> list[str] | None:
+    rows = await harness.effect_rows()
+    return rows if cond(rows) else None
+
+
+async def test_garbage_is_dead_lettered_and_the_partition_moves_on(
+    broker: str, topics: str, harness: Harness
+) -> None:
+    first, second = purchase("c-2", purchase_id="good-1"), purchase("c-2", purchase_id="good-2")
+    missing = json.loads(first.to_json())
+    del missing["data"]["total"]
+    missing["id"] = "missing-total"
+    unknown = {**json.loads(first.to_json()), "type": "purchase.teleported", "id": "unknown"}
+    garbage = [
+        b"\x00\xffnot json at all",
+        json.dumps(missing).encode(),
+        json.dumps(unknown).encode(),
+    ]
+    await produce(
+        broker,
+        harness.topic,
+        (b"c-2", first.to_json()),
+        *((b"c-2", g) for g in garbage),
+        (b"c-2", second.to_json()),
+    )
+    runner = await harness.start(record_effect)
+    rows = await wait_until(lambda: _rows_when(harness, lambda r: len(r) == 2), timeout=20)
+    assert sorted(rows) == ["good-1", "good-2"]
+    dead = await read_topic(broker, f"{topics}svc.deadletter", expect=3)
+    assert [d.value for d in dead] == garbage
+    reasons = [headers_of(d)["x-dead-letter-reason"] for d in dead]
+    assert "Invalid JSON" in reasons[0]
+    assert "total: Field required" in reasons[1]
+    assert "unknown event type: 'purchase.teleported'" in reasons[2]
+    assert all(headers_of(d)["x-original-topic"] == harness.topic for d in dead)
+    assert not runner.stopping
+    assert await wait_until(lambda: _is_zero(harness.outbox_count()), timeout=10)
+
+
+async def _is_zero(count: Awaitable[int]) -> bool:
+    return await count == 0
+
+
+async def test_a_handler_that_keeps_failing_parks_only_its_event(
+    broker: str, topics: str, harness: Harness
+) -> None:
+    async def picky(session: AsyncSession, event: PurchaseCompleted) -> None:
+        if event.data.purchase_id == "poison":
+            raise ValueError("cannot price this basket")
+        await record_effect(session, event)
+
+    events = [purchase("c-3", purchase_id=p) for p in ("ok-1", "poison", "ok-2")]
+    await produce(broker, harness.topic, *((b"c-3", e.to_json()) for e in events))
+    await harness.start(picky)
+    rows = await wait_until(lambda: _rows_when(harness, lambda r: len(r) == 2), timeout=20)
+    assert sorted(rows) == ["ok-1", "ok-2"]
+    dead = await read_topic(broker, f"{topics}svc.deadletter", expect=1)
+    assert len(dead) == 1
+    assert dead[0].value == events[1].to_json()
+    assert "ValueError: cannot price this basket" in headers_of(dead[0])["x-dead-letter-reason"]
+
+
+async def test_transient_failures_are_retried_not_dead_lettered(
+    broker: str, topics: str, harness: Harness
+) -> None:
+    attempts = 0
+
+    async def flaky(session: AsyncSession, event: PurchaseCompleted) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 4:
+            raise TransientError("database restarting")
+        await record_effect(session, event)
+
+    await produce(broker, harness.topic, (b"c-4", purchase("c-4", purchase_id="p-t").to_json()))
+    await harness.start(flaky)
+    assert await wait_until(lambda: _rows_when(harness, lambda r: r == ["p-t"]), timeout=20)
+    assert attempts == 5
+    assert await read_topic(broker, f"{topics}svc.deadletter", expect=0, timeout=1) == []
+
+
+async def test_a_restarted_consumer_resumes_after_the_committed_offset(
+    broker: str, harness: Harness
+) -> None:
+    seen: list[str] = []
+
+    async def tracking(session: AsyncSession, event: PurchaseCompleted) -> None:
+        seen.append(event.data.purchase_id)
+        await record_effect(session, event)
+
+    await produce(broker, harness.topic, (b"c-5", purchase("c-5", purchase_id="a").to_json()))
+    runner = await harness.start(tracking)
+    await wait_until(lambda: _rows_when(harness, lambda r: r == ["a"]), timeout=20)
+    runner.stop()
+    await asyncio.sleep(0.5)
+    await produce(broker, harness.topic, (b"c-5", purchase("c-5", purchase_id="b").to_json()))
+    await harness.start(tracking)
+    await wait_until(lambda: _rows_when(harness, lambda r: sorted(r) == ["a", "b"]), timeout=30)
+    assert seen == ["a", "b"]  # "a" was not handed to the handler a second time
