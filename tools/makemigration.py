@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from importlib import import_module
@@ -18,7 +19,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/scratch.db"
         upgrade(migrations, url)
-        command.revision(alembic_config(migrations, url), message=message, autogenerate=True)
+        script = command.revision(
+            alembic_config(migrations, url), message=message, autogenerate=True
+        )
+    paths = [s.path for s in (script if isinstance(script, list) else [script]) if s is not None]
+    ruff = Path(sys.executable).with_name("ruff")
+    subprocess.run([str(ruff), "check", "--fix", "-q", *paths], check=True)
+    subprocess.run([str(ruff), "format", "-q", *paths], check=True)
 
 
 if __name__ == "__main__":
