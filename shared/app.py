@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +26,7 @@ from shared.consumer import ConsumerRunner, Handlers
 from shared.db import Database
 from shared.kafka import make_consumer, make_producer
 from shared.migrations import upgrade_async
+from shared.timers import Scheduler, TimerHandler
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Runtime:
     producer: AIOKafkaProducer
     relay: outbox.Relay
     runner: ConsumerRunner | None = None
+    scheduler: Scheduler | None = None
     producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -68,6 +70,7 @@ def create_service_app(
     input_topics: Sequence[str],
     migrations_dir: Path,
     migrate_on_start: bool = False,
+    timer_handlers: Callable[[ServiceSettings], Mapping[str, TimerHandler]] | None = None,
     extra_tasks: Sequence[Callable[[Runtime], Any]] = (),
 ) -> FastAPI:
     @contextlib.asynccontextmanager
@@ -78,6 +81,13 @@ def create_service_app(
         if migrate_on_start:
             await upgrade_async(migrations_dir, settings.db_url())
         runtime = _build_runtime(settings, handlers, input_topics)
+        if timer_handlers is not None:
+            runtime.scheduler = Scheduler(
+                db=runtime.db,
+                handlers=timer_handlers(settings),
+                service=settings.service_name,
+                poll_interval=settings.scheduler_poll_interval_ms / 1000,
+            )
         app.state.runtime = runtime
         _start_tasks(runtime, extra_tasks)
         log.info("started", extra={"consumer_group": settings.consumer_group()})
@@ -134,6 +144,8 @@ def _start_tasks(runtime: Runtime, extra: Sequence[Callable[[Runtime], Any]]) ->
         spawn(_run_relay(runtime), "outbox-relay")
     if runtime.runner is not None:
         spawn(runtime.runner.run(), "consumer")
+    if runtime.scheduler is not None:
+        spawn(runtime.scheduler.run(), "scheduler")
     spawn(_watch_backlog(runtime), "outbox-backlog")
     for factory in extra:
         spawn(factory(runtime), getattr(factory, "__name__", "task"))
@@ -186,23 +198,36 @@ def _checks(app: FastAPI) -> dict[str, http.Check]:
 
 
 async def _shutdown(runtime: Runtime) -> None:
-    """Finish the batch in hand, commit it, publish what is committed, then close."""
-    if runtime.runner is not None:
-        runtime.runner.stop()
-    runtime.relay.stop()
-    background = [t for t in runtime.tasks if t.get_name() in ("consumer", "outbox-relay")]
-    others = [t for t in runtime.tasks if t not in background]
+    """Finish the batch in hand and commit it, publish what is committed, then close.
+
+    Extra tasks (senders, watchers) are cancelled first; then the consumer and the
+    scheduler finish their current unit of work; the relay goes last so it drains
+    what they committed.
+    """
+    by_name = {t.get_name(): t for t in runtime.tasks}
+    producers_of_work = [by_name[n] for n in ("consumer", "scheduler") if n in by_name]
+    relay = [by_name["outbox-relay"]] if "outbox-relay" in by_name else []
+    others = [t for t in runtime.tasks if t not in (*producers_of_work, *relay)]
     for task in others:
         task.cancel()
-    done, pending = (
-        await asyncio.wait(background, timeout=SHUTDOWN_GRACE_SECONDS)
-        if background
-        else (set(), set())
-    )
+    await asyncio.gather(*others, return_exceptions=True)
+    if runtime.runner is not None:
+        runtime.runner.stop()
+    if runtime.scheduler is not None:
+        runtime.scheduler.stop()
+    await _finish(producers_of_work)
+    runtime.relay.stop()
+    await _finish(relay)
+    await runtime.producer.stop()
+    await runtime.db.dispose()
+    log.info("stopped")
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
     for task in pending:
         log.warning("task %s did not stop in time; cancelling", task.get_name())
         task.cancel()
-    await asyncio.gather(*others, *pending, return_exceptions=True)
-    await runtime.producer.stop()
-    await runtime.db.dispose()
-    log.info("stopped", extra={"finished_tasks": len(done)})
+    await asyncio.gather(*pending, return_exceptions=True)

@@ -46,6 +46,7 @@ class ServiceSettings(BaseSettings):
     relay_enabled: bool = True
     relay_poll_interval_ms: int = Field(default=250, ge=5)
     relay_batch_size: int = Field(default=500, ge=1)
+    scheduler_poll_interval_ms: int = Field(default=1000, ge=5)
     retry_backoff_initial_ms: int = Field(default=200, ge=1)
     retry_backoff_max_ms: int = Field(default=10_000, ge=1)
 

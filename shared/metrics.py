@@ -46,3 +46,6 @@ RELAY_ERRORS = Counter("keepwell_outbox_relay_errors_total", "Relay failures", [
 RELAY_BATCH_SECONDS = Histogram(
     "keepwell_outbox_relay_batch_duration_seconds", "Time to publish one outbox batch", ["service"]
 )
+SCHEDULER_LAG = Gauge(
+    "keepwell_scheduler_lag_seconds", "How overdue the oldest due timer is", ["service"]
+)

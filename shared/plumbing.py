@@ -44,3 +44,17 @@ processed_events = Table(
     Column("event_type", String(100), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+timers = Table(
+    "timers",
+    plumbing_metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("key", String(255), nullable=False, unique=True, comment="Idempotency key"),
+    Column("due_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("payload", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(1000), nullable=True),
+    Column("failed", Integer, nullable=False, server_default="0", comment="1 = gave up"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -12,15 +12,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from shared.config import ServiceSettings
 from shared.events import all_topics
 from shared.kafka import create_topics
 from tools import broker as tansu
 from tools import smtp_sink
+from tools.databases import DatabaseMaker
 
 TEST_DB = os.environ.get("KEEPWELL_TEST_DB", "sqlite")
 PG_URL = os.environ.get("KEEPWELL_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -39,13 +38,18 @@ def broker() -> Iterator[str]:
         tansu.stop(proc)
 
 
+async def new_topic_prefix(bootstrap: str, partitions: int = 4) -> str:
+    """A fresh topic prefix with every Keepwell topic created under it."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    settings = ServiceSettings(kafka_bootstrap_servers=bootstrap)
+    await create_topics(settings, all_topics(prefix), partitions=partitions)
+    return prefix
+
+
 @pytest.fixture
 async def topics(broker: str) -> str:
     """A fresh topic prefix with every Keepwell topic created (4 partitions each)."""
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    settings = ServiceSettings(kafka_bootstrap_servers=broker)
-    await create_topics(settings, all_topics(prefix), partitions=4)
-    return prefix
+    return await new_topic_prefix(broker)
 
 
 DatabaseFactory = Callable[[str], Awaitable[str]]
@@ -54,32 +58,9 @@ DatabaseFactory = Callable[[str], Awaitable[str]]
 @pytest.fixture
 async def database_url(tmp_path: Path) -> AsyncIterator[DatabaseFactory]:
     """Factory: a fresh, empty database for the named service; returns its async URL."""
-    created: list[str] = []
-
-    async def make(service: str) -> str:
-        if TEST_DB != "postgres":
-            return f"sqlite+aiosqlite:///{tmp_path}/{service}-{uuid.uuid4().hex[:6]}.db"
-        name = f"kw_{service}_{uuid.uuid4().hex[:10]}"
-        conn = await asyncpg.connect(_plain_dsn(PG_URL))
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        created.append(name)
-        return str(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
-
-    yield make
-    if created:
-        conn = await asyncpg.connect(_plain_dsn(PG_URL))
-        try:
-            for name in created:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
-def _plain_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    maker = DatabaseMaker(tmp_path, backend=TEST_DB, pg_url=PG_URL)
+    yield maker
+    await maker.drop_all()
 
 
 @pytest.fixture

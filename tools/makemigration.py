@@ -23,6 +23,9 @@ def main() -> None:
             alembic_config(migrations, url), message=message, autogenerate=True
         )
     paths = [s.path for s in (script if isinstance(script, list) else [script]) if s is not None]
+    for path in paths:
+        text = Path(path).read_text()
+        Path(path).write_text("\n".join(line.rstrip() for line in text.splitlines()) + "\n")
     ruff = Path(sys.executable).with_name("ruff")
     subprocess.run([str(ruff), "check", "--fix", "-q", *paths], check=True)
     subprocess.run([str(ruff), "format", "-q", *paths], check=True)

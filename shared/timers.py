@@ -1,0 +1,217 @@
+"""Durable timers: delayed work that survives restarts and catches up after downtime.
+
+A timer is a row in the service's own database, written in the same transaction
+as whatever scheduled it. The ``Scheduler`` background task fires due timers:
+each in its own transaction that runs the handler and deletes the timer, so a
+timer's effect happens once. A handler that fails is retried with backoff;
+after ``max_attempts`` the timer is marked failed and kept for an operator.
+
+Keys are idempotency keys: scheduling the same key twice keeps the first timer
+(or moves it, with ``replace=True``); ``cancel`` removes a timer whose reason is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import metrics
+from shared.consumer import is_transient
+from shared.db import Database
+from shared.plumbing import timers
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Timer:
+    id: int
+    kind: str
+    key: str
+    due_at: datetime
+    payload: dict[str, Any]
+    attempts: int
+
+
+TimerHandler = Callable[[AsyncSession, Timer], Awaitable[None]]
+
+
+async def schedule(
+    session: AsyncSession,
+    *,
+    kind: str,
+    key: str,
+    due_at: datetime,
+    payload: dict[str, Any],
+    replace: bool = False,
+) -> None:
+    """Schedule ``kind`` at ``due_at`` unless a timer with ``key`` exists (or move it)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    values = {"kind": kind, "key": key, "due_at": due_at, "payload": payload}
+    stmt = insert(timers).values(**values)
+    if replace:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"due_at": due_at, "payload": payload, "attempts": 0, "failed": 0},
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["key"])
+    await session.execute(stmt)
+
+
+async def cancel(session: AsyncSession, *, key: str) -> bool:
+    """Remove a pending timer; True if there was one."""
+    result = await session.execute(delete(timers).where(timers.c.key == key))
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def pending(session: AsyncSession, *, key: str) -> Timer | None:
+    row = (await session.execute(select(timers).where(timers.c.key == key))).first()
+    return _timer(row) if row else None
+
+
+def _timer(row: Any) -> Timer:
+    due = row.due_at if row.due_at.tzinfo else row.due_at.replace(tzinfo=UTC)
+    return Timer(row.id, row.kind, row.key, due, dict(row.payload), row.attempts)
+
+
+class Scheduler:
+    """Fires due timers through their kind's handler, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        handlers: Mapping[str, TimerHandler],
+        service: str,
+        clock: Clock = wall_clock,
+        poll_interval: float = 1.0,
+        batch_size: int = 200,
+        max_attempts: int = 10,
+        max_backoff: float = 600.0,
+    ) -> None:
+        self._db = db
+        self._handlers = dict(handlers)
+        self._service = service
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+        self._max_backoff = max_backoff
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        db.on_commit(self._wakeup.set)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+
+    def notify(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                while not self._stopping and await self.fire_due() == self._batch_size:
+                    pass
+            except Exception:
+                log.exception("timer sweep failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+            self._wakeup.clear()
+
+    async def fire_due(self) -> int:
+        """Fire every timer due now (one batch); returns how many were attempted."""
+        now = self._clock()
+        due = await self._claim(now)
+        for timer in due:
+            if self._stopping:
+                break
+            await self._fire(timer)
+        await self._record_lag(now)
+        return len(due)
+
+    async def _claim(self, now: datetime) -> list[Timer]:
+        async with self._db.unit_of_work(notify=False) as session:
+            stmt = (
+                select(timers)
+                .where(timers.c.due_at <= now, timers.c.failed == 0)
+                .order_by(timers.c.due_at, timers.c.id)
+                .limit(self._batch_size)
+            )
+            return [_timer(r) for r in (await session.execute(stmt)).all()]
+
+    async def _fire(self, timer: Timer) -> None:
+        handler = self._handlers.get(timer.kind)
+        try:
+            async with self._db.unit_of_work() as session:
+                if not await self._still_due(session, timer):
+                    return  # another replica fired or cancelled it meanwhile
+                if handler is None:
+                    raise LookupError(f"no handler for timer kind {timer.kind!r}")
+                await handler(session, timer)
+                await session.execute(delete(timers).where(timers.c.id == timer.id))
+        except Exception as exc:  # noqa: BLE001 - recorded on the timer and retried
+            await self._record_failure(timer, exc)
+
+    async def _still_due(self, session: AsyncSession, timer: Timer) -> bool:
+        stmt = select(timers.c.id).where(
+            timers.c.id == timer.id, timers.c.attempts == timer.attempts
+        )
+        if not self._db.sqlite:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return (await session.execute(stmt)).first() is not None
+
+    async def _record_failure(self, timer: Timer, exc: Exception) -> None:
+        attempts = timer.attempts + (0 if is_transient(exc) else 1)
+        failed = attempts >= self._max_attempts
+        delay = min(self._max_backoff, 2 ** min(timer.attempts + 1, 20))
+        log.warning(
+            "timer %s (%s) failed: %s: %s",
+            timer.key,
+            timer.kind,
+            type(exc).__name__,
+            exc,
+            extra={"attempts": attempts, "gave_up": failed},
+        )
+        values = {
+            "attempts": attempts,
+            "failed": 1 if failed else 0,
+            "last_error": f"{type(exc).__name__}: {exc}"[:1000],
+            "due_at": self._clock() + timedelta(seconds=delay),
+        }
+        try:
+            async with self._db.unit_of_work(notify=False) as session:
+                await session.execute(
+                    update(timers).where(timers.c.id == timer.id).values(**values)
+                )
+        except Exception:
+            # The database itself may be what failed: the timer stays due, unchanged,
+            # and the next sweep tries it again.
+            log.exception("could not record the failure of timer %s", timer.key)
+
+    async def _record_lag(self, now: datetime) -> None:
+        async with self._db.unit_of_work(notify=False) as session:
+            oldest = (
+                await session.execute(select(func.min(timers.c.due_at)).where(timers.c.failed == 0))
+            ).scalar_one()
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        lag = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        metrics.SCHEDULER_LAG.labels(self._service).set(lag)

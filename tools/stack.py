@@ -1,0 +1,123 @@
+"""Start Keepwell's services as real processes: used by `make run`, e2e tests and bench."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+
+import httpx
+
+from shared.migrations import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE_NAMES = ("profile", "loyalty", "engagement", "feedback")
+
+
+def migrations_dir(service: str) -> Path:
+    return Path(import_module(f"services.{service}.main").MIGRATIONS)
+
+
+def migrate(service: str, url: str) -> None:
+    upgrade(migrations_dir(service), url)
+
+
+@dataclass
+class ServiceProcess:
+    """One service under uvicorn in its own process, configured by environment."""
+
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"services.{self.name}.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "20",
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                args, env={**os.environ, **self.env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                code = None if self.proc is None else self.proc.returncode
+                raise RuntimeError(f"{self.name} exited ({code}); see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet: keep polling until the deadline
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no offset commit, no goodbye to the group."""
+        if self.proc is not None and self.alive:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, grace: float = 25.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def service_env(
+    name: str,
+    *,
+    bootstrap: str,
+    prefix: str,
+    database_url: str | None = None,
+    smtp_port: int | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    p = name.upper() + "_"
+    env = {
+        f"{p}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        f"{p}TOPIC_PREFIX": prefix,
+        f"{p}KAFKA_FETCH_MAX_WAIT_MS": "20",
+        f"{p}RELAY_POLL_INTERVAL_MS": "100",
+    }
+    if database_url:
+        env[f"{p}DATABASE_URL"] = database_url
+    if smtp_port is not None and name == "engagement":
+        env["ENGAGEMENT_SMTP_PORT"] = str(smtp_port)
+    return {**env, **(extra or {})}
