@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -11,6 +12,7 @@ from shared.events.base import Event, Payload
 ENGAGEMENT_TOPIC = "engagement.events"
 
 OutreachChannel = Literal["email", "sms", "push", "chat"]
+RiskBand = Literal["low", "medium", "high"]
 
 
 class OutreachSentData(Payload):
@@ -29,4 +31,56 @@ class OutreachSent(Event):
     data: OutreachSentData
 
 
-EVENTS: tuple[type[Event], ...] = (OutreachSent,)
+class OutreachFailedData(Payload):
+    outreach_id: str
+    journey: str
+    channel: OutreachChannel
+    error: str
+    attempts: int
+
+
+class OutreachFailed(Event):
+    """A message could not be delivered after its retries."""
+
+    TOPIC: ClassVar[str] = ENGAGEMENT_TOPIC
+    type: Literal["outreach.failed"] = "outreach.failed"
+    data: OutreachFailedData
+
+
+class OutreachSuppressedData(Payload):
+    outreach_id: str
+    journey: str
+    reason: str = Field(description="e.g. opted out of every channel, frequency cap")
+
+
+class OutreachSuppressed(Event):
+    """A message was deliberately not sent."""
+
+    TOPIC: ClassVar[str] = ENGAGEMENT_TOPIC
+    type: Literal["outreach.suppressed"] = "outreach.suppressed"
+    data: OutreachSuppressedData
+
+
+class ChurnRiskChangedData(Payload):
+    risk: float = Field(ge=0, le=1)
+    band: RiskBand
+    previous_band: RiskBand | None
+    reasons: list[str] = Field(default_factory=list)
+    clv: Decimal | None = Field(default=None, description="Expected value over the CLV horizon")
+    currency: str | None = None
+
+
+class ChurnRiskChanged(Event):
+    """A customer's churn-risk band changed (not sent on every re-score)."""
+
+    TOPIC: ClassVar[str] = ENGAGEMENT_TOPIC
+    type: Literal["churn.risk_changed"] = "churn.risk_changed"
+    data: ChurnRiskChangedData
+
+
+EVENTS: tuple[type[Event], ...] = (
+    OutreachSent,
+    OutreachFailed,
+    OutreachSuppressed,
+    ChurnRiskChanged,
+)

@@ -2,8 +2,98 @@
 
 from __future__ import annotations
 
-from shared.events.base import Event
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from shared.events.base import Event, Payload
 
 FEEDBACK_TOPIC = "feedback.events"
 
-EVENTS: tuple[type[Event], ...] = ()
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class SurveyInvitationCreatedData(Payload):
+    invitation_id: str
+    survey_id: str
+    url: str = Field(description="Signed, single-use link to answer")
+    expires_at: datetime
+    reason: str = Field(description="e.g. after_purchase, follow_up, periodic")
+    trigger_event_id: str | None = None
+
+
+class SurveyInvitationCreated(Event):
+    """Feedback wants this customer asked; engagement delivers the link."""
+
+    TOPIC: ClassVar[str] = FEEDBACK_TOPIC
+    type: Literal["survey.invitation_created"] = "survey.invitation_created"
+    data: SurveyInvitationCreatedData
+
+
+class ResponseRecordedData(Payload):
+    response_id: str
+    survey_id: str
+    kind: Literal["nps", "csat", "custom"]
+    score: int | None = None
+    category: (
+        Literal["promoter", "passive", "detractor", "satisfied", "neutral", "dissatisfied"] | None
+    ) = None
+    channel: str
+    store_id: str | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class ResponseRecorded(Event):
+    TOPIC: ClassVar[str] = FEEDBACK_TOPIC
+    type: Literal["response.recorded"] = "response.recorded"
+    data: ResponseRecordedData
+
+
+class ComplaintOpenedData(Payload):
+    case_id: str
+    category: str
+    severity: Severity
+    channel: str
+    summary: str | None = Field(default=None, max_length=500)
+    first_response_due: datetime
+    resolution_due: datetime
+
+
+class ComplaintOpened(Event):
+    TOPIC: ClassVar[str] = FEEDBACK_TOPIC
+    type: Literal["complaint.opened"] = "complaint.opened"
+    data: ComplaintOpenedData
+
+
+class ComplaintSlaBreachedData(Payload):
+    case_id: str
+    deadline: Literal["first_response", "resolution"]
+    due_at: datetime
+    severity: Severity
+
+
+class ComplaintSlaBreached(Event):
+    TOPIC: ClassVar[str] = FEEDBACK_TOPIC
+    type: Literal["complaint.sla_breached"] = "complaint.sla_breached"
+    data: ComplaintSlaBreachedData
+
+
+class ComplaintResolvedData(Payload):
+    case_id: str
+    resolution: str | None = Field(default=None, max_length=1000)
+
+
+class ComplaintResolved(Event):
+    TOPIC: ClassVar[str] = FEEDBACK_TOPIC
+    type: Literal["complaint.resolved"] = "complaint.resolved"
+    data: ComplaintResolvedData
+
+
+EVENTS: tuple[type[Event], ...] = (
+    SurveyInvitationCreated,
+    ResponseRecorded,
+    ComplaintOpened,
+    ComplaintSlaBreached,
+    ComplaintResolved,
+)

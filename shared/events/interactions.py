@@ -41,4 +41,22 @@ class InteractionRecorded(Event):
     data: InteractionRecordedData
 
 
-EVENTS: tuple[type[Event], ...] = (InteractionRecorded,)
+class FeedbackSubmittedData(Payload):
+    """An answer captured outside Keepwell's forms (call centre, kiosk, partner)."""
+
+    survey_id: str
+    channel: Channel
+    answers: dict[str, int | str | list[str]] = Field(
+        description="Question id → answer (0-10 for NPS, 1-5 for CSAT, text or choices)"
+    )
+    store_id: str | None = Field(default=None, max_length=64)
+    submitted_by: str | None = Field(default=None, max_length=100, description="Agent id")
+
+
+class FeedbackSubmitted(Event):
+    TOPIC: ClassVar[str] = INTERACTIONS_TOPIC
+    type: Literal["feedback.submitted"] = "feedback.submitted"
+    data: FeedbackSubmittedData
+
+
+EVENTS: tuple[type[Event], ...] = (InteractionRecorded, FeedbackSubmitted)

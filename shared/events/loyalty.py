@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -17,6 +18,10 @@ class PointsEarnedData(Payload):
     reason: str = Field(description="Why: the rule that awarded the points")
     source_event_id: str
     purchase_id: str | None = None
+    rule_id: str | None = None
+    pending_until: datetime | None = Field(
+        default=None, description="Set when the points are locked until this time"
+    )
 
 
 class PointsEarned(Event):
@@ -25,4 +30,106 @@ class PointsEarned(Event):
     data: PointsEarnedData
 
 
-EVENTS: tuple[type[Event], ...] = (PointsEarned,)
+class PointsRedeemedData(Payload):
+    points: int = Field(gt=0)
+    balance: int
+    redemption_id: str
+    reward_id: str
+    reward_name: str | None = None
+
+
+class PointsRedeemed(Event):
+    TOPIC: ClassVar[str] = LOYALTY_TOPIC
+    type: Literal["points.redeemed"] = "points.redeemed"
+    data: PointsRedeemedData
+
+
+class PointsReversedData(Payload):
+    points: int = Field(gt=0, description="Points taken back")
+    balance: int
+    reason: str
+    source_event_id: str
+    purchase_id: str | None = None
+    refund_id: str | None = None
+
+
+class PointsReversed(Event):
+    TOPIC: ClassVar[str] = LOYALTY_TOPIC
+    type: Literal["points.reversed"] = "points.reversed"
+    data: PointsReversedData
+
+
+class PointsExpiringData(Payload):
+    points: int = Field(gt=0)
+    expires_at: datetime
+    balance: int
+
+
+class PointsExpiring(Event):
+    """Some points will expire soon: a reminder is due."""
+
+    TOPIC: ClassVar[str] = LOYALTY_TOPIC
+    type: Literal["points.expiring"] = "points.expiring"
+    data: PointsExpiringData
+
+
+class PointsExpiredData(Payload):
+    points: int = Field(gt=0)
+    balance: int
+
+
+class PointsExpired(Event):
+    TOPIC: ClassVar[str] = LOYALTY_TOPIC
+    type: Literal["points.expired"] = "points.expired"
+    data: PointsExpiredData
+
+
+class TierChangedData(Payload):
+    old_tier: str | None
+    new_tier: str
+    direction: Literal["up", "down"]
+    reason: str
+    benefits: list[str] = Field(default_factory=list)
+    multiplier: str | None = Field(default=None, description="Earning multiplier, decimal string")
+
+
+class TierChanged(Event):
+    TOPIC: ClassVar[str] = LOYALTY_TOPIC
+    type: Literal["tier.changed"] = "tier.changed"
+    data: TierChangedData
+
+
+class RewardUnlockedData(Payload):
+    reward_id: str
+    reward_name: str
+    reason: str = Field(description="e.g. milestone: 10th purchase")
+
+
+class RewardUnlocked(Event):
+    TOPIC: ClassVar[str] = LOYALTY_TOPIC
+    type: Literal["reward.unlocked"] = "reward.unlocked"
+    data: RewardUnlockedData
+
+
+class RedemptionCancelledData(Payload):
+    redemption_id: str
+    points: int = Field(gt=0, description="Points restored")
+    balance: int
+
+
+class RedemptionCancelled(Event):
+    TOPIC: ClassVar[str] = LOYALTY_TOPIC
+    type: Literal["redemption.cancelled"] = "redemption.cancelled"
+    data: RedemptionCancelledData
+
+
+EVENTS: tuple[type[Event], ...] = (
+    PointsEarned,
+    PointsRedeemed,
+    PointsReversed,
+    PointsExpiring,
+    PointsExpired,
+    TierChanged,
+    RewardUnlocked,
+    RedemptionCancelled,
+)
