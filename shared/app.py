@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import http, logs, metrics, outbox
+from shared.auth import TokenVerifier
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Handlers
 from shared.db import Database
@@ -97,6 +98,7 @@ def create_service_app(
             await _shutdown(runtime)
 
     app = FastAPI(title=title, description=description, version="1.0", lifespan=lifespan)
+    app.state.verifier = TokenVerifier(settings)
     http.install(app, service=settings.service_name, checks=_checks(app))
     for router in routers:
         app.include_router(router)

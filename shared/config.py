@@ -50,6 +50,15 @@ class ServiceSettings(BaseSettings):
     retry_backoff_initial_ms: int = Field(default=200, ge=1)
     retry_backoff_max_ms: int = Field(default=10_000, ge=1)
 
+    auth_secret: SecretStr | None = Field(
+        default=None, description="HS256 shared secret for bearer tokens"
+    )
+    auth_public_key: str | None = Field(default=None, description="PEM key for RS256/ES256")
+    auth_jwks_url: str | None = Field(default=None, description="JWKS of the identity provider")
+    auth_algorithms: list[str] = Field(default_factory=lambda: ["HS256", "RS256", "ES256"])
+    auth_audience: str = "keepwell"
+    auth_issuer: str | None = None
+
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from shared.auth import issue_token
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
 
@@ -91,3 +92,12 @@ async def wait_until(
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers}
+
+
+TEST_SECRET = "keepwell-test-secret-not-for-production"
+
+
+def auth_headers(*scopes: str, subject: str = "test-client", staff: bool = False) -> dict[str, str]:
+    """A bearer token signed with the tests' shared secret, carrying ``scopes``."""
+    token = issue_token(secret=TEST_SECRET, subject=subject, scopes=scopes, staff=staff)
+    return {"Authorization": f"Bearer {token}"}

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from importlib import import_module
+from pathlib import Path
 
+from shared.auth import issue_token
 from shared.config import ServiceSettings
 from shared.events import all_topics
 from shared.kafka import create_topics
@@ -68,13 +71,39 @@ def start_smtp_sink(children: list[subprocess.Popen[bytes]], port: int) -> None:
     broker.wait_for_port(port)
 
 
-def start_services(bootstrap: str, prefix: str, smtp_port: int) -> list[ServiceProcess]:
+def dev_secret() -> str:
+    """The token signing secret for this checkout: KEEPWELL_AUTH_SECRET or var/dev-secret."""
+    if secret := os.environ.get("KEEPWELL_AUTH_SECRET"):
+        return secret
+    path = VAR / "dev-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def write_dev_token(secret: str) -> Path:
+    """An admin token for trying the APIs locally (valid 30 days)."""
+    token = issue_token(
+        secret=secret, subject="developer", scopes=["admin"], staff=True, ttl_seconds=30 * 24 * 3600
+    )
+    path = VAR / "dev-token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def start_services(
+    bootstrap: str, prefix: str, smtp_port: int, secret: str
+) -> list[ServiceProcess]:
     base = int(os.environ.get("KEEPWELL_PORT_BASE", "8000"))
     services = [
         ServiceProcess(
             name=name,
             port=base + i + 1,
-            env=service_env(name, bootstrap=bootstrap, prefix=prefix, smtp_port=smtp_port),
+            env=service_env(
+                name, bootstrap=bootstrap, prefix=prefix, smtp_port=smtp_port, auth_secret=secret
+            ),
             log_path=VAR / "logs" / f"{name}.log",
         ).start()
         for i, name in enumerate(SERVICE_NAMES)
@@ -107,8 +136,15 @@ def main() -> None:
         bootstrap = start_broker(children)
         prepare(bootstrap, prefix)
         start_smtp_sink(children, smtp_port)
-        services = start_services(bootstrap, prefix, smtp_port)
+        secret = dev_secret()
+        services = start_services(bootstrap, prefix, smtp_port, secret)
         print_banner(services, bootstrap, smtp_port)
+        token = write_dev_token(secret).relative_to(ROOT)
+        print(f"An admin token for the APIs is in {token}:")
+        print(
+            f'  curl -H "Authorization: Bearer $(cat {token})" {services[1].url}/v1/members/<id>\n',
+            flush=True,
+        )
         while all(s.alive for s in services) and all(c.poll() is None for c in children):
             time.sleep(0.5)
         print("a Keepwell process stopped unexpectedly; shutting down", file=sys.stderr)

@@ -107,6 +107,7 @@ def service_env(
     prefix: str,
     database_url: str | None = None,
     smtp_port: int | None = None,
+    auth_secret: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     p = name.upper() + "_"
@@ -118,6 +119,8 @@ def service_env(
     }
     if database_url:
         env[f"{p}DATABASE_URL"] = database_url
+    if auth_secret:
+        env[f"{p}AUTH_SECRET"] = auth_secret
     if smtp_port is not None and name == "engagement":
         env["ENGAGEMENT_SMTP_PORT"] = str(smtp_port)
     return {**env, **(extra or {})}

@@ -1,25 +1,33 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
 from services.feedback import service
 from services.feedback.schemas import SurveyCreate, SurveyRead
 from shared.app import SessionDep
+from shared.auth import require
 
 router = APIRouter(prefix="/v1/surveys", tags=["surveys"])
 
 
-@router.post("", response_model=SurveyRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=SurveyRead,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require("feedback:admin"))],
+)
 async def create_survey(body: SurveyCreate, session: SessionDep) -> SurveyRead:
     survey = await service.create_survey(session, survey=body)
     return SurveyRead.model_validate(survey)
 
 
-@router.get("", response_model=list[SurveyRead])
+@router.get("", response_model=list[SurveyRead], dependencies=[Depends(require("feedback:read"))])
 async def list_surveys(session: SessionDep) -> list[SurveyRead]:
     return [SurveyRead.model_validate(s) for s in await service.list_surveys(session)]
 
 
-@router.get("/{survey_id}", response_model=SurveyRead)
+@router.get(
+    "/{survey_id}", response_model=SurveyRead, dependencies=[Depends(require("feedback:read"))]
+)
 async def get_survey(survey_id: str, session: SessionDep) -> SurveyRead:
     return SurveyRead.model_validate(await service.get_survey(session, survey_id=survey_id))

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from services.loyalty import repository, service
 from services.loyalty.schemas import LedgerEntryRead, LedgerPage, MemberRead
 from shared.app import SessionDep
+from shared.auth import require
 
-router = APIRouter(prefix="/v1/members", tags=["members"])
+router = APIRouter(
+    prefix="/v1/members", tags=["members"], dependencies=[Depends(require("loyalty:read"))]
+)
 
 
 @router.get("/{customer_id}", response_model=MemberRead)

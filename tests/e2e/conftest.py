@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import PG_URL, TEST_DB, new_topic_prefix
+from tests.helpers import TEST_SECRET, auth_headers
 from tools import broker as tansu
 from tools import smtp_sink
 from tools.databases import DatabaseMaker
@@ -68,6 +69,7 @@ async def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
                 prefix=prefix,
                 database_url=url,
                 smtp_port=smtp_port,
+                auth_secret=TEST_SECRET,
                 extra=extra,
             )
             log = LOG_DIR / f"{prefix}{name}.log"
@@ -76,7 +78,8 @@ async def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             ).start()
         for service in services.values():
             await asyncio.to_thread(service.wait_ready)
-        async with httpx.AsyncClient(timeout=10) as client:
+        headers = auth_headers("admin", subject="e2e")
+        async with httpx.AsyncClient(timeout=10, headers=headers) as client:
             yield Stack(broker, prefix, services, sink, client)
     finally:
         for service in services.values():

