@@ -26,6 +26,7 @@ from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Handlers
 from shared.db import Database
 from shared.kafka import make_consumer, make_producer
+from shared.limits import BodySizeLimit, RateLimit
 from shared.migrations import upgrade_async
 from shared.timers import Scheduler, TimerHandler
 
@@ -99,6 +100,8 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="1.0", lifespan=lifespan)
     app.state.verifier = TokenVerifier(settings)
+    app.add_middleware(RateLimit, per_minute=settings.http_rate_limit_per_minute)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.http_max_body_bytes)
     http.install(app, service=settings.service_name, checks=_checks(app))
     for router in routers:
         app.include_router(router)

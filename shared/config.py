@@ -59,6 +59,11 @@ class ServiceSettings(BaseSettings):
     auth_audience: str = "keepwell"
     auth_issuer: str | None = None
 
+    http_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    http_rate_limit_per_minute: int = Field(
+        default=6000, ge=0, description="Per credential and replica; 0 turns it off"
+    )
+
     log_level: str = "INFO"
     log_json: bool = True
 

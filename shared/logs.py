@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -12,6 +13,15 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 event_id: ContextVar[str | None] = ContextVar("event_id", default=None)
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9\-]+\.)+[A-Za-z]{2,}")
+_PHONE = re.compile(r"(?<![\w.-])\+?\d[\d \-()]{7,}\d(?![\w.-])")
+
+
+def mask_personal_data(text: str) -> str:
+    """Mask e-mail addresses and phone numbers: personal data never reaches the logs."""
+    text = _EMAIL.sub(lambda m: f"{m.group(1)}***@***", text)
+    return _PHONE.sub(lambda m: "***" + m.group(0)[-2:], text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,7 +35,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self._service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": mask_personal_data(record.getMessage()),
         }
         if (rid := request_id.get()) is not None:
             doc["request_id"] = rid
@@ -33,10 +43,15 @@ class JsonFormatter(logging.Formatter):
             doc["event_id"] = eid
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                doc[key] = value
+                doc[key] = mask_personal_data(value) if isinstance(value, str) else value
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str, ensure_ascii=False)
+            doc["exc"] = mask_personal_data(self.formatException(record.exc_info))
+        return mask_personal_data(json.dumps(doc, default=str, ensure_ascii=False))
+
+
+class MaskingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_personal_data(super().format(record))
 
 
 def configure(service: str, *, level: str = "INFO", json_format: bool = True) -> None:

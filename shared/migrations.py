@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, Literal
 
 from alembic import command, context
 from alembic.config import Config
@@ -11,7 +12,7 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.db import create_engine, is_sqlite
+from shared.db import UtcDateTime, create_engine, is_sqlite
 from shared.plumbing import plumbing_metadata
 
 
@@ -54,7 +55,20 @@ async def _run_online(url: str, targets: list[MetaData]) -> None:
     await engine.dispose()
 
 
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Write project column types as their plain SQLAlchemy equivalents in migrations."""
+    if type_ == "type" and isinstance(obj, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def _migrate(conn: Connection, targets: list[MetaData], sqlite: bool) -> None:
-    context.configure(connection=conn, target_metadata=targets, render_as_batch=sqlite)
+    context.configure(
+        connection=conn,
+        target_metadata=targets,
+        render_as_batch=sqlite,
+        render_item=render_item,
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()

@@ -18,7 +18,7 @@ from sqlalchemy import (
     func,
 )
 
-from shared.db import new_metadata
+from shared.db import UtcDateTime, new_metadata
 
 plumbing_metadata = new_metadata()
 
@@ -51,7 +51,7 @@ timers = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("kind", String(64), nullable=False),
     Column("key", String(255), nullable=False, unique=True, comment="Idempotency key"),
-    Column("due_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("due_at", UtcDateTime, nullable=False, index=True),
     Column("payload", JSON, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", String(1000), nullable=True),

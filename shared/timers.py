@@ -87,8 +87,7 @@ async def pending(session: AsyncSession, *, key: str) -> Timer | None:
 
 
 def _timer(row: Any) -> Timer:
-    due = row.due_at if row.due_at.tzinfo else row.due_at.replace(tzinfo=UTC)
-    return Timer(row.id, row.kind, row.key, due, dict(row.payload), row.attempts)
+    return Timer(row.id, row.kind, row.key, row.due_at, dict(row.payload), row.attempts)
 
 
 class Scheduler:

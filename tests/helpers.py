@@ -36,7 +36,7 @@ def purchase(
             purchase_id=purchase_id or f"p-{uuid.uuid4().hex[:10]}",
             channel="store",
             store_id="store-1",
-            total={"amount": Decimal(amount), "currency": currency},  # type: ignore[arg-type]
+            total={"amount": Decimal(amount), "currency": currency},
             customer=hint,
         ),
     )

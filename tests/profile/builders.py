@@ -1,0 +1,97 @@
+"""Events as other services and tills would send them, at chosen times."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from shared.events.commerce import (
+    PurchaseCompleted,
+    PurchaseCompletedData,
+    PurchaseRefunded,
+    PurchaseRefundedData,
+)
+from shared.events.common import Channel, ContactHint
+from shared.events.engagement import OutreachSent, OutreachSentData
+from shared.events.interactions import InteractionRecorded, InteractionRecordedData
+from shared.events.loyalty import PointsEarned, PointsEarnedData
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def at(hours: float) -> datetime:
+    """T0 plus some hours: lets a test say which event happened first."""
+    return T0 + timedelta(hours=hours)
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def purchase(
+    customer_id: str,
+    amount: str = "100.00",
+    *,
+    currency: str = "EUR",
+    when: datetime = T0,
+    hint: ContactHint | None = None,
+    channel: Channel = "store",
+) -> PurchaseCompleted:
+    return PurchaseCompleted.create(
+        subject=customer_id,
+        source="/pos/store-1",
+        time=when,
+        data=PurchaseCompletedData(
+            purchase_id=f"p-{_uid()}",
+            channel=channel,
+            total={"amount": Decimal(amount), "currency": currency},
+            customer=hint,
+        ),
+    )
+
+
+def refund(
+    customer_id: str, amount: str, *, currency: str = "EUR", when: datetime = T0
+) -> PurchaseRefunded:
+    return PurchaseRefunded.create(
+        subject=customer_id,
+        source="/pos/store-1",
+        time=when,
+        data=PurchaseRefundedData(
+            refund_id=f"r-{_uid()}",
+            purchase_id=f"p-{_uid()}",
+            amount={"amount": Decimal(amount), "currency": currency},
+        ),
+    )
+
+
+def interaction(
+    customer_id: str, channel: Channel = "app", *, when: datetime = T0
+) -> InteractionRecorded:
+    return InteractionRecorded.create(
+        subject=customer_id,
+        source="/app/ios",
+        time=when,
+        data=InteractionRecordedData(channel=channel, kind="app_open"),
+    )
+
+
+def points(customer_id: str, balance: int, *, when: datetime = T0) -> PointsEarned:
+    return PointsEarned.create(
+        subject=customer_id,
+        source="keepwell/loyalty",
+        time=when,
+        data=PointsEarnedData(points=10, balance=balance, reason="base", source_event_id=_uid()),
+    )
+
+
+def outreach(customer_id: str, journey: str, *, when: datetime = T0) -> OutreachSent:
+    return OutreachSent.create(
+        subject=customer_id,
+        source="keepwell/engagement",
+        time=when,
+        data=OutreachSentData(
+            outreach_id=_uid(), journey=journey, channel="email", template=journey
+        ),
+    )
