@@ -84,7 +84,9 @@ async def test_a_credential_without_the_scope_is_403(client: httpx.AsyncClient) 
 @pytest.mark.parametrize(
     "token",
     [
-        issue_token(secret="someone-elses-secret-of-at-least-32-bytes", subject="x", scopes=["admin"]),
+        issue_token(
+            secret="someone-elses-secret-of-at-least-32-bytes", subject="x", scopes=["admin"]
+        ),
         issue_token(secret=TEST_SECRET, subject="x", scopes=["admin"], ttl_seconds=-120),
         issue_token(secret=TEST_SECRET, subject="x", scopes=["admin"], audience="other-app"),
         "not-a-jwt",
