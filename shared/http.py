@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs, metrics
@@ -110,12 +109,9 @@ class ObservabilityMiddleware:
 
 
 def _route_template(scope: Scope) -> str:
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    """The matched route's path template (set by the router), so labels stay bounded."""
+    route = scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
 
 
 def install(app: FastAPI, *, service: str, checks: dict[str, Check]) -> None:
