@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import ServiceSettings
+
+
+class EngagementSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ENGAGEMENT_")
+
+    service_name: str = "engagement"
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = Field(default=False, description="Upgrade with STARTTLS after connect")
+    smtp_use_tls: bool = Field(default=False, description="Implicit TLS from the first byte")
+    smtp_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Deadline for one whole SMTP exchange (connect to QUIT)"
+    )
+    mail_from: str = "Keepwell <hello@keepwell.local>"
+
+    sender_poll_interval_ms: int = Field(default=200, ge=5)
+    sender_batch_size: int = Field(default=50, ge=1, le=1000)
+    contact_wait_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long a due message waits for an e-mail address before it is suppressed",
+    )
+    max_send_attempts: int = Field(default=5, ge=1)
+    send_retry_initial_seconds: float = Field(
+        default=60.0, gt=0, description="Delay after the first transient failure; doubles after"
+    )
+    send_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    sending_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A message claimed this long ago with no outcome is presumed interrupted",
+    )
+
+    thank_you_enabled: bool = True
+    thank_you_max_age_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Purchases older than this (e.g. a replay of history) get no thank-you",
+    )
+
+    @model_validator(mode="after")
+    def _sending_timeout_outlasts_smtp(self) -> Self:
+        if self.sending_timeout_seconds <= self.smtp_timeout_seconds:
+            raise ValueError(
+                "sending_timeout_seconds must exceed smtp_timeout_seconds, or a slow but "
+                "successful send would be presumed lost and sent again"
+            )
+        if self.smtp_starttls and self.smtp_use_tls:
+            raise ValueError("choose smtp_starttls or smtp_use_tls, not both")
+        return self

@@ -1,0 +1,28 @@
+"""Engagement service: journeys and personalised outreach (thank-you e-mail so far)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.engagement import consumers, endpoints
+from services.engagement.config import EngagementSettings
+from services.engagement.sender import outreach_sender
+from shared.app import create_service_app
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: EngagementSettings | None = None) -> FastAPI:
+    settings = settings or EngagementSettings()
+    return create_service_app(
+        settings=settings,
+        title="Keepwell engagement",
+        description="Journeys and personalised outreach: the thank-you e-mail after a purchase.",
+        routers=[endpoints.router],
+        handlers=consumers.handlers,
+        input_topics=consumers.INPUT_TOPICS,
+        migrations_dir=MIGRATIONS,
+        extra_tasks=[outreach_sender],
+    )

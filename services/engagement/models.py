@@ -1,0 +1,69 @@
+"""Engagement's tables: what we know to reach a customer, and every message we plan or send."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import new_metadata
+
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+SUPPRESSED = "suppressed"
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class Contact(Base):
+    """A customer's contact details as profile last announced them.
+
+    ``updated_at`` is the time of the profile event that set them, so an older
+    event delivered late never overwrites a newer one.
+    """
+
+    __tablename__ = "contacts"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(254))
+    language: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Outreach(Base):
+    """One message of one journey step to one customer, from planned to its outcome.
+
+    Life cycle: pending → sending → sent, or back to pending (transient failure,
+    or a claim that outlived ``sending_timeout``), or failed / suppressed.
+    ``attempts`` counts claims and doubles as the claim's fencing token.
+    """
+
+    __tablename__ = "outreach"
+    __table_args__ = (Index("ix_outreach_status_due_at", "status", "due_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    journey: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(64))
+    trigger_event_id: Mapped[str | None] = mapped_column(String(128))
+    dedupe_key: Mapped[str] = mapped_column(String(400), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recipient: Mapped[str | None] = mapped_column(String(254))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_message_id: Mapped[str | None] = mapped_column(
+        String(255), comment="The provider's reply on acceptance; names its queue id"
+    )

@@ -1,0 +1,199 @@
+"""The outreach sender: the background task that turns due messages into e-mails.
+
+Each round, in one short transaction: put back claims that stalled, suppress
+messages whose customer never gave an e-mail address, and claim a batch of due
+messages (status ``sending``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+replicas take disjoint rows). Then, outside any transaction, render and send
+each one, and settle its outcome in a transaction of its own (``sent`` plus an
+``outreach.sent`` event in the outbox, or a retry with backoff, or ``failed``).
+
+Delivery is at-least-once, never at-most-once. Between the SMTP server's "250
+accepted" and the commit that records it, a crash (or a hang past
+``sending_timeout_seconds``) leaves the row in ``sending``, and nothing can tell
+whether the server got the message. We then send again: a customer who gets a
+thank-you twice is a small embarrassment; a customer who never gets the
+survey or the service-recovery offer is the failure this product exists to
+prevent. Every copy carries the same ``Message-ID`` (derived from the outreach
+id), so mail systems that de-duplicate on it drop the second; a sender whose
+claim was taken over can no longer settle the row (``attempts`` fences it), so
+the history and the ``outreach.sent`` event still say "sent" once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any, TypeVar
+
+from jinja2 import TemplateError
+
+from services.engagement import delivery
+from services.engagement.config import EngagementSettings
+from services.engagement.delivery import Claim, RetryPolicy
+from services.engagement.mailer import DeliveryFailed, SmtpMailer, build_email, message_id
+from services.engagement.rendering import Renderer
+from shared.app import Runtime
+from shared.db import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        settings: EngagementSettings,
+        renderer: Renderer | None = None,
+        mailer: SmtpMailer | None = None,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._policy = RetryPolicy.from_settings(settings)
+        self._renderer = renderer or Renderer()
+        self._mailer = mailer or SmtpMailer(settings)
+        self._wakeup = asyncio.Event()
+        db.on_commit(self._wakeup.set)
+
+    async def run(self) -> None:
+        """Rounds until cancelled: at once after a local commit, else every poll interval."""
+        failures = 0
+        while True:
+            self._wakeup.clear()
+            try:
+                handled = await self.run_once()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("outreach round failed (%d in a row)", failures)
+                await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
+                continue
+            if handled < self._settings.sender_batch_size:
+                await self._wait()
+
+    @property
+    def _poll_interval(self) -> float:
+        return self._settings.sender_poll_interval_ms / 1000
+
+    async def _wait(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+
+    async def run_once(self) -> int:
+        """One round; returns how many messages it claimed."""
+        claims = await self._claim(datetime.now(UTC))
+        for index, claim in enumerate(claims):
+            try:
+                await _finish_even_if_cancelled(self._deliver(claim))
+            except BaseException:
+                await _finish_even_if_cancelled(self._release(claims[index + 1 :]))
+                raise
+        return len(claims)
+
+    async def _claim(self, now: datetime) -> list[Claim]:
+        # Writes no outbox rows (yet), so there is no relay to wake, nor ourselves.
+        async with self._db.unit_of_work(notify=False) as session:
+            retried, failed = await delivery.release_stalled(session, now=now, policy=self._policy)
+            suppressed = await delivery.suppress_unreachable(session, now=now, policy=self._policy)
+            claims = await delivery.claim_due(
+                session, now=now, limit=self._settings.sender_batch_size
+            )
+        _log_sweep(retried, failed, suppressed)
+        return claims
+
+    async def _deliver(self, claim: Claim) -> None:
+        try:
+            message = self._compose(claim)
+            reply = await self._mailer.send(message, recipient=claim.email)
+        except DeliveryFailed as failure:
+            await self._settle_failure(claim, failure)
+            return
+        async with self._db.unit_of_work() as session:
+            settled = await delivery.record_sent(
+                session, claim=claim, provider_message_id=reply, now=datetime.now(UTC)
+            )
+        _log_outcome(claim, "sent" if settled else None)
+
+    def _compose(self, claim: Claim) -> EmailMessage:
+        try:
+            rendered = self._renderer.render(
+                claim.template,
+                language=claim.language,
+                context={**claim.context, "name": claim.name},
+            )
+            return build_email(
+                rendered,
+                mail_from=self._settings.mail_from,
+                to_email=claim.email,
+                to_name=claim.name,
+                message_id=message_id(claim.outreach_id, self._settings.mail_from),
+                now=datetime.now(UTC),
+            )
+        except (TemplateError, ValueError, ArithmeticError, LookupError, TypeError) as exc:
+            # Bad template or bad data: sending it again would fail the same way.
+            reason = f"cannot compose the message: {type(exc).__name__}: {exc}"
+            raise DeliveryFailed(reason, permanent=True) from exc
+
+    async def _settle_failure(self, claim: Claim, failure: DeliveryFailed) -> None:
+        async with self._db.unit_of_work() as session:
+            status = await delivery.record_failure(
+                session,
+                claim=claim,
+                error=failure.reason,
+                permanent=failure.permanent,
+                now=datetime.now(UTC),
+                policy=self._policy,
+            )
+        _log_outcome(claim, status, failure.reason)
+
+    async def _release(self, claims: Sequence[Claim]) -> None:
+        if claims:
+            async with self._db.unit_of_work(notify=False) as session:
+                await delivery.release_unsent(session, claims=claims)
+
+
+async def _finish_even_if_cancelled(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end even if the caller is cancelled meanwhile, then re-raise.
+
+    On shutdown the message in hand is sent and its outcome recorded, rather than
+    left in ``sending`` to be sent again after the timeout.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+def _log_outcome(claim: Claim, status: str | None, reason: str | None = None) -> None:
+    extra = {"outreach_id": claim.outreach_id, "attempt": claim.attempt, "status": status}
+    if status is None:
+        log.warning(
+            "outcome not recorded: the claim was taken over (stalled too long)", extra=extra
+        )
+    elif status == "sent":
+        log.info("outreach sent", extra=extra)
+    else:
+        log.warning("outreach not sent: %s", reason, extra=extra)
+
+
+def _log_sweep(retried: Sequence[str], failed: Sequence[str], suppressed: Sequence[str]) -> None:
+    if retried or failed:
+        log.warning(
+            "stalled sends put back", extra={"retried": list(retried), "failed": list(failed)}
+        )
+    if suppressed:
+        log.info("outreach suppressed: no e-mail address", extra={"ids": list(suppressed)})
+
+
+def outreach_sender(runtime: Runtime) -> Coroutine[Any, Any, None]:
+    """``extra_tasks`` entry: the sender for this service's runtime."""
+    assert isinstance(runtime.settings, EngagementSettings)
+    return Sender(db=runtime.db, settings=runtime.settings).run()

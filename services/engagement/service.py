@@ -1,0 +1,135 @@
+"""Engagement domain logic. Takes the caller's session; flushes, never commits.
+
+This module plans messages (journeys) and keeps contacts; ``delivery`` moves a
+planned message through its life cycle.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.engagement import repository
+from services.engagement.models import PENDING, SUPPRESSED, Outreach
+from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
+from shared.events.profile import CustomerRegistered, CustomerUpdated
+from shared.http import NotFound
+
+THANK_YOU = "thank_you"
+
+
+class OutreachNotFound(NotFound):
+    code = "outreach_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class OutreachPlan:
+    """One journey step for one customer: what to send, when, and why."""
+
+    customer_id: str
+    journey: str
+    template: str
+    dedupe_key: str
+    due_at: datetime
+    trigger_event_id: str | None = None
+    channel: str = "email"
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def utc(moment: datetime) -> datetime:
+    """Every stored time is UTC (SQLite keeps no offset, so mixed zones would misorder)."""
+    return moment.astimezone(UTC)
+
+
+async def record_contact(
+    session: AsyncSession, *, event: CustomerRegistered | CustomerUpdated
+) -> None:
+    """Keep the customer's contact details; the newest profile event wins."""
+    details = event.data
+    await repository.upsert_contact(
+        session,
+        {
+            "customer_id": event.subject,
+            "name": details.name,
+            "email": details.email,
+            "language": details.language,
+            "updated_at": utc(event.time),
+        },
+    )
+
+
+async def schedule_outreach(
+    session: AsyncSession, plan: OutreachPlan, *, now: datetime, suppressed: str | None = None
+) -> bool:
+    """Record a planned message; False if this journey step was already planned.
+
+    ``suppressed`` records the step as decided-against, with the reason, so the
+    history shows why nothing was sent.
+    """
+    values = {
+        "id": str(uuid.uuid4()),
+        "customer_id": plan.customer_id,
+        "journey": plan.journey,
+        "channel": plan.channel,
+        "template": plan.template,
+        "trigger_event_id": plan.trigger_event_id,
+        "dedupe_key": plan.dedupe_key,
+        "status": SUPPRESSED if suppressed else PENDING,
+        "attempts": 0,
+        "last_error": suppressed,
+        "context": plan.context,
+        "due_at": utc(plan.due_at),
+        "created_at": utc(now),
+    }
+    return await repository.insert_outreach(session, values)
+
+
+async def plan_thank_you(
+    session: AsyncSession, *, event: PurchaseCompleted, now: datetime, max_age: timedelta
+) -> bool:
+    """A thank-you e-mail for a purchase, due at once; at most one per purchase.
+
+    The key is the purchase (scoped by its source), not the event id: the consumer
+    already skips a re-delivered event, and this also catches a till that re-sends
+    the same sale under a new event id. Purchases older than ``max_age`` (a replay
+    of history) are recorded as suppressed rather than thanked years late.
+    """
+    plan = OutreachPlan(
+        customer_id=event.subject,
+        journey=THANK_YOU,
+        template=THANK_YOU,
+        dedupe_key=f"{THANK_YOU}:{event.source}:{event.data.purchase_id}",
+        due_at=now,
+        trigger_event_id=event.id,
+        context=thank_you_context(event.data),
+    )
+    too_old = now - event.time > max_age
+    reason = f"purchase older than {max_age} when processed" if too_old else None
+    return await schedule_outreach(session, plan, now=now, suppressed=reason)
+
+
+def thank_you_context(data: PurchaseCompletedData) -> dict[str, Any]:
+    """What the thank-you template needs, frozen at purchase time (JSON-safe)."""
+    return {
+        "purchase_id": data.purchase_id,
+        "total": {"amount": str(data.total.amount), "currency": data.total.currency},
+        "items": [
+            {"name": line.name, "quantity": line.quantity} for line in data.lines if line.name
+        ],
+    }
+
+
+async def list_outreach(
+    session: AsyncSession, *, customer_id: str, limit: int, before_id: str | None
+) -> Sequence[Outreach]:
+    before = None
+    if before_id is not None:
+        before = await repository.get_outreach(session, before_id)
+        if before is None or before.customer_id != customer_id:
+            raise OutreachNotFound(f"no outreach {before_id!r} for customer {customer_id!r}")
+    return await repository.list_outreach(session, customer_id, limit=limit, before=before)

@@ -1,0 +1,109 @@
+"""Helpers engagement's tests share: feeding events in, reading rows and the outbox out."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+
+from services.engagement.config import EngagementSettings
+from services.engagement.consumers import handlers
+from services.engagement.models import Outreach
+from shared.db import Database
+from shared.events import Event, Money, decode
+from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData, PurchaseLine
+from shared.events.profile import CustomerDetails, CustomerRegistered, CustomerUpdated
+from shared.plumbing import outbox
+
+
+def settings(**overrides: Any) -> EngagementSettings:
+    defaults: dict[str, Any] = {
+        "smtp_timeout_seconds": 5,
+        "send_retry_initial_seconds": 0.05,
+        "send_retry_max_seconds": 0.2,
+    }
+    return EngagementSettings(**(defaults | overrides))
+
+
+def purchase(
+    customer_id: str,
+    *,
+    purchase_id: str | None = None,
+    amount: str = "42.50",
+    currency: str = "EUR",
+    items: tuple[str, ...] = ("Green tea", "Lotus cake"),
+    when: datetime | None = None,
+) -> PurchaseCompleted:
+    lines = tuple(
+        PurchaseLine(sku=f"sku-{i}", name=name, quantity=i + 1, unit_price=Decimal("1.00"))
+        for i, name in enumerate(items)
+    )
+    return PurchaseCompleted.create(
+        subject=customer_id,
+        source="/pos/store-7",
+        time=when,
+        data=PurchaseCompletedData(
+            purchase_id=purchase_id or f"p-{uuid.uuid4().hex[:8]}",
+            channel="store",
+            total=Money(amount=Decimal(amount), currency=currency),
+            lines=lines,
+        ),
+    )
+
+
+def customer(
+    customer_id: str,
+    *,
+    name: str | None = "Lan",
+    email: str | None = "lan@example.com",
+    language: str | None = "en",
+    when: datetime | None = None,
+    update: bool = False,
+) -> CustomerRegistered | CustomerUpdated:
+    kind = CustomerUpdated if update else CustomerRegistered
+    details = CustomerDetails(name=name, email=email, language=language)
+    return kind.create(subject=customer_id, source="keepwell/profile", data=details, time=when)
+
+
+async def handle(db: Database, *events: Event, config: EngagementSettings | None = None) -> None:
+    """Run events through engagement's handlers, one transaction each (as the runner would)."""
+    table = handlers(config or settings())
+    for event in events:
+        async with db.unit_of_work() as session:
+            await table[type(event)](session, event)
+
+
+async def outreach_rows(db: Database, customer_id: str | None = None) -> list[Outreach]:
+    stmt = select(Outreach).order_by(Outreach.created_at)
+    if customer_id is not None:
+        stmt = stmt.where(Outreach.customer_id == customer_id)
+    async with db.unit_of_work() as session:
+        return list((await session.execute(stmt)).scalars())
+
+
+async def only_outreach(db: Database, customer_id: str) -> Outreach:
+    rows = await outreach_rows(db, customer_id)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+async def set_outreach(db: Database, customer_id: str, **values: Any) -> None:
+    """Put a customer's outreach rows in a given state (as a crashed sender would leave them)."""
+    async with db.unit_of_work() as session:
+        await session.execute(
+            update(Outreach).where(Outreach.customer_id == customer_id).values(**values)
+        )
+
+
+async def published(db: Database) -> list[Event]:
+    """Events waiting in the outbox (no relay runs in these tests)."""
+    async with db.unit_of_work() as session:
+        values = (await session.execute(select(outbox.c.value).order_by(outbox.c.id))).scalars()
+        return [decode(v) for v in values]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

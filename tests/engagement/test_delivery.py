@@ -1,0 +1,96 @@
+"""The claim / settle protocol: fencing, take-over after a stall, disjoint concurrent claims."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from services.engagement import delivery
+from services.engagement.delivery import Claim, RetryPolicy
+from shared.db import Database
+from tests.engagement.support import (
+    customer,
+    handle,
+    now,
+    only_outreach,
+    outreach_rows,
+    purchase,
+    set_outreach,
+    settings,
+)
+
+pytestmark = pytest.mark.db
+
+POLICY = RetryPolicy.from_settings(settings(sending_timeout_seconds=60))
+
+
+async def _claim(db: Database, limit: int = 10) -> list[Claim]:
+    async with db.unit_of_work() as session:
+        return await delivery.claim_due(session, now=now(), limit=limit)
+
+
+async def _release_stalled(db: Database) -> None:
+    async with db.unit_of_work() as session:
+        await delivery.release_stalled(session, now=now(), policy=POLICY)
+
+
+async def _sent(db: Database, claim: Claim) -> bool:
+    async with db.unit_of_work() as session:
+        return await delivery.record_sent(
+            session, claim=claim, provider_message_id="250 ok", now=now()
+        )
+
+
+async def test_a_superseded_claim_cannot_settle(db: Database) -> None:
+    await handle(db, customer("c-1"), purchase("c-1"))
+    [first] = await _claim(db)
+    await set_outreach(db, "c-1", claimed_at=now() - timedelta(minutes=10))
+    await _release_stalled(db)
+    [second] = await _claim(db)  # another replica takes over
+    assert (first.attempt, second.attempt) == (1, 2)
+    async with db.unit_of_work() as session:
+        late = await delivery.record_failure(
+            session, claim=first, error="timed out", permanent=True, now=now(), policy=POLICY
+        )
+    assert late is None
+    assert await _sent(db, second)
+    row = await only_outreach(db, "c-1")
+    assert (row.status, row.attempts, row.last_error) == (
+        "sent",
+        2,
+        "no outcome within 0:01:00 of claiming; may have been sent",
+    )
+
+
+async def test_a_slow_sender_still_settles_if_nobody_took_over(db: Database) -> None:
+    await handle(db, customer("c-1"), purchase("c-1"))
+    [claim] = await _claim(db)
+    await set_outreach(db, "c-1", claimed_at=now() - timedelta(minutes=10))
+    await _release_stalled(db)  # back to pending, not yet claimed again
+    assert await _sent(db, claim)
+    assert (await only_outreach(db, "c-1")).status == "sent"
+    assert await _claim(db) == []
+
+
+async def test_concurrent_claims_take_disjoint_rows(db: Database) -> None:
+    for n in range(3):
+        await handle(db, customer(f"c-{n}"), purchase(f"c-{n}"))
+    async with db.unit_of_work() as session:
+        first = await delivery.claim_due(session, now=now(), limit=2)
+        other = asyncio.create_task(_claim(db, limit=2))
+        await asyncio.sleep(0.3)
+        if not db.sqlite:  # SKIP LOCKED: the other replica is not held up by our locks
+            assert other.done()
+    second = await other
+    ids = [c.outreach_id for c in first + second]
+    assert len(ids) == len(set(ids)) == 3
+    assert {r.status for r in await outreach_rows(db)} == {"sending"}
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    policy = RetryPolicy.from_settings(
+        settings(send_retry_initial_seconds=60, send_retry_max_seconds=300)
+    )
+    assert [policy.backoff(n).total_seconds() for n in (1, 2, 3, 4, 9)] == [60, 120, 240, 300, 300]
