@@ -8,13 +8,16 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement import service
+from services.engagement.churn import consumers as churn_consumers
 from services.engagement.config import EngagementSettings
 from shared.config import ServiceSettings
-from shared.consumer import Handlers
+from shared.consumer import Handler, Handlers
+from shared.events import Event
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted
 from shared.events.profile import PROFILE_TOPIC, CustomerRegistered, CustomerUpdated
 
-INPUT_TOPICS = (PURCHASES_TOPIC, PROFILE_TOPIC)
+OWN_TOPICS = (PURCHASES_TOPIC, PROFILE_TOPIC)
+INPUT_TOPICS = tuple(dict.fromkeys((*OWN_TOPICS, *churn_consumers.INPUT_TOPICS)))
 
 
 async def on_purchase_completed(
@@ -36,6 +39,24 @@ async def on_customer_details(
 
 
 def handlers(settings: ServiceSettings) -> Handlers:
+    """Outreach's handlers and the churn part's, both run for an event both want."""
+    return combine(outreach_handlers(settings), churn_consumers.handlers(settings))
+
+
+def combine(*maps: Handlers) -> Handlers:
+    merged: dict[type[Event], list[Handler]] = {}
+    for handler_map in maps:
+        for event_type, handler in handler_map.items():
+            merged.setdefault(event_type, []).append(handler)
+    return {t: hs[0] if len(hs) == 1 else partial(_run_all, hs) for t, hs in merged.items()}
+
+
+async def _run_all(handlers: list[Handler], session: AsyncSession, event: Event) -> None:
+    for handler in handlers:
+        await handler(session, event)
+
+
+def outreach_handlers(settings: ServiceSettings) -> Handlers:
     assert isinstance(settings, EngagementSettings)
     return {
         PurchaseCompleted: partial(on_purchase_completed, settings=settings),

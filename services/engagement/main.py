@@ -7,6 +7,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.engagement import consumers, endpoints
+from services.engagement.churn import endpoints as churn_endpoints
+from services.engagement.churn import timers as churn_timers
 from services.engagement.config import EngagementSettings
 from services.engagement.sender import outreach_sender
 from shared.app import create_service_app
@@ -20,9 +22,10 @@ def create_app(settings: EngagementSettings | None = None) -> FastAPI:
         settings=settings,
         title="Keepwell engagement",
         description="Journeys and personalised outreach: the thank-you e-mail after a purchase.",
-        routers=[endpoints.router],
+        routers=[endpoints.router, churn_endpoints.router],
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,
         migrations_dir=MIGRATIONS,
+        timer_handlers=churn_timers.timer_handlers,
         extra_tasks=[outreach_sender],
     )

@@ -67,3 +67,8 @@ class Outreach(Base):
     provider_message_id: Mapped[str | None] = mapped_column(
         String(255), comment="The provider's reply on acceptance; names its queue id"
     )
+
+
+# The churn/CLV tables live beside their code but on this Base (one metadata, one
+# migration history); imported last because they subclass Base.
+from services.engagement.churn import models as _churn_models  # noqa: E402, F401
