@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -15,7 +16,7 @@ from tests.helpers import purchase
 
 ROOT = Path(__file__).resolve().parents[2]
 
-VALID = {
+VALID: dict[str, Any] = {
     "specversion": "1.0",
     "id": "7f7c2c1e-1",
     "source": "/pos/store-12/till-3",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from fastapi import FastAPI, Request
 
 from shared.limits import BodySizeLimit, RateLimit
 
 
-def app_with(middleware: type, **options: int) -> httpx.AsyncClient:
+def app_with(middleware: Any, **options: int) -> httpx.AsyncClient:
     app = FastAPI()
 
     @app.post("/echo")

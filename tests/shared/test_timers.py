@@ -56,9 +56,11 @@ async def fired_keys(db: Database) -> list[str]:
         return list((await s.execute(select(fired.c.key).order_by(fired.c.id))).scalars())
 
 
-async def schedule(db: Database, key: str, due: datetime, **kw: object) -> None:
+async def schedule(db: Database, key: str, due: datetime, *, replace: bool = False) -> None:
     async with db.unit_of_work() as s:
-        await timers.schedule(s, kind="remind", key=key, due_at=due, payload={"k": key}, **kw)
+        await timers.schedule(
+            s, kind="remind", key=key, due_at=due, payload={"k": key}, replace=replace
+        )
 
 
 async def test_a_timer_fires_once_when_due_and_not_before(db: Database) -> None:
