@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-postgres lint format schema bench lock clean
+.PHONY: install run test test-postgres lint format schema bench lock clean k8s-validate
 
 $(VENV)/.installed: requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Keepwell needs Python 3.11, found " + sys.version'
@@ -34,6 +34,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+k8s-validate: install ## validate deploy/k8s against Kubernetes and CRD schemas, and against the code
+	$(PY) -m pytest -q tests/deploy
 
 schema: install ## regenerate the published event schema from the models
 	$(PY) -m shared.events.schema > docs/events.schema.json
