@@ -15,13 +15,15 @@ from tests.deploy.dockerfile import option, stages
 from tests.deploy.manifests import ROOT
 
 DEV_ONLY = ROOT / "deploy" / "docker" / "dev-only.txt"
-# What an image copies besides its service: the project's library and the migration command.
+# What an image copies besides its service: the project's library, the migration command
+# and the dead-letter tool operators run from the image.
 COMMON = (
     "shared/",
     "services/__init__.py",
     "tools/__init__.py",
     "tools/migrate.py",
     "tools/stack.py",
+    "tools/deadletters.py",
 )
 
 
