@@ -11,8 +11,10 @@ from services.loyalty.config import LoyaltySettings
 from shared.config import ServiceSettings
 from shared.consumer import Handlers
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted
+from shared.events.interactions import INTERACTIONS_TOPIC
+from shared.events.profile import PROFILE_TOPIC
 
-INPUT_TOPICS = (PURCHASES_TOPIC,)
+INPUT_TOPICS = (PURCHASES_TOPIC, INTERACTIONS_TOPIC, PROFILE_TOPIC)
 
 
 async def on_purchase_completed(
