@@ -95,6 +95,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def mark(session: AsyncSession, flag: str) -> None:
+    """Note on the session that its transaction did something listeners care about."""
+    session.info[flag] = True
+
+
 class Database:
     """One service's database: engine, session factory and a unit of work.
 
@@ -107,14 +112,19 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[tuple[str | None, Callable[[], None]]] = []
 
     @property
     def sqlite(self) -> bool:
         return is_sqlite(self.url)
 
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        self._after_commit.append(callback)
+    def on_commit(self, callback: Callable[[], None], *, when: str | None = None) -> None:
+        """Call ``callback`` after a unit of work commits.
+
+        With ``when``, only after one whose session was marked with ``mark(session, when)``
+        (e.g. the outbox relay wakes only when events were enqueued).
+        """
+        self._after_commit.append((when, callback))
 
     @asynccontextmanager
     async def unit_of_work(self, *, notify: bool = True) -> AsyncIterator[AsyncSession]:
@@ -122,8 +132,9 @@ class Database:
             async with session.begin():
                 yield session
             if notify:
-                for callback in self._after_commit:
-                    callback()
+                for when, callback in self._after_commit:
+                    if when is None or session.info.get(when):
+                        callback()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

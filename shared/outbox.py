@@ -19,12 +19,13 @@ from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import metrics
-from shared.db import Database
+from shared.db import Database, mark
 from shared.events import Event
 from shared.plumbing import outbox
 
 log = logging.getLogger(__name__)
 
+OUTBOX_FLAG = "keepwell.outbox"
 RELAY_LOCK_ID = 0x6B77_6F62  # "kwob": one relay at a time per database, preserving order
 
 
@@ -32,6 +33,7 @@ async def enqueue(session: AsyncSession, *events: Event) -> None:
     """Add events to the outbox inside the caller's transaction."""
     if not events:
         return
+    mark(session, OUTBOX_FLAG)
     await session.execute(
         insert(outbox),
         [
@@ -57,6 +59,7 @@ async def enqueue_raw(
     event_type: str | None = None,
 ) -> None:
     """Add an arbitrary message (a dead letter, a redrive) to the outbox."""
+    mark(session, OUTBOX_FLAG)
     await session.execute(
         insert(outbox).values(
             topic=topic,
@@ -103,7 +106,7 @@ class Relay:
         self._max_backoff = max_backoff
         self._wakeup = asyncio.Event()
         self._stopping = False
-        db.on_commit(self._wakeup.set)
+        db.on_commit(self._wakeup.set, when=OUTBOX_FLAG)
 
     def notify(self) -> None:
         self._wakeup.set()

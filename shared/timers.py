@@ -27,12 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import metrics
 from shared.consumer import is_transient
-from shared.db import Database
+from shared.db import Database, mark
 from shared.plumbing import timers
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+TIMERS_FLAG = "keepwell.timers"
 
 
 def wall_clock() -> datetime:
@@ -62,6 +63,7 @@ async def schedule(
     replace: bool = False,
 ) -> None:
     """Schedule ``kind`` at ``due_at`` unless a timer with ``key`` exists (or move it)."""
+    mark(session, TIMERS_FLAG)
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     values = {"kind": kind, "key": key, "due_at": due_at, "payload": payload}
     stmt = insert(timers).values(**values)
@@ -115,7 +117,7 @@ class Scheduler:
         self._max_backoff = max_backoff
         self._wakeup = asyncio.Event()
         self._stopping = False
-        db.on_commit(self._wakeup.set)
+        db.on_commit(self._wakeup.set, when=TIMERS_FLAG)
 
     def stop(self) -> None:
         self._stopping = True

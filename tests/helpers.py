@@ -77,7 +77,7 @@ async def read_topic(
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.05
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.05
 ) -> Any:
     """Poll ``check`` until it returns something truthy; fail with its last value."""
     deadline = time.monotonic() + timeout

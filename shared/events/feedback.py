@@ -21,6 +21,8 @@ class SurveyInvitationCreatedData(Payload):
     expires_at: datetime
     reason: str = Field(description="e.g. after_purchase, follow_up, periodic")
     trigger_event_id: str | None = None
+    purchase_id: str | None = Field(default=None, description="The purchase asked about")
+    case_id: str | None = Field(default=None, description="The complaint a follow-up is about")
 
 
 class SurveyInvitationCreated(Event):
@@ -58,6 +60,9 @@ class ComplaintOpenedData(Payload):
     summary: str | None = Field(default=None, max_length=500)
     first_response_due: datetime
     resolution_due: datetime
+    response_id: str | None = Field(
+        default=None, description="The detractor response that opened the case, if any"
+    )
 
 
 class ComplaintOpened(Event):

@@ -34,6 +34,8 @@ KUBERNETES_VERSIONS = (
     "1.32",
     kubernetes_validate.utils.major_minor(kubernetes_validate.utils.latest_version()),
 )
+
+
 def _find_crds() -> Path:
     """KEEPWELL_CRDS_DIR, else shared/crds beside the checkout, else the workplace's copy."""
     if configured := os.environ.get("KEEPWELL_CRDS_DIR"):
