@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -121,6 +122,10 @@ def service_env(
         env[f"{p}DATABASE_URL"] = database_url
     if auth_secret:
         env[f"{p}AUTH_SECRET"] = auth_secret
+        if name == "feedback":  # survey links signed with a key derived for this stack
+            env["FEEDBACK_SURVEY_TOKEN_SECRET"] = hashlib.sha256(
+                f"survey:{auth_secret}".encode()
+            ).hexdigest()
     if smtp_port is not None and name == "engagement":
         env["ENGAGEMENT_SMTP_PORT"] = str(smtp_port)
     return {**env, **(extra or {})}

@@ -1,22 +1,93 @@
-"""Thin event handlers: one per event type, mapped in ``handlers``."""
+"""Thin event and timer handlers, and the maps the runner and scheduler use."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.feedback import service
+from services.feedback.config import FeedbackSettings
+from services.feedback.service import complaints, invitations, periodic, privacy, responses
 from shared.config import ServiceSettings
-from shared.consumer import Handlers
+from shared.consumer import Handler, Handlers
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted
-from shared.events.interactions import INTERACTIONS_TOPIC
-from shared.events.profile import PROFILE_TOPIC
+from shared.events.interactions import INTERACTIONS_TOPIC, FeedbackSubmitted
+from shared.events.profile import (
+    PROFILE_TOPIC,
+    CustomerErased,
+    CustomerMerged,
+    SegmentEntered,
+    SegmentExited,
+)
+from shared.timers import Timer, TimerHandler
 
 INPUT_TOPICS = (PURCHASES_TOPIC, INTERACTIONS_TOPIC, PROFILE_TOPIC)
 
 
-async def on_purchase_completed(session: AsyncSession, event: PurchaseCompleted) -> None:
-    await service.note_purchase(session, event=event)
+async def on_purchase_completed(
+    session: AsyncSession, event: PurchaseCompleted, *, settings: FeedbackSettings
+) -> None:
+    await invitations.invite_after_purchase(session, event=event, settings=settings)
 
 
-def handlers(_settings: ServiceSettings) -> Handlers:
-    return {PurchaseCompleted: on_purchase_completed}
+async def on_feedback_submitted(
+    session: AsyncSession, event: FeedbackSubmitted, *, settings: FeedbackSettings
+) -> None:
+    await responses.record_submitted(session, event=event, settings=settings)
+
+
+async def on_customer_merged(session: AsyncSession, event: CustomerMerged) -> None:
+    await privacy.merge_customer(session, event=event)
+
+
+async def on_customer_erased(session: AsyncSession, event: CustomerErased) -> None:
+    await privacy.erase_customer(session, event=event)
+
+
+async def on_segment_entered(session: AsyncSession, event: SegmentEntered) -> None:
+    await periodic.enter_segment(session, event=event)
+
+
+async def on_segment_exited(session: AsyncSession, event: SegmentExited) -> None:
+    await periodic.exit_segment(session, event=event)
+
+
+async def on_periodic_due(
+    session: AsyncSession, timer: Timer, *, settings: FeedbackSettings
+) -> None:
+    await periodic.on_due(session, timer, settings=settings)
+
+
+async def on_follow_up_due(
+    session: AsyncSession, timer: Timer, *, settings: FeedbackSettings
+) -> None:
+    await complaints.on_follow_up_due(session, timer, settings=settings)
+
+
+def _feedback(settings: ServiceSettings) -> FeedbackSettings:
+    if not isinstance(settings, FeedbackSettings):
+        raise TypeError("the feedback service needs FeedbackSettings")
+    return settings
+
+
+def handlers(settings: ServiceSettings) -> Handlers:
+    config = _feedback(settings)
+    found: dict[type, Handler] = {
+        PurchaseCompleted: partial(on_purchase_completed, settings=config),
+        FeedbackSubmitted: partial(on_feedback_submitted, settings=config),
+        CustomerMerged: on_customer_merged,
+        CustomerErased: on_customer_erased,
+        SegmentEntered: on_segment_entered,
+        SegmentExited: on_segment_exited,
+    }
+    return found
+
+
+def timer_handlers(settings: ServiceSettings) -> Mapping[str, TimerHandler]:
+    config = _feedback(settings)
+    return {
+        complaints.SLA_TIMER: complaints.on_sla_due,
+        complaints.FOLLOW_UP_TIMER: partial(on_follow_up_due, settings=config),
+        periodic.PERIODIC_TIMER: partial(on_periodic_due, settings=config),
+    }

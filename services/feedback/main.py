@@ -19,8 +19,9 @@ def create_app(settings: FeedbackSettings | None = None) -> FastAPI:
         settings=settings,
         title="Keepwell feedback",
         description="Surveys (NPS, CSAT), responses from any channel, complaints with an SLA.",
-        routers=[endpoints.router],
+        routers=endpoints.routers,
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,
         migrations_dir=MIGRATIONS,
+        timer_handlers=consumers.timer_handlers,
     )

@@ -1,11 +1,11 @@
-"""Feedback's tables: survey definitions, and the purchases surveys will ask about."""
+"""Feedback's tables: surveys and their versions, invitations, responses, complaint cases."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, func
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import new_metadata
@@ -23,16 +23,109 @@ class Survey(Base):
     kind: Mapped[str] = mapped_column(String(16))
     version: Mapped[int] = mapped_column(Integer, default=1)
     questions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    languages: Mapped[list[str]] = mapped_column(JSON)
+    audience: Mapped[str] = mapped_column(
+        String(32), comment="after_purchase, follow_up, periodic, manual"
+    )
+    segment: Mapped[str | None] = mapped_column(String(100), comment="Who a periodic survey asks")
+    period_days: Mapped[int | None] = mapped_column(Integer, comment="How often it asks")
+    active_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class SurveyCandidate(Base):
-    """A customer's latest purchase: whom to invite, and which store/channel to credit."""
+class SurveyVersion(Base):
+    """Every version's questions, so an answer is always read against what was asked."""
 
-    __tablename__ = "survey_candidates"
+    __tablename__ = "survey_versions"
 
-    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    last_purchase_id: Mapped[str] = mapped_column(String(128))
-    last_purchase_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    survey_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    questions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SegmentMember(Base):
+    """Segment membership as profile announces it (for periodic surveys)."""
+
+    __tablename__ = "segment_members"
+
+    segment: Mapped[str] = mapped_column(String(100), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class Invitation(Base):
+    """A customer asked to answer one survey version; the token is signed over this row."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (Index("ix_invitations_customer_created", "customer_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    survey_id: Mapped[str] = mapped_column(String(64))
+    survey_version: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[str] = mapped_column(String(64), comment="Current owner (after merges)")
+    signed_customer_id: Mapped[str] = mapped_column(String(64), comment="Owner the token names")
+    reason: Mapped[str] = mapped_column(String(32))
+    purchase_id: Mapped[str | None] = mapped_column(String(128))
+    case_id: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    store_id: Mapped[str | None] = mapped_column(String(64))
+    product_category: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Response(Base):
+    """One answer to one survey; ``dedupe_key`` makes every channel's repeats one row."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        Index("ix_responses_submitted_at", "submitted_at"),
+        Index("ix_responses_survey_submitted", "survey_id", "submitted_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    invitation_id: Mapped[str | None] = mapped_column(String(64))
+    survey_id: Mapped[str] = mapped_column(String(64))
+    survey_version: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(16), comment="token, staff or event")
     channel: Mapped[str] = mapped_column(String(16))
     store_id: Mapped[str | None] = mapped_column(String(64))
+    product_category: Mapped[str | None] = mapped_column(String(100))
+    language: Mapped[str | None] = mapped_column(String(8))
+    nps_score: Mapped[int | None] = mapped_column(Integer)
+    csat_score: Mapped[int | None] = mapped_column(Integer)
+    category: Mapped[str | None] = mapped_column(String(16))
+    answers: Mapped[dict[str, Any] | None] = mapped_column(JSON, comment="NULL once erased")
+    comment: Mapped[str | None] = mapped_column(Text, comment="Verbatim; NULL once erased")
+    submitted_by: Mapped[str | None] = mapped_column(String(100))
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Complaint(Base):
+    """A complaint case with its SLA clock (first response, resolution)."""
+
+    __tablename__ = "complaints"
+    __table_args__ = (Index("ix_complaints_opened_at", "opened_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    response_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    category: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_response_due: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolution_due: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolution: Mapped[str | None] = mapped_column(String(1000))
+    first_response_breached: Mapped[bool] = mapped_column(default=False)
+    resolution_breached: Mapped[bool] = mapped_column(default=False)
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    opened_by: Mapped[str | None] = mapped_column(String(100))

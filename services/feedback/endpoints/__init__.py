@@ -1,0 +1,5 @@
+"""Thin routes, one module per resource."""
+
+from services.feedback.endpoints import analytics, complaints, responses, surveys
+
+routers = [surveys.router, responses.router, complaints.router, analytics.router]

@@ -1,0 +1,36 @@
+"""Dependencies the feedback routes share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends
+
+from services.feedback.config import FeedbackSettings
+from shared.app import RuntimeDep
+from shared.auth import Forbidden, Principal, current_principal
+
+
+def get_settings(runtime: RuntimeDep) -> FeedbackSettings:
+    settings = runtime.settings
+    if not isinstance(settings, FeedbackSettings):
+        raise TypeError("the feedback service needs FeedbackSettings")
+    return settings
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def require_report_reader(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
+    """Analytics are open to ``feedback:read`` or ``reports:read``."""
+    if not (principal.allows("feedback:read") or principal.allows("reports:read")):
+        raise Forbidden("this credential lacks the 'feedback:read' or 'reports:read' scope")
+    return principal
+
+
+SettingsDep = Annotated[FeedbackSettings, Depends(get_settings)]
+NowDep = Annotated[datetime, Depends(now)]
