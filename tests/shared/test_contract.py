@@ -90,3 +90,9 @@ def test_events_are_immutable_and_round_trip() -> None:
     with pytest.raises(ValidationError):
         event.subject = "someone-else"  # type: ignore[misc]
     assert decode(event.to_json()) == event
+
+
+def test_the_human_readable_topic_table_lists_every_type() -> None:
+    table = (ROOT / "docs" / "events.md").read_text()
+    missing = [t for t in EVENT_TYPES if f"`{t}`" not in table]
+    assert missing == [], "add them to the topic table in docs/events.md"
