@@ -19,3 +19,13 @@ class LoyaltySettings(ServiceSettings):
         default_factory=dict,
         description='Overrides per currency, e.g. {"VND": "0.001"} (1 point per 1,000 VND)',
     )
+    expiry_days: int | None = Field(
+        default=365, ge=1, description="Default lifetime of earned points (rule set version 0)"
+    )
+    expiring_notice_days: int = Field(
+        default=30, ge=0, description="Default days before expiry to publish points.expiring"
+    )
+    point_value_by_currency: dict[str, Decimal] = Field(
+        default_factory=lambda: {"EUR": Decimal("0.01")},
+        description="What one point is worth, per currency, for the liability report",
+    )

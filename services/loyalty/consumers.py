@@ -1,31 +1,96 @@
-"""Thin event handlers: one per event type, mapped in ``handlers``."""
+"""Thin event and timer handlers, mapped in ``handlers`` and ``timer_handlers``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.loyalty import service
 from services.loyalty.config import LoyaltySettings
+from services.loyalty.service import (
+    earning,
+    expiry,
+    members,
+    refunds,
+    schedule,
+    tiers,
+)
 from shared.config import ServiceSettings
 from shared.consumer import Handlers
-from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted
-from shared.events.interactions import INTERACTIONS_TOPIC
-from shared.events.profile import PROFILE_TOPIC
+from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted, PurchaseRefunded
+from shared.events.interactions import INTERACTIONS_TOPIC, InteractionRecorded
+from shared.events.profile import PROFILE_TOPIC, CustomerErased, CustomerMerged
+from shared.timers import Timer, TimerHandler
 
 INPUT_TOPICS = (PURCHASES_TOPIC, INTERACTIONS_TOPIC, PROFILE_TOPIC)
+
+
+def _batched(session: AsyncSession) -> None:
+    """Purchases leave their rows pending: the batch writes them in a few statements.
+
+    Autoflush stays off for the rest of the runner's transaction (its own inserts do
+    not need our rows); ``earning.award_purchase`` is written to read nothing pending.
+    """
+    session.sync_session.autoflush = False
+
+
+async def _unbatched(session: AsyncSession) -> None:
+    """Every other handler sees everything written so far, as usual."""
+    session.sync_session.autoflush = True
+    await session.flush()
 
 
 async def on_purchase_completed(
     session: AsyncSession, event: PurchaseCompleted, *, settings: LoyaltySettings
 ) -> None:
-    rate = settings.points_per_unit_by_currency.get(
-        event.data.total.currency, settings.points_per_unit
-    )
-    await service.award_purchase_points(session, event=event, rate=rate)
+    _batched(session)
+    await earning.award_purchase(session, event=event, settings=settings)
+
+
+async def on_purchase_refunded(session: AsyncSession, event: PurchaseRefunded) -> None:
+    await _unbatched(session)
+    await refunds.record_refund(session, event=event)
+
+
+async def on_interaction_recorded(
+    session: AsyncSession, event: InteractionRecorded, *, settings: LoyaltySettings
+) -> None:
+    await _unbatched(session)
+    await earning.award_interaction(session, event=event, settings=settings)
+
+
+async def on_customer_merged(
+    session: AsyncSession, event: CustomerMerged, *, settings: LoyaltySettings
+) -> None:
+    await _unbatched(session)
+    await members.merge(session, event=event, settings=settings)
+
+
+async def on_customer_erased(session: AsyncSession, event: CustomerErased) -> None:
+    await _unbatched(session)
+    await members.erase(session, event=event)
 
 
 def handlers(settings: ServiceSettings) -> Handlers:
     assert isinstance(settings, LoyaltySettings)
-    return {PurchaseCompleted: partial(on_purchase_completed, settings=settings)}
+    return {
+        PurchaseCompleted: partial(on_purchase_completed, settings=settings),
+        PurchaseRefunded: on_purchase_refunded,
+        InteractionRecorded: partial(on_interaction_recorded, settings=settings),
+        CustomerMerged: partial(on_customer_merged, settings=settings),
+        CustomerErased: on_customer_erased,
+    }
+
+
+async def on_expiry_due(session: AsyncSession, timer: Timer) -> None:
+    await expiry.expire_due(session, timer)
+
+
+def timer_handlers(settings: ServiceSettings) -> Mapping[str, TimerHandler]:
+    assert isinstance(settings, LoyaltySettings)
+    return {
+        schedule.EXPIRE: on_expiry_due,
+        schedule.NOTICE: partial(expiry.warn_expiring, settings=settings),
+        schedule.TIER_REVIEW: partial(tiers.review, settings=settings),
+    }

@@ -1,4 +1,4 @@
-"""Loyalty service: points ledger, tiers and rewards."""
+"""Loyalty service: points ledger, earning rules, tiers and rewards."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.loyalty import consumers, endpoints
+from services.loyalty import consumers
 from services.loyalty.config import LoyaltySettings
+from services.loyalty.endpoints import ROUTERS
 from shared.app import create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -19,8 +20,9 @@ def create_app(settings: LoyaltySettings | None = None) -> FastAPI:
         settings=settings,
         title="Keepwell loyalty",
         description="Points ledger, earning rules, tiers and rewards.",
-        routers=[endpoints.router],
+        routers=ROUTERS,
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,
         migrations_dir=MIGRATIONS,
+        timer_handlers=consumers.timer_handlers,
     )

@@ -1,15 +1,35 @@
-"""Loyalty's tables: members (the balance projection) and the append-only ledger."""
+"""Loyalty's tables.
+
+``ledger_entries`` is append-only (amounts never change; erasure only rewrites the
+customer id to an anonymous one). ``members`` is the balance projection, ``lots``
+the spendable remainder of each earning with its expiry, ``purchases`` and
+``refunds`` what refunds are reversed against.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, UniqueConstraint, func
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, orm_insert_sentinel
 
 from shared.db import new_metadata
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+Tz = DateTime(timezone=True)
 
 
 class Base(DeclarativeBase):
@@ -22,25 +42,148 @@ class Member(Base):
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     lifetime_earned: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
+    purchase_count: Mapped[int] = mapped_column(Integer, default=0)
+    tier: Mapped[str | None] = mapped_column(String(64))
+    tier_since: Mapped[datetime | None] = mapped_column(Tz)
+    next_expiry_at: Mapped[datetime | None] = mapped_column(Tz)
+    next_notice_at: Mapped[datetime | None] = mapped_column(Tz)
+    next_review_at: Mapped[datetime | None] = mapped_column(Tz)
+    merged_into: Mapped[str | None] = mapped_column(String(64), index=True)
+    erased_at: Mapped[datetime | None] = mapped_column(Tz)
+    created_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now(), onupdate=func.now())
 
 
 class LedgerEntry(Base):
-    """One movement of points. Never updated or deleted; the balance is their sum."""
+    """One movement of points. The balance is their sum."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (UniqueConstraint("source_event_id", "kind"),)
+    __table_args__ = (Index("ix_ledger_entries_customer_time", "customer_id", "occurred_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     points: Mapped[int] = mapped_column(BigInteger)
     balance_after: Mapped[int] = mapped_column(BigInteger)
-    reason: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(300))
+    entry_key: Mapped[str] = mapped_column(String(300), unique=True, comment="Idempotency key")
     source_event_id: Mapped[str | None] = mapped_column(String(128))
     purchase_id: Mapped[str | None] = mapped_column(String(128))
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    rule_id: Mapped[str | None] = mapped_column(String(100))
+    rule_version: Mapped[int | None] = mapped_column(Integer)
+    operator: Mapped[str | None] = mapped_column(String(128))
+    reference: Mapped[str | None] = mapped_column(String(128))
+    occurred_at: Mapped[datetime] = mapped_column(Tz)
+    created_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now())
+    # Lets SQLite insert a batch's entries in one statement (RETURNING order unknown there).
+    _sentinel: Mapped[int] = orm_insert_sentinel()
+
+
+class Lot(Base):
+    """Points earned together: spent oldest-expiry first, expiring together."""
+
+    __tablename__ = "lots"
+    __table_args__ = (Index("ix_lots_customer_expiry", "customer_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    entry_key: Mapped[str] = mapped_column(String(300), comment="The ledger entry it came from")
+    purchase_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    earned_at: Mapped[datetime] = mapped_column(Tz)
+    expires_at: Mapped[datetime | None] = mapped_column(Tz)
+    warned: Mapped[bool] = mapped_column(Boolean, default=False)
+    _sentinel: Mapped[int] = orm_insert_sentinel()
+
+
+class Purchase(Base):
+    __tablename__ = "purchases"
+
+    purchase_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(Tz)
+    total: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    currency: Mapped[str] = mapped_column(String(3))
+    points: Mapped[int] = mapped_column(BigInteger, comment="Points a full refund takes back")
+    reversed_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded_exact: Mapped[Decimal] = mapped_column(Numeric(28, 8), default=Decimal(0))
+    unit_points: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Refund(Base):
+    """A refund as received; applied when its purchase is known (it may come first)."""
+
+    __tablename__ = "refunds"
+
+    refund_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    purchase_id: Mapped[str] = mapped_column(String(128), index=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    lines: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    source_event_id: Mapped[str] = mapped_column(String(128))
+    occurred_at: Mapped[datetime] = mapped_column(Tz)
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    points_reversed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RuleSet(Base):
+    """One version of the earning rules; the highest version is in force."""
+
+    __tablename__ = "rule_sets"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now())
+
+
+class CampaignUsage(Base):
+    """Points a campaign has given: per member, and in total (customer_id '*')."""
+
+    __tablename__ = "campaign_usage"
+
+    campaign_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Reward(Base):
+    __tablename__ = "rewards"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    points_cost: Mapped[int] = mapped_column(BigInteger)
+    stock: Mapped[int | None] = mapped_column(BigInteger, comment="NULL = unlimited")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    valid_from: Mapped[datetime | None] = mapped_column(Tz)
+    valid_until: Mapped[datetime | None] = mapped_column(Tz)
+    tiers: Mapped[list[str]] = mapped_column(JSON, default=list, comment="Empty = every tier")
+    created_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now())
+
+
+class Redemption(Base):
+    __tablename__ = "redemptions"
+    __table_args__ = (UniqueConstraint("customer_id", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    reward_id: Mapped[str] = mapped_column(String(64))
+    points: Mapped[int] = mapped_column(BigInteger)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(Tz)
+    cancelled_at: Mapped[datetime | None] = mapped_column(Tz)
+
+
+class RedemptionLot(Base):
+    """Which lots a redemption consumed, so a cancellation can put the points back."""
+
+    __tablename__ = "redemption_lots"
+
+    redemption_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    lot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,298 @@
+"""Every query loyalty runs (the reports' in ``repository.reports``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.loyalty.models import (
+    CampaignUsage,
+    LedgerEntry,
+    Lot,
+    Member,
+    Purchase,
+    Redemption,
+    RedemptionLot,
+    Refund,
+    Reward,
+    RuleSet,
+)
+
+MAX_MERGE_HOPS = 8
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+async def get_member(session: AsyncSession, customer_id: str) -> Member | None:
+    return await session.get(Member, customer_id)
+
+
+LOCKED = "loyalty.locked_members"
+
+
+def _locked(session: AsyncSession) -> dict[str, Member]:
+    """Members this transaction already holds the lock of (a consumer batch locks once)."""
+    cache: dict[str, Member] = session.info.setdefault(LOCKED, {})
+    return cache
+
+
+def forget_locks(session: AsyncSession) -> None:
+    """Call after expiring or expunging objects: the cached members are stale then."""
+    session.info.pop(LOCKED, None)
+
+
+async def _lock(session: AsyncSession, customer_id: str) -> Member | None:
+    stmt = select(Member).where(Member.customer_id == customer_id).with_for_update()
+    result = await session.execute(stmt.execution_options(populate_existing=True))
+    return result.scalar_one_or_none()
+
+
+async def _create_and_lock(session: AsyncSession, customer_id: str) -> Member:
+    """One round trip: insert the member if new; either way return it, locked."""
+    insert = _insert(session)
+    stmt = (
+        insert(Member)
+        .values(customer_id=customer_id, balance=0, lifetime_earned=0, purchase_count=0)
+        .on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={"customer_id": insert(Member).excluded.customer_id},
+        )
+        .returning(Member)
+    )
+    result = await session.execute(stmt, execution_options={"populate_existing": True})
+    member: Member = result.scalar_one()
+    return member
+
+
+async def lock_member(session: AsyncSession, customer_id: str, *, create: bool = True) -> Member:
+    """The member (the survivor, if it was merged), locked until the transaction ends."""
+    member = await lock_member_or_none(session, customer_id, create=create)
+    assert member is not None
+    return member
+
+
+async def lock_member_or_none(
+    session: AsyncSession, customer_id: str, *, create: bool = False
+) -> Member | None:
+    cache = _locked(session)
+    member = cache.get(customer_id)
+    if member is None:
+        member = await (_create_and_lock if create else _lock)(session, customer_id)
+    for _ in range(MAX_MERGE_HOPS):
+        if member is None:
+            return None
+        cache[member.customer_id] = member
+        if member.merged_into is None:
+            return member
+        member = cache.get(member.merged_into) or await _lock(session, member.merged_into)
+    raise RuntimeError(f"merge chain of {customer_id!r} is too long")
+
+
+async def purchase_state(session: AsyncSession, purchase_id: str) -> tuple[bool, bool]:
+    """Whether the purchase is already recorded, and whether refunds wait for it."""
+    known = select(Purchase.purchase_id).where(Purchase.purchase_id == purchase_id).exists()
+    waiting = (
+        select(Refund.refund_id)
+        .where(Refund.purchase_id == purchase_id, Refund.applied.is_(False))
+        .exists()
+    )
+    row = (await session.execute(select(known, waiting))).one()
+    return bool(row[0]), bool(row[1])
+
+
+async def alias_ids(session: AsyncSession, customer_id: str) -> list[str]:
+    """The customer id and every id merged into it."""
+    stmt = select(Member.customer_id).where(Member.merged_into == customer_id)
+    return [customer_id, *(await session.execute(stmt)).scalars()]
+
+
+async def list_ledger(
+    session: AsyncSession, customer_ids: Sequence[str], *, limit: int, before_id: int | None
+) -> Sequence[LedgerEntry]:
+    stmt = select(LedgerEntry).where(LedgerEntry.customer_id.in_(customer_ids))
+    if before_id is not None:
+        stmt = stmt.where(LedgerEntry.id < before_id)
+    stmt = stmt.order_by(LedgerEntry.id.desc()).limit(limit)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def latest_rule_set(session: AsyncSession) -> RuleSet | None:
+    stmt = select(RuleSet).order_by(RuleSet.version.desc()).limit(1)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def spendable_lots(session: AsyncSession, customer_id: str) -> Sequence[Lot]:
+    """Lots with points left, the soonest to expire first (never-expiring last)."""
+    stmt = (
+        select(Lot)
+        .where(Lot.customer_id == customer_id, Lot.remaining > 0)
+        .order_by(Lot.expires_at.asc().nulls_last(), Lot.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def lots_due(session: AsyncSession, customer_id: str, until: datetime) -> Sequence[Lot]:
+    stmt = (
+        select(Lot)
+        .where(Lot.customer_id == customer_id, Lot.remaining > 0, Lot.expires_at <= until)
+        .order_by(Lot.expires_at, Lot.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def next_expiry(
+    session: AsyncSession, customer_id: str, *, unwarned: bool
+) -> datetime | None:
+    stmt = select(func.min(Lot.expires_at)).where(
+        Lot.customer_id == customer_id, Lot.remaining > 0, Lot.expires_at.is_not(None)
+    )
+    if unwarned:
+        stmt = stmt.where(Lot.warned.is_(False))
+    value: datetime | None = (await session.execute(stmt)).scalar_one()
+    return value
+
+
+async def lots_to_warn(session: AsyncSession, customer_id: str, until: datetime) -> Sequence[Lot]:
+    stmt = select(Lot).where(
+        Lot.customer_id == customer_id,
+        Lot.remaining > 0,
+        Lot.warned.is_(False),
+        Lot.expires_at <= until,
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def pending_refunds(session: AsyncSession, purchase_id: str) -> Sequence[Refund]:
+    stmt = (
+        select(Refund)
+        .where(Refund.purchase_id == purchase_id, Refund.applied.is_(False))
+        .order_by(Refund.occurred_at, Refund.refund_id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def qualifying(
+    session: AsyncSession,
+    customer_ids: Sequence[str],
+    *,
+    basis: str,
+    since: datetime,
+    until: datetime,
+) -> Decimal:
+    """Points earned (net of reversals) or net spend in the window (since, until]."""
+    stmt: Select[Any]
+    if basis == "spend":
+        stmt = select(func.coalesce(func.sum(Purchase.total), 0)).where(
+            Purchase.customer_id.in_(customer_ids),
+            Purchase.occurred_at > since,
+            Purchase.occurred_at <= until,
+        )
+        spend = Decimal((await session.execute(stmt)).scalar_one())
+        return spend - await _refunded(session, customer_ids, since=since, until=until)
+    stmt = select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
+        LedgerEntry.customer_id.in_(customer_ids),
+        LedgerEntry.kind.in_(("earn", "reverse")),
+        LedgerEntry.occurred_at > since,
+        LedgerEntry.occurred_at <= until,
+    )
+    return Decimal((await session.execute(stmt)).scalar_one())
+
+
+async def _refunded(
+    session: AsyncSession, customer_ids: Sequence[str], *, since: datetime, until: datetime
+) -> Decimal:
+    stmt = select(func.coalesce(func.sum(Refund.amount), 0)).where(
+        Refund.customer_id.in_(customer_ids),
+        Refund.applied.is_(True),
+        Refund.occurred_at > since,
+        Refund.occurred_at <= until,
+    )
+    return Decimal((await session.execute(stmt)).scalar_one())
+
+
+async def lock_campaign_usage(
+    session: AsyncSession, campaign_id: str, customer_id: str
+) -> CampaignUsage:
+    await session.execute(
+        _insert(session)(CampaignUsage)
+        .values(campaign_id=campaign_id, customer_id=customer_id, points=0)
+        .on_conflict_do_nothing(index_elements=["campaign_id", "customer_id"])
+    )
+    stmt = (
+        select(CampaignUsage)
+        .where(CampaignUsage.campaign_id == campaign_id, CampaignUsage.customer_id == customer_id)
+        .with_for_update()
+    )
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
+
+
+async def campaign_used(session: AsyncSession, campaign_id: str, customer_id: str) -> int:
+    row = await session.get(CampaignUsage, (campaign_id, customer_id))
+    return row.points if row is not None else 0
+
+
+async def lock_reward(session: AsyncSession, reward_id: str) -> Reward | None:
+    stmt = select(Reward).where(Reward.id == reward_id).with_for_update()
+    result = await session.execute(stmt.execution_options(populate_existing=True))
+    return result.scalar_one_or_none()
+
+
+async def get_reward(
+    session: AsyncSession, reward_id: str, *, lock_stock: bool = False
+) -> Reward | None:
+    """The reward; with ``lock_stock``, locked when (and only when) its stock is counted.
+
+    Rewards with unlimited stock are not locked, so their redemptions run in parallel.
+    """
+    reward = await session.get(Reward, reward_id)
+    if reward is None or reward.stock is None or not lock_stock:
+        return reward
+    return await lock_reward(session, reward_id)
+
+
+async def list_rewards(session: AsyncSession) -> Sequence[Reward]:
+    return (await session.execute(select(Reward).order_by(Reward.id))).scalars().all()
+
+
+async def redemption_by_key(session: AsyncSession, customer_id: str, key: str) -> Redemption | None:
+    stmt = select(Redemption).where(
+        Redemption.customer_id == customer_id, Redemption.idempotency_key == key
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def redemption_lots(session: AsyncSession, redemption_id: str) -> Sequence[RedemptionLot]:
+    stmt = select(RedemptionLot).where(RedemptionLot.redemption_id == redemption_id)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def lots_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Lot]:
+    rows = (await session.execute(select(Lot).where(Lot.id.in_(ids)))).scalars()
+    return {lot.id: lot for lot in rows}
+
+
+async def reassign(session: AsyncSession, old: str, new: str) -> None:
+    """Move everything that belongs to ``old`` (except its ledger history) to ``new``."""
+    for model in (Lot, Purchase, Refund, Redemption):
+        await session.execute(update(model).where(model.customer_id == old).values(customer_id=new))
+    await session.execute(update(Member).where(Member.merged_into == old).values(merged_into=new))
+
+
+async def anonymise(session: AsyncSession, old: str, anonymous: str) -> None:
+    """Replace a customer id everywhere, the ledger included (its amounts stay)."""
+    for model in (LedgerEntry, Lot, Purchase, Refund, Redemption, CampaignUsage):
+        await session.execute(
+            update(model).where(model.customer_id == old).values(customer_id=anonymous)
+        )
+    await session.execute(
+        update(Member).where(Member.customer_id == old).values(customer_id=anonymous)
+    )

@@ -1,0 +1,299 @@
+"""Turning purchases and interactions into points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.loyalty import repository
+from services.loyalty.config import LoyaltySettings
+from services.loyalty.models import LedgerEntry, Member, Purchase
+from services.loyalty.service import ledger, refunds, rulebook, tiers
+from services.loyalty.service.common import SOURCE, utc
+from services.loyalty.service.ledger import Why
+from services.loyalty.service.rules import (
+    Campaign,
+    Milestone,
+    Quote,
+    Rules,
+    milestones_reached,
+    quote_purchase,
+    unit_points,
+)
+from shared import outbox
+from shared.events import Event, derived_id
+from shared.events.commerce import PurchaseCompleted
+from shared.events.interactions import InteractionRecorded
+from shared.events.loyalty import PointsEarned, PointsEarnedData, RewardUnlocked, RewardUnlockedData
+
+
+@dataclass
+class Earning:
+    """The entries one event posts, summed into one points.earned."""
+
+    entries: list[LedgerEntry] = field(default_factory=list)
+    unlocked: list[Milestone] = field(default_factory=list)
+
+    @property
+    def points(self) -> int:
+        return sum(e.points for e in self.entries)
+
+
+SEEN = "loyalty.purchases_seen"
+
+
+def _reversible(rule_id: str | None) -> bool:
+    """Refunds take back base and campaign points, never a milestone's."""
+    return rule_id is not None and not rule_id.startswith("milestone:")
+
+
+async def award_purchase(
+    session: AsyncSession, *, event: PurchaseCompleted, settings: LoyaltySettings
+) -> int:
+    """Earn for a purchase, once per purchase id.
+
+    The hot path: nothing is flushed per event, so a consumer batch writes its ledger
+    entries, lots, purchases and member updates in a few multi-row statements at commit.
+    Reads that need this batch's pending rows flush first (refunds, tiers, budgets).
+    """
+    with session.no_autoflush:
+        return await _award_purchase(session, event, settings)
+
+
+async def _award_purchase(
+    session: AsyncSession, event: PurchaseCompleted, settings: LoyaltySettings
+) -> int:
+    data = event.data
+    seen: set[str] = session.info.setdefault(SEEN, set())
+    if data.purchase_id in seen:
+        return 0
+    known, refunds_waiting = await repository.purchase_state(session, data.purchase_id)
+    if known:
+        return 0  # the same purchase again under another event id: counted once
+    seen.add(data.purchase_id)
+    rules = await rulebook.current(session, settings)
+    member = await repository.lock_member(session, event.subject)
+    earning, quote = await _earn(session, member, rules, event)
+    reversible = sum(e.points for e in earning.entries if _reversible(e.rule_id))
+    purchase = Purchase(
+        purchase_id=data.purchase_id,
+        customer_id=member.customer_id,
+        occurred_at=utc(event.time),
+        total=data.total.amount,
+        currency=data.total.currency,
+        points=reversible,
+        reversed_points=0,
+        unit_points=unit_points(reversible, quote.line_weights, data.lines),
+    )
+    session.add(purchase)
+    await _finish(session, member, rules, earning, event)
+    if refunds_waiting:
+        await session.flush()
+        for refund in await repository.pending_refunds(session, data.purchase_id):
+            await refunds.apply(session, member, purchase, refund)
+    return earning.points
+
+
+async def _earn(
+    session: AsyncSession, member: Member, rules: Rules, event: PurchaseCompleted
+) -> tuple[Earning, Quote]:
+    """Post the base, campaign and milestone entries a purchase earns."""
+    data = event.data
+    quote = quote_purchase(
+        rules,
+        amount=data.total.amount,
+        currency=data.total.currency,
+        lines=data.lines,
+        when=utc(event.time),
+        tier=member.tier,
+    )
+    earning = Earning()
+    base = _post_base(session, member, rules, quote, event)
+    if base is not None:
+        earning.entries.append(base)
+    for campaign, bonus in quote.campaigns:
+        capped = await _within_budget(session, member, campaign, bonus)
+        if capped > 0:
+            earning.entries.append(_post_campaign(session, member, rules, campaign, capped, event))
+    member.purchase_count += 1
+    for milestone in milestones_reached(rules, member.purchase_count):
+        if milestone.reward_name:
+            earning.unlocked.append(milestone)
+        if milestone.points > 0:
+            earning.entries.append(_post_milestone(session, member, rules, milestone, event))
+    return earning, quote
+
+
+def _post_base(
+    session: AsyncSession, member: Member, rules: Rules, quote: Quote, event: PurchaseCompleted
+) -> LedgerEntry | None:
+    if quote.base <= 0:
+        return None
+    data = event.data
+    reason = f"purchase {data.purchase_id}: {data.total.amount} {data.total.currency}"
+    reason += f" at {rules.rate(data.total.currency)} pt/unit"
+    if quote.line_weights:
+        reason += " with category/SKU multipliers"
+    if quote.tier_multiplier != 1:
+        reason += f", tier x{quote.tier_multiplier}"
+    why = Why(
+        reason=reason,
+        key=f"earn:{data.purchase_id}:base",
+        source_event_id=event.id,
+        purchase_id=data.purchase_id,
+        rule_id="base",
+        rule_version=rules.version,
+    )
+    return ledger.post(session, member, kind="earn", points=quote.base, why=why, at=event.time)
+
+
+def _post_campaign(
+    session: AsyncSession,
+    member: Member,
+    rules: Rules,
+    campaign: Campaign,
+    points: int,
+    event: PurchaseCompleted,
+) -> LedgerEntry:
+    why = Why(
+        reason=f"campaign {campaign.name}",
+        key=f"earn:{event.data.purchase_id}:campaign:{campaign.id}",
+        source_event_id=event.id,
+        purchase_id=event.data.purchase_id,
+        rule_id=f"campaign:{campaign.id}",
+        rule_version=rules.version,
+    )
+    return ledger.post(session, member, kind="earn", points=points, why=why, at=event.time)
+
+
+def _post_milestone(
+    session: AsyncSession,
+    member: Member,
+    rules: Rules,
+    milestone: Milestone,
+    event: PurchaseCompleted,
+) -> LedgerEntry:
+    why = Why(
+        reason=f"milestone: purchase number {milestone.nth_purchase}",
+        key=f"earn:{event.data.purchase_id}:milestone:{milestone.id}",
+        source_event_id=event.id,
+        purchase_id=event.data.purchase_id,
+        rule_id=f"milestone:{milestone.id}",
+        rule_version=rules.version,
+    )
+    return ledger.post(
+        session, member, kind="earn", points=milestone.points, why=why, at=event.time
+    )
+
+
+async def _within_budget(
+    session: AsyncSession, member: Member, campaign: Campaign, bonus: int
+) -> int:
+    """The bonus, cut to what the member's and the global budget have left."""
+    await session.flush()  # the usage rows are re-read: this batch's changes go first
+    usages = []
+    if campaign.member_budget is not None:
+        usage = await repository.lock_campaign_usage(session, campaign.id, member.customer_id)
+        bonus = min(bonus, campaign.member_budget - usage.points)
+        usages.append(usage)
+    if campaign.global_budget is not None:
+        usage = await repository.lock_campaign_usage(session, campaign.id, "*")
+        bonus = min(bonus, campaign.global_budget - usage.points)
+        usages.append(usage)
+    bonus = max(0, bonus)
+    for usage in usages:
+        usage.points += bonus
+    return bonus
+
+
+async def award_interaction(
+    session: AsyncSession, *, event: InteractionRecorded, settings: LoyaltySettings
+) -> int:
+    rules = await rulebook.current(session, settings)
+    kind = event.data.kind
+    points = rules.body.interaction_points.get(kind, 0) if kind in ("review", "referral") else 0
+    if points <= 0:
+        return 0
+    member = await repository.lock_member(session, event.subject)
+    why = Why(
+        reason=f"{kind} ({event.data.channel})",
+        key=f"earn:interaction:{event.id}",
+        source_event_id=event.id,
+        rule_id=f"interaction:{kind}",
+        rule_version=rules.version,
+    )
+    entry = ledger.post(session, member, kind="earn", points=points, why=why, at=event.time)
+    await _finish(session, member, rules, Earning(entries=[entry]), event)
+    return points
+
+
+async def _finish(
+    session: AsyncSession,
+    member: Member,
+    rules: Rules,
+    earning: Earning,
+    event: Event,
+) -> None:
+    """Lot, tier, and the events: what every earning ends with."""
+    at = utc(event.time)
+    if earning.points > 0:
+        await ledger.add_lot(
+            session,
+            member,
+            earning.entries[0],
+            points=earning.points,
+            expiry_days=rules.body.expiry_days,
+            notice_days=rules.body.expiring_notice_days,
+        )
+    await _publish(session, member, rules, earning, event, at)
+    await tiers.on_earn(session, member, rules, at=at)  # tier.changed after what caused it
+
+
+async def _publish(
+    session: AsyncSession,
+    member: Member,
+    rules: Rules,
+    earning: Earning,
+    event: Event,
+    at: datetime,
+) -> None:
+    events: list[Event] = []
+    if earning.points > 0:
+        first = earning.entries[0]
+        data = PointsEarnedData(
+            points=earning.points,
+            balance=member.balance,
+            reason="; ".join(e.reason for e in earning.entries),
+            source_event_id=event.id,
+            purchase_id=first.purchase_id,
+            rule_id=f"{first.rule_id}@v{rules.version}",
+        )
+        events.append(
+            PointsEarned.create(
+                id=derived_id("points.earned", event.source, event.id),
+                subject=member.customer_id,
+                source=SOURCE,
+                time=at,
+                data=data,
+            )
+        )
+    for milestone in earning.unlocked:
+        events.append(_unlocked(member, milestone, event, at))
+    await outbox.enqueue(session, *events)
+
+
+def _unlocked(member: Member, milestone: Milestone, event: Event, at: datetime) -> RewardUnlocked:
+    name = milestone.reward_name or milestone.id
+    return RewardUnlocked.create(
+        id=derived_id("reward.unlocked", event.source, event.id, milestone.id),
+        subject=member.customer_id,
+        source=SOURCE,
+        time=at,
+        data=RewardUnlockedData(
+            reward_id=f"milestone:{milestone.id}",
+            reward_name=name,
+            reason=f"milestone: purchase number {milestone.nth_purchase}",
+        ),
+    )

@@ -1,0 +1,231 @@
+"""Redeeming rewards: never spends the same points twice, never takes stock below zero.
+
+The member row is locked first (SELECT … FOR UPDATE on PostgreSQL; SQLite runs one
+writer at a time with BEGIN IMMEDIATE), then the reward row. The balance check, the
+stock check, the lots consumed and the ledger entry all happen under those locks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.loyalty import repository
+from services.loyalty.config import LoyaltySettings
+from services.loyalty.models import Member, Redemption, RedemptionLot, Reward
+from services.loyalty.service import ledger, rulebook, schedule
+from services.loyalty.service.common import SOURCE, maybe_utc, utc
+from services.loyalty.service.errors import (
+    IdempotencyKeyReused,
+    InsufficientPoints,
+    MemberNotFound,
+    RedemptionNotFound,
+    RewardNotFound,
+    RewardUnavailable,
+)
+from services.loyalty.service.ledger import Why
+from services.loyalty.service.rules import Rules
+from shared import outbox
+from shared.events import derived_id
+from shared.events.loyalty import (
+    PointsRedeemed,
+    PointsRedeemedData,
+    RedemptionCancelled,
+    RedemptionCancelledData,
+)
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def new_code() -> str:
+    """A code a till can show or scan: 12 characters, no look-alikes (0/O, 1/I)."""
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(12))
+
+
+def request_hash(reward_id: str) -> str:
+    return hashlib.sha256(f"reward_id={reward_id}".encode()).hexdigest()
+
+
+async def _member(session: AsyncSession, customer_id: str) -> Member:
+    member = await repository.lock_member_or_none(session, customer_id)
+    if member is None:
+        raise MemberNotFound(f"no loyalty member with customer id {customer_id!r}")
+    return member
+
+
+async def redeem(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    reward_id: str,
+    idempotency_key: str,
+    operator: str,
+    now: datetime,
+    settings: LoyaltySettings,
+) -> tuple[Redemption, bool]:
+    """The redemption, and whether it is a replay of an earlier request with this key."""
+    member = await _member(session, customer_id)
+    digest = request_hash(reward_id)
+    earlier = await repository.redemption_by_key(session, member.customer_id, idempotency_key)
+    if earlier is not None:
+        if earlier.request_hash != digest:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used for a different redemption request; "
+                "use a new key for a new request"
+            )
+        return earlier, True
+    reward = await repository.get_reward(session, reward_id, lock_stock=True)
+    if reward is None:
+        raise RewardNotFound(f"no reward {reward_id!r}")
+    _check_available(reward, member, await rulebook.current(session, settings), now)
+    if member.balance < reward.points_cost:
+        raise InsufficientPoints(
+            f"balance {member.balance} is less than the {reward.points_cost} points "
+            f"{reward.name!r} costs"
+        )
+    redemption = _spend(session, member, reward, idempotency_key, digest, operator, now)
+    taken = await ledger.take(session, member, reward.points_cost)
+    session.add_all(
+        RedemptionLot(redemption_id=redemption.id, lot_id=lot.id, points=n) for lot, n in taken
+    )
+    await outbox.enqueue(session, _redeemed(member, reward, redemption, now))
+    return redemption, False
+
+
+def _check_available(reward: Reward, member: Member, rules: Rules, now: datetime) -> None:
+    if not reward.active:
+        raise RewardUnavailable(f"reward {reward.id!r} is not offered any more")
+    starts, ends = maybe_utc(reward.valid_from), maybe_utc(reward.valid_until)
+    if (starts is not None and now < starts) or (ends is not None and now >= ends):
+        raise RewardUnavailable(f"reward {reward.id!r} is not redeemable at this time")
+    if reward.tiers:
+        tier = rules.tier(member.tier)
+        name = tier.name if tier is not None else member.tier
+        if name not in reward.tiers:
+            raise RewardUnavailable(
+                f"reward {reward.id!r} is reserved for tiers {', '.join(reward.tiers)}"
+            )
+    if reward.stock is not None and reward.stock <= 0:
+        raise RewardUnavailable(f"reward {reward.id!r} is out of stock")
+
+
+def _spend(
+    session: AsyncSession,
+    member: Member,
+    reward: Reward,
+    key: str,
+    digest: str,
+    operator: str,
+    now: datetime,
+) -> Redemption:
+    if reward.stock is not None:
+        reward.stock -= 1
+    redemption = Redemption(
+        id=str(uuid.uuid4()),
+        customer_id=member.customer_id,
+        reward_id=reward.id,
+        points=reward.points_cost,
+        code=new_code(),
+        status="issued",
+        idempotency_key=key,
+        request_hash=digest,
+        created_at=now,
+    )
+    session.add(redemption)
+    why = Why(
+        reason=f"redeemed {reward.name}",
+        key=f"redeem:{redemption.id}",
+        rule_id=f"reward:{reward.id}",
+        operator=operator,
+        reference=redemption.id,
+    )
+    ledger.post(session, member, kind="redeem", points=-reward.points_cost, why=why, at=now)
+    return redemption
+
+
+def _redeemed(
+    member: Member, reward: Reward, redemption: Redemption, now: datetime
+) -> PointsRedeemed:
+    return PointsRedeemed.create(
+        id=derived_id("points.redeemed", redemption.id),
+        subject=member.customer_id,
+        source=SOURCE,
+        time=now,
+        data=PointsRedeemedData(
+            points=redemption.points,
+            balance=member.balance,
+            redemption_id=redemption.id,
+            reward_id=reward.id,
+            reward_name=reward.name,
+        ),
+    )
+
+
+async def cancel(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    redemption_id: str,
+    operator: str,
+    now: datetime,
+    settings: LoyaltySettings,
+) -> Redemption:
+    """Cancel an issued redemption: points back into the lots they came from, stock back."""
+    member = await _member(session, customer_id)
+    redemption = await session.get(Redemption, redemption_id)
+    if redemption is None or redemption.customer_id != member.customer_id:
+        raise RedemptionNotFound(f"no redemption {redemption_id!r} for {customer_id!r}")
+    if redemption.status == "cancelled":
+        return redemption
+    redemption.status, redemption.cancelled_at = "cancelled", now
+    reward = await repository.get_reward(session, redemption.reward_id, lock_stock=True)
+    if reward is not None and reward.stock is not None:
+        reward.stock += 1
+    why = Why(
+        reason=f"redemption {redemption.id} cancelled",
+        key=f"cancel:{redemption.id}",
+        rule_id=f"reward:{redemption.reward_id}",
+        operator=operator,
+        reference=redemption.id,
+    )
+    ledger.post(session, member, kind="cancel", points=redemption.points, why=why, at=now)
+    await _restore_lots(session, member, redemption, settings)
+    await outbox.enqueue(session, _cancelled(member, redemption, now))
+    return redemption
+
+
+async def _restore_lots(
+    session: AsyncSession, member: Member, redemption: Redemption, settings: LoyaltySettings
+) -> None:
+    """Put points back where they came from (a debt, if any, keeps its share)."""
+    restorable = min(redemption.points, max(0, member.balance))
+    used = await repository.redemption_lots(session, redemption.id)
+    lots = await repository.lots_by_id(session, [u.lot_id for u in used])
+    notice = (await rulebook.current(session, settings)).body.expiring_notice_days
+    for use in used:
+        lot = lots.get(use.lot_id)
+        if lot is None or restorable <= 0:
+            continue
+        back = min(use.points, restorable)
+        lot.remaining += back
+        restorable -= back
+        if lot.expires_at is not None and lot.customer_id == member.customer_id:
+            await schedule.expiry(
+                session, member, expires_at=utc(lot.expires_at), notice_days=notice
+            )
+
+
+def _cancelled(member: Member, redemption: Redemption, now: datetime) -> RedemptionCancelled:
+    return RedemptionCancelled.create(
+        id=derived_id("redemption.cancelled", redemption.id),
+        subject=member.customer_id,
+        source=SOURCE,
+        time=now,
+        data=RedemptionCancelledData(
+            redemption_id=redemption.id, points=redemption.points, balance=member.balance
+        ),
+    )

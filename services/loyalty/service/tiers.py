@@ -1,0 +1,103 @@
+"""Tiers: earned by points earned (net of reversals) or net spend over a rolling window.
+
+Upgrades happen as soon as a purchase (in event time) lifts the window total over a
+higher threshold. Downgrades follow the policy: ``none`` never; ``window_end`` at the
+review ``tier_since + window``; ``grace`` at ``tier_since + window + grace``. At a
+review the member keeps the tier the last ``window`` days support (renewed for
+another period) or falls to it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.loyalty import repository
+from services.loyalty.config import LoyaltySettings
+from services.loyalty.models import Member
+from services.loyalty.service import rulebook, schedule
+from services.loyalty.service.common import SOURCE, utc
+from services.loyalty.service.rules import Rules, Tier
+from shared import outbox
+from shared.events import derived_id
+from shared.events.loyalty import TierChanged, TierChangedData
+from shared.timers import Timer
+
+
+async def qualifying(session: AsyncSession, member: Member, rules: Rules, until: datetime) -> int:
+    policy = rules.body.tier_policy
+    ids = await repository.alias_ids(session, member.customer_id)
+    since = until - timedelta(days=policy.window_days)
+    value = await repository.qualifying(session, ids, basis=policy.basis, since=since, until=until)
+    return int(value)
+
+
+async def on_earn(session: AsyncSession, member: Member, rules: Rules, *, at: datetime) -> None:
+    if not rules.body.tiers:
+        return
+    await session.flush()  # the window sum must include this batch's entries
+    amount = await qualifying(session, member, rules, at)
+    target = rules.tier_for(amount)
+    if target is not None and rules.rank(target.name) > rules.rank(member.tier):
+        reason = f"{amount} {rules.body.tier_policy.basis} in the last "
+        reason += f"{rules.body.tier_policy.window_days} days reached {target.threshold}"
+        await change(session, member, rules, target, reason=reason, at=at)
+
+
+async def change(
+    session: AsyncSession, member: Member, rules: Rules, new: Tier, *, reason: str, at: datetime
+) -> None:
+    old = rules.tier(member.tier)
+    direction = "up" if rules.rank(new.name) > rules.rank(member.tier) else "down"
+    member.tier = new.name
+    member.tier_since = at
+    await schedule.move(session, schedule.TIER_REVIEW, member, _review_at(rules, new, at))
+    event = TierChanged.create(
+        id=derived_id("tier.changed", member.customer_id, new.name, at.isoformat()),
+        subject=member.customer_id,
+        source=SOURCE,
+        time=at,
+        data=TierChangedData(
+            old_tier=old.name if old is not None else None,
+            new_tier=new.name,
+            direction=direction,
+            reason=reason,
+            benefits=list(new.perks),
+            multiplier=str(new.multiplier),
+        ),
+    )
+    await outbox.enqueue(session, event)
+
+
+def _review_at(rules: Rules, tier: Tier, since: datetime) -> datetime | None:
+    policy = rules.body.tier_policy
+    if policy.downgrade == "none" or rules.rank(tier.name) == 0:
+        return None
+    grace = policy.grace_days if policy.downgrade == "grace" else 0
+    return since + timedelta(days=policy.window_days + grace)
+
+
+async def review(session: AsyncSession, timer: Timer, *, settings: LoyaltySettings) -> None:
+    """A tier review is due: keep (and renew) the tier the window supports, or fall to it."""
+    member = await repository.lock_member_or_none(session, timer.payload["customer_id"])
+    if member is None or member.customer_id != timer.payload["customer_id"]:
+        return  # merged away or erased: the survivor has its own review
+    rules = await rulebook.current(session, settings)
+    at = utc(timer.due_at)
+    amount = await qualifying(session, member, rules, at)
+    supported = rules.tier_for(amount)
+    current = rules.tier(member.tier)
+    if supported is None or current is None:
+        await schedule.move(session, schedule.TIER_REVIEW, member, None, fired=timer.key)
+        return
+    if rules.rank(supported.name) >= rules.rank(current.name):
+        await schedule.move(
+            session, schedule.TIER_REVIEW, member, _review_at(rules, current, at), fired=timer.key
+        )
+        member.tier_since = at
+        return
+    await schedule.move(session, schedule.TIER_REVIEW, member, None, fired=timer.key)
+    reason = f"only {amount} {rules.body.tier_policy.basis} in the last "
+    reason += f"{rules.body.tier_policy.window_days} days (needs {current.threshold})"
+    await change(session, member, rules, supported, reason=reason, at=at)
