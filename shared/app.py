@@ -199,7 +199,12 @@ def _checks(app: FastAPI) -> dict[str, http.Check]:
             raise RuntimeError("producer not connected yet")
         await asyncio.wait_for(runtime.producer.client.fetch_all_metadata(), 3.0)
 
-    return {"database": database, "broker": broker}
+    async def consumer() -> None:
+        runner = app.state.runtime.runner
+        if runner is not None and runner.finished.is_set() and not runner.stopping:
+            raise RuntimeError("the event consumer has stopped")
+
+    return {"database": database, "broker": broker, "consumer": consumer}
 
 
 async def _shutdown(runtime: Runtime) -> None:

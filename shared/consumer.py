@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,11 +48,24 @@ class TransientError(Exception):
     """Raised by a handler for a failure that will pass (a dependency is down)."""
 
 
+# PostgreSQL SQLSTATE classes and codes that pass: connection exceptions (08), too many
+# connections / out of resources (53), operator intervention such as shutdown or
+# "database is not currently accepting connections" (57, 55006), and serialisation
+# failures / deadlocks (40001, 40P01) which a retry resolves.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55006", "55P03"})
+
+
 def is_transient(exc: BaseException) -> bool:
+    """True for failures that pass by themselves: retry, never dead-letter."""
     if isinstance(exc, TransientError | OSError | TimeoutError | KafkaError):
         return True
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if code and (code[:2] in _TRANSIENT_SQLSTATE_CLASSES or code in _TRANSIENT_SQLSTATES):
+            return True
     return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
 
 
@@ -89,6 +102,7 @@ class ConsumerRunner:
         self._backoff_max = backoff_max
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
+        self.finished = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -101,15 +115,41 @@ class ConsumerRunner:
         await self._start_consumer()
         try:
             while not self.stopping:
-                batches = await self._consumer.getmany(timeout_ms=250)
-                for tp, records in batches.items():
-                    if self.stopping:
-                        break  # uncommitted: re-delivered to whoever owns the partition next
-                    if await self._process(tp, records):
-                        await self._consumer.commit({tp: records[-1].offset + 1})
-                        self._record_lag(tp, records[-1].offset)
+                try:
+                    await self._poll_once()
+                except KafkaError as exc:
+                    metrics.CONSUMER_ERRORS.labels(self._service).inc()
+                    log.warning("broker error while polling (%s); retrying", exc)
+                    await self._pause(self._backoff_initial)
         finally:
+            self.finished.set()
             await self._consumer.stop()
+
+    async def _poll_once(self) -> None:
+        batches = await self._consumer.getmany(timeout_ms=250)
+        for tp, records in batches.items():
+            if self.stopping:
+                return  # uncommitted: re-delivered to whoever owns the partition next
+            if await self._process(tp, records):
+                await self._commit(tp, records[-1].offset + 1)
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        """Commit an offset; losing the partition meanwhile is normal, not an error.
+
+        After a rebalance the new owner re-delivers from the last committed offset and
+        skips what this transaction already recorded in processed_events.
+        """
+        try:
+            await self._consumer.commit({tp: offset})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.info("offset %s of %s not committed (%s); the new owner resumes", offset, tp, exc)
+            return
+        self._record_lag(tp, offset - 1)
+
+    async def _pause(self, seconds: float) -> None:
+        waiter = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait([waiter], timeout=seconds)
+        waiter.cancel()
 
     async def _start_consumer(self) -> None:
         delay = self._backoff_initial
@@ -170,9 +210,7 @@ class ConsumerRunner:
                 log.warning(
                     "transient failure (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
                 )
-                waiter = asyncio.ensure_future(self._stopping.wait())
-                await asyncio.wait([waiter], timeout=delay)
-                waiter.cancel()
+                await self._pause(delay)
                 delay = min(self._backoff_max, delay * 2)
         return None
 
@@ -195,10 +233,14 @@ class ConsumerRunner:
             )
         assert isinstance(outcome, Failed)
         reason = f"handler failed: {type(outcome.exc).__name__}: {outcome.exc}"[:1000]
-        parked = await self._with_retry(lambda: self._park(item.record, reason))
-        if isinstance(parked, Failed):
-            raise parked.exc  # cannot even write the dead letter: stop rather than lose it
-        return parked is True
+        while True:
+            parked = await self._with_retry(lambda: self._park(item.record, reason))
+            if not isinstance(parked, Failed):
+                return parked is True
+            # Cannot even write the dead letter: keep the offset where it is and retry,
+            # rather than lose the message or stop consuming.
+            log.error("could not dead-letter a message: %r; retrying", parked.exc)
+            await self._pause(self._backoff_max)
 
     async def _park(self, record: ConsumerRecord[bytes, bytes], reason: str) -> bool:
         async with self._db.unit_of_work() as session:

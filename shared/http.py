@@ -9,9 +9,11 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import exc as sa_exc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs, metrics
+from shared.consumer import is_transient
 
 
 class AppError(Exception):
@@ -39,6 +41,17 @@ async def _app_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     return JSONResponse(
         status_code=exc.status_code, content={"error": {"code": exc.code, "message": exc.message}}
+    )
+
+
+async def _database_error_handler(_request: Request, exc: Exception) -> Response:
+    """A database that is down, locked or restarting is a 503 to retry, not a 500."""
+    if not is_transient(exc):
+        raise exc
+    return JSONResponse(
+        status_code=503,
+        headers={"Retry-After": "1"},
+        content={"error": {"code": "unavailable", "message": "storage busy; retry shortly"}},
     )
 
 
@@ -116,5 +129,7 @@ def _route_template(scope: Scope) -> str:
 
 def install(app: FastAPI, *, service: str, checks: dict[str, Check]) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error_handler)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_error_handler)
     app.add_middleware(ObservabilityMiddleware, service=service)
     app.include_router(probes_router(checks))

@@ -91,7 +91,7 @@ class Event(BaseModel):
         )
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
+        return self.model_dump_json().encode()
 
     @property
     def key(self) -> bytes:

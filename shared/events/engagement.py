@@ -64,7 +64,7 @@ class OutreachSuppressed(Event):
 class ChurnRiskChangedData(Payload):
     risk: float = Field(ge=0, le=1)
     band: RiskBand
-    previous_band: RiskBand | None
+    previous_band: RiskBand | None = None
     reasons: list[str] = Field(default_factory=list)
     clv: Decimal | None = Field(default=None, description="Expected value over the CLV horizon")
     currency: str | None = None

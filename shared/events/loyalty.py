@@ -85,7 +85,7 @@ class PointsExpired(Event):
 
 
 class TierChangedData(Payload):
-    old_tier: str | None
+    old_tier: str | None = None
     new_tier: str
     direction: Literal["up", "down"]
     reason: str

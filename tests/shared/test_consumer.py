@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import ServiceSettings
-from shared.consumer import ConsumerRunner, Handler, TransientError
+from shared.consumer import ConsumerRunner, Handler, TransientError, is_transient
 from shared.db import Database
 from shared.events.commerce import PurchaseCompleted
 from shared.kafka import make_consumer, make_producer
@@ -224,3 +225,30 @@ async def test_a_restarted_consumer_resumes_after_the_committed_offset(
     await harness.start(tracking)
     await wait_until(lambda: _rows_when(harness, lambda r: sorted(r) == ["a", "b"]), timeout=30)
     assert seen == ["a", "b"]  # "a" was not handed to the handler a second time
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [
+        ("55006", True),  # database is not currently accepting connections
+        ("57P01", True),  # admin shutdown
+        ("57P03", True),  # cannot connect now
+        ("08006", True),  # connection failure
+        ("53300", True),  # too many connections
+        ("40001", True),  # serialization failure
+        ("40P01", True),  # deadlock detected
+        ("23505", False),  # unique violation: a bug or a conflict, not an outage
+        ("22P02", False),  # invalid text representation
+    ],
+)
+def test_database_outages_are_transient_and_data_errors_are_not(
+    sqlstate: str, transient: bool
+) -> None:
+    exc = DBAPIError("statement", {}, _PgError(sqlstate))
+    assert is_transient(exc) is transient

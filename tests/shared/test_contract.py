@@ -96,3 +96,21 @@ def test_the_human_readable_topic_table_lists_every_type() -> None:
     table = (ROOT / "docs" / "events.md").read_text()
     missing = [t for t in EVENT_TYPES if f"`{t}`" not in table]
     assert missing == [], "add them to the topic table in docs/events.md"
+
+
+def test_a_first_tier_and_a_first_band_survive_the_round_trip() -> None:
+    from shared.events.engagement import ChurnRiskChanged, ChurnRiskChangedData
+    from shared.events.loyalty import TierChanged, TierChangedData
+
+    tier = TierChanged.create(
+        subject="c-1",
+        source="keepwell/loyalty",
+        data=TierChangedData(old_tier=None, new_tier="Silver", direction="up", reason="earned"),
+    )
+    band = ChurnRiskChanged.create(
+        subject="c-1",
+        source="keepwell/engagement",
+        data=ChurnRiskChangedData(risk=0.7, band="high", previous_band=None),
+    )
+    assert decode(tier.to_json()) == tier
+    assert decode(band.to_json()) == band

@@ -1,0 +1,207 @@
+"""The invariants, compared with the oracle once the system has drained.
+
+Each check returns a list of human-readable mismatches; the test asserts the total
+is zero and prints them, so a failure says which customer and by how much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.events import dead_letter_topic
+from tests.chaos.harness import ChaosStack
+from tests.chaos.workload import Message, Oracle
+from tools.stack import SERVICE_NAMES
+
+T = TypeVar("T")
+PARALLEL = 8
+
+
+async def gather_limited(items: Iterable[T], fn: Callable[[T], Awaitable[Any]]) -> list[Any]:
+    gate = asyncio.Semaphore(PARALLEL)
+
+    async def one(item: T) -> Any:
+        async with gate:
+            try:
+                return await fn(item)
+            except httpx.HTTPError as exc:  # unreadable counts as a mismatch, with the reason
+                return f"{item}: could not read ({type(exc).__name__}: {exc})"
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
+
+
+async def consumer_lag(stack: ChaosStack, topics: dict[str, tuple[str, ...]]) -> int:
+    """Messages not yet committed by each service's group on each of its input topics."""
+    lag = 0
+    for service, names in topics.items():
+        parts = [TopicPartition(stack.topic(t), p) for t in names for p in range(4)]
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=stack.bootstrap,
+            group_id=stack.prefix + service,  # never subscribes, so never joins the group
+            enable_auto_commit=False,
+        )
+        await probe.start()
+        try:
+            ends = await probe.end_offsets(parts)
+            for tp, end in ends.items():
+                lag += end - (await probe.committed(tp) or 0)
+        finally:
+            await probe.stop()
+    return lag
+
+
+def distinct_mails(stack: ChaosStack) -> dict[str, set[str]]:
+    by_recipient: dict[str, set[str]] = {}
+    for mail in list(stack.sink.messages):
+        for rcpt in mail.rcpt_tos:
+            by_recipient.setdefault(rcpt, set()).add(str(mail.message["Message-ID"]))
+    return by_recipient
+
+
+async def wait_drained(
+    stack: ChaosStack, oracle: Oracle, topics: dict[str, tuple[str, ...]], timeout: float
+) -> float:
+    """Seconds until nothing is left to consume, publish or send (or ``timeout``)."""
+    started = time.monotonic()
+    expected_mails = sum(oracle.emails.values())
+    while time.monotonic() - started < timeout:
+        mails = sum(len(ids) for ids in distinct_mails(stack).values())
+        if mails >= expected_mails and await consumer_lag(stack, topics) == 0:
+            backlog = [await stack.outbox_rows(s) for s in SERVICE_NAMES]
+            if not any(backlog):
+                return time.monotonic() - started
+        await asyncio.sleep(1.0)
+    return time.monotonic() - started
+
+
+async def balances(stack: ChaosStack, oracle: Oracle) -> list[str]:
+    async def check(customer: str) -> str | None:
+        response = await stack.client.get(f"{stack.url('loyalty')}/v1/members/{customer}")
+        expected = oracle.balance[customer]
+        if response.status_code == 404:
+            return None if expected == 0 else f"{customer}: no member, expected {expected}"
+        member = response.json()
+        got = (member["balance"], member["lifetime_earned"], member["purchase_count"])
+        want = (expected, expected, oracle.orders[customer])
+        return None if got == want else f"{customer}: (balance, earned, purchases) {got} != {want}"
+
+    return [m for m in await gather_limited(oracle.balance, check) if m]
+
+
+class LedgerUnreadable(Exception):
+    pass
+
+
+async def ledger_entries(stack: ChaosStack, customer: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    before: int | None = None
+    while True:
+        query = "?limit=200" + (f"&before_id={before}" if before else "")
+        url = f"{stack.url('loyalty')}/v1/members/{customer}/ledger{query}"
+        response = await stack.client.get(url)
+        if response.status_code != 200:
+            raise LedgerUnreadable(f"ledger: HTTP {response.status_code}")
+        page = response.json()
+        entries.extend(page["items"])
+        before = page["next_before_id"]
+        if before is None:
+            return entries
+
+
+async def ledgers(stack: ChaosStack, oracle: Oracle) -> list[str]:
+    """Ledger sums to the projection; one earn entry per distinct purchase, no other."""
+
+    async def check(customer: str) -> str | None:
+        if not oracle.orders[customer]:
+            return None
+        try:
+            entries = await ledger_entries(stack, customer)
+        except LedgerUnreadable as exc:
+            return f"{customer}: {exc}"
+        total = sum(e["points"] for e in entries)
+        newest = entries[0]["balance_after"] if entries else 0
+        per_purchase = Counter(e["purchase_id"] for e in entries)
+        problems = []
+        if total != oracle.balance[customer] or newest != total:
+            problems.append(f"ledger sum {total}, newest balance_after {newest}")
+        if per_purchase != Counter(oracle.purchase_ids[customer]):
+            problems.append(f"entries per purchase {dict(per_purchase)}")
+        return f"{customer}: {'; '.join(problems)}" if problems else None
+
+    return [m for m in await gather_limited(oracle.balance, check) if m]
+
+
+async def order_counts(stack: ChaosStack, oracle: Oracle) -> list[str]:
+    async def check(customer: str) -> str | None:
+        response = await stack.client.get(f"{stack.url('profile')}/v1/customers/{customer}")
+        expected = oracle.orders[customer]
+        if response.status_code == 404:
+            return None if expected == 0 else f"{customer}: no profile, expected {expected} orders"
+        got = response.json()["lifetime"]["order_count"]
+        return None if got == expected else f"{customer}: {got} orders in profile != {expected}"
+
+    return [m for m in await gather_limited(oracle.orders, check) if m]
+
+
+def emails(stack: ChaosStack, oracle: Oracle) -> tuple[list[str], int]:
+    """One distinct thank-you (Message-ID) per purchase; also counts re-sent copies."""
+    distinct = distinct_mails(stack)
+    copies = Counter(r for m in stack.sink.messages for r in m.rcpt_tos)
+    problems = [
+        f"{rcpt}: {len(distinct.get(rcpt, ()))} distinct e-mails != {want}"
+        for rcpt, want in oracle.emails.items()
+        if len(distinct.get(rcpt, ())) != want
+    ]
+    strangers = sorted(set(distinct) - set(oracle.emails))
+    problems += [f"{rcpt}: e-mailed but never gave an address" for rcpt in strangers]
+    resent = sum(copies.values()) - sum(len(ids) for ids in distinct.values())
+    return problems, resent
+
+
+async def dead_letters(stack: ChaosStack, oracle: Oracle) -> list[str]:
+    problems = []
+    for service in SERVICE_NAMES:
+        parked = await read_all(stack, stack.topic(dead_letter_topic(service)))
+        got = Counter((r.topic, r.key, r.value) for r in parked)
+        want = Counter((stack.topic(m.topic), m.key, m.value) for m in oracle.garbage[service])
+        missing, extra = want - got, got - want
+        if missing:
+            problems.append(f"{service}: {sum(missing.values())} garbage message(s) not parked")
+        if extra:
+            problems.append(f"{service}: {sum(extra.values())} unexpected dead letter(s)")
+    return problems
+
+
+async def read_all(stack: ChaosStack, topic: str) -> list[Message]:
+    """Every record of ``topic``, tagged with the topic it was taken from (x-original-topic)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(4)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        records: list[Message] = []
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(_original(r.headers, r.key, r.value) for r in batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _original(headers: Any, key: bytes | None, value: bytes | None) -> Message:
+    origin = dict(headers).get("x-original-topic", b"").decode()
+    return Message(origin, key or b"", value or b"")
+
+
+async def outboxes(stack: ChaosStack) -> list[str]:
+    rows = {s: await stack.outbox_rows(s) for s in SERVICE_NAMES}
+    return [f"{s}: {n} row(s) left in the outbox" for s, n in rows.items() if n]

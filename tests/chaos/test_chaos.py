@@ -1,0 +1,93 @@
+"""Issue 9, "Prove it": no loss and no double counting while things break.
+
+A seeded workload (CHAOS_PURCHASES purchases across 1,000 customers, duplicates,
+out-of-order delivery, garbage on every input topic) flows through the real stack
+while faults are injected at seeded random moments; after the system drains, every
+invariant is compared with the oracle computed from the workload alone.
+See docs/chaos.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+
+import pytest
+
+from tests.chaos import checks
+from tests.chaos.faults import FaultLog, inject, schedule
+from tests.chaos.harness import LOG_DIR, ChaosStack, consumed_topics
+from tests.chaos.workload import Message, Spec, Workload, build
+
+# TODO: pytest.mark.chaos once the marker is registered in pyproject.toml.
+pytestmark = pytest.mark.e2e
+
+SEED = int(os.environ.get("CHAOS_SEED", "9"))
+# The issue asks for 10,000; that does not drain within the CI budget on 2 busy cores
+# (see docs/chaos.md), so CI runs 1,000 and a nightly job can set CHAOS_PURCHASES=10000.
+PURCHASES = int(os.environ.get("CHAOS_PURCHASES", "1000"))
+PRODUCE_SECONDS = float(os.environ.get("CHAOS_PRODUCE_SECONDS", "30"))
+DRAIN_TIMEOUT = float(os.environ.get("CHAOS_DRAIN_TIMEOUT", "120"))
+CHUNK = 100
+
+
+async def produce_paced(stack: ChaosStack, messages: list[Message], seconds: float) -> None:
+    """Send the workload in chunks spread evenly over ``seconds``."""
+    started = time.monotonic()
+    chunks = [messages[i : i + CHUNK] for i in range(0, len(messages), CHUNK)]
+    for index, chunk in enumerate(chunks):
+        await asyncio.sleep(max(0.0, index * seconds / len(chunks) - (time.monotonic() - started)))
+        await stack.send(chunk)
+
+
+def summary(
+    workload: Workload, log: FaultLog, drain: float, mismatches: dict[str, list[str]], resent: int
+) -> str:
+    rows = [
+        ("purchases (distinct)", workload.counts["purchases"]),
+        ("duplicates re-sent", workload.counts["duplicates"]),
+        ("garbage messages", workload.counts["garbage"]),
+        ("messages sent", len(workload.messages)),
+        *((f"fault: {kind}", n) for kind, n in sorted(log.by_kind().items())),
+        ("seconds to drain", f"{drain:.1f}"),
+        ("e-mail copies re-sent (same Message-ID)", resent),
+        *((f"mismatches: {name}", len(found)) for name, found in mismatches.items()),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines += [f"  {kind} {target}: {a:.1f}s → {b:.1f}s" for kind, target, a, b in log.done]
+    for name, found in mismatches.items():
+        lines += [f"  {name}: {m}" for m in found[:10]]
+    return "\n".join(lines)
+
+
+async def test_no_loss_and_no_double_counting_under_faults(
+    chaos: ChaosStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topics = consumed_topics()
+    workload = build(Spec(seed=SEED, purchases=PURCHASES), topics)
+    faults = schedule(random.Random(SEED), PRODUCE_SECONDS)
+    log = FaultLog()
+    await asyncio.gather(
+        produce_paced(chaos, workload.messages, PRODUCE_SECONDS), inject(chaos, faults, log)
+    )
+    assert not chaos.down - {"loyalty-b"}, f"still down after the faults: {chaos.down}"
+    drain = await checks.wait_drained(chaos, workload.oracle, topics, DRAIN_TIMEOUT)
+    oracle = workload.oracle
+    mail_problems, resent = checks.emails(chaos, oracle)
+    mismatches = {
+        "balances": await checks.balances(chaos, oracle),
+        "ledgers": await checks.ledgers(chaos, oracle),
+        "order counts": await checks.order_counts(chaos, oracle),
+        "e-mails": mail_problems,
+        "dead letters": await checks.dead_letters(chaos, oracle),
+        "outboxes": await checks.outboxes(chaos),
+    }
+    report = summary(workload, log, drain, mismatches, resent)
+    (LOG_DIR / f"summary-seed{SEED}.txt").write_text(report + "\n")
+    with capsys.disabled():
+        print("\n" + report)
+    assert len(log.done) == len(faults)
+    assert sum(len(found) for found in mismatches.values()) == 0, report

@@ -1,0 +1,77 @@
+"""The workload and its oracle, checked without any infrastructure (fast)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from shared.events import InvalidEvent, decode
+from shared.events.commerce import PurchaseCompleted
+from tests.chaos.workload import INPUT_TOPICS, Spec, build, points_for
+
+CONSUMERS = {"a": ("commerce.purchases", "profile.events"), "b": ("loyalty.events",)}
+SPEC = Spec(seed=3, purchases=400, customers=50, garbage_per_topic=6)
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+def test_points_are_floored_per_purchase() -> None:
+    assert [points_for(Decimal(a)) for a in ("1.00", "1.99", "399.99")] == [1, 1, 399]
+
+
+def test_the_same_seed_gives_the_same_workload() -> None:
+    assert build(SPEC, CONSUMERS, NOW).messages == build(SPEC, CONSUMERS, NOW).messages
+    other = build(Spec(seed=4, purchases=400, customers=50), CONSUMERS, NOW)
+    assert other.messages != build(SPEC, CONSUMERS, NOW).messages
+
+
+def test_the_oracle_counts_each_distinct_purchase_once() -> None:
+    workload = build(SPEC, CONSUMERS, NOW)
+    purchases = [m for m in workload.messages if m.topic == "commerce.purchases"]
+    events = {}
+    for message in purchases:
+        try:
+            event = decode(message.value)
+        except InvalidEvent:
+            continue
+        assert isinstance(event, PurchaseCompleted)
+        events[event.id] = event
+    assert len(events) == SPEC.purchases
+    assert workload.counts["duplicates"] == int(SPEC.purchases * SPEC.duplicate_ratio)
+    sent = Counter(m.value for m in purchases)
+    assert sum(n - 1 for n in sent.values() if n > 1) == workload.counts["duplicates"]
+    expected = sum(points_for(e.data.total.amount) for e in events.values())
+    assert workload.oracle.total_points == expected
+    assert sum(workload.oracle.orders.values()) == SPEC.purchases
+
+
+def test_deliveries_are_out_of_event_time_order() -> None:
+    workload = build(SPEC, CONSUMERS, NOW)
+    times = [decode(m.value).time for m in workload.messages if m.key.startswith(b"chaos-")]
+    assert times != sorted(times)
+
+
+@pytest.mark.parametrize("topic", INPUT_TOPICS)
+def test_every_garbage_message_fails_to_decode(topic: str) -> None:
+    burst = [m for m in build(SPEC, CONSUMERS, NOW).messages if m.key.startswith(b"garbage-")]
+    mine = [m for m in burst if m.topic == topic]
+    assert len(mine) == SPEC.garbage_per_topic
+    for message in mine:
+        with pytest.raises(InvalidEvent):
+            decode(message.value)
+
+
+def test_garbage_is_expected_in_the_dead_letters_of_each_consumer_of_its_topic() -> None:
+    oracle = build(SPEC, CONSUMERS, NOW).oracle
+    assert {m.topic for m in oracle.garbage["a"]} == {"commerce.purchases", "profile.events"}
+    assert {m.topic for m in oracle.garbage["b"]} == {"loyalty.events"}
+    assert len(oracle.garbage["a"]) == 2 * SPEC.garbage_per_topic
+
+
+def test_only_customers_with_an_address_expect_mail() -> None:
+    oracle = build(SPEC, CONSUMERS, NOW).oracle
+    assert 0 < len(oracle.emails) < SPEC.customers
+    for address, count in oracle.emails.items():
+        assert count == oracle.orders[address.split("@")[0]] > 0
