@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ServiceSettings
@@ -9,3 +10,9 @@ class ProfileSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PROFILE_")
 
     service_name: str = "profile"
+    default_phone_region: str = Field(
+        default="VN", description="Region of phone numbers written without a country code"
+    )
+    segment_sweep_seconds: float = Field(
+        default=3600.0, gt=0, description="How often time-based segments are re-evaluated"
+    )

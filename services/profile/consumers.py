@@ -2,46 +2,73 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profile import service
 from services.profile.config import ProfileSettings
+from services.profile.models import Customer
+from services.profile.service import segments
 from shared.config import ServiceSettings
-from shared.consumer import Handlers
+from shared.consumer import Handler, Handlers
+from shared.events import Event
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted, PurchaseRefunded
-from shared.events.engagement import ENGAGEMENT_TOPIC, OutreachSent
+from shared.events.engagement import ENGAGEMENT_TOPIC, ChurnRiskChanged, OutreachSent
+from shared.events.feedback import (
+    FEEDBACK_TOPIC,
+    ComplaintOpened,
+    ComplaintResolved,
+    ResponseRecorded,
+)
 from shared.events.interactions import INTERACTIONS_TOPIC, InteractionRecorded
-from shared.events.loyalty import LOYALTY_TOPIC, PointsEarned
+from shared.events.loyalty import (
+    LOYALTY_TOPIC,
+    PointsEarned,
+    PointsExpired,
+    PointsRedeemed,
+    PointsReversed,
+    RedemptionCancelled,
+    TierChanged,
+)
 
-INPUT_TOPICS = (PURCHASES_TOPIC, INTERACTIONS_TOPIC, LOYALTY_TOPIC, ENGAGEMENT_TOPIC)
+INPUT_TOPICS = (
+    PURCHASES_TOPIC,
+    INTERACTIONS_TOPIC,
+    LOYALTY_TOPIC,
+    ENGAGEMENT_TOPIC,
+    FEEDBACK_TOPIC,
+)
+
+Recorder = Callable[..., Awaitable[Customer]]
 
 
-async def on_purchase_completed(session: AsyncSession, event: PurchaseCompleted) -> None:
-    await service.record_purchase(session, event=event)
+def _handler(record: Recorder, **options: Any) -> Handler:
+    async def handle(session: AsyncSession, event: Event) -> None:
+        customer = await record(session, event=event, **options)
+        await segments.reevaluate(session, customer)
 
-
-async def on_purchase_refunded(session: AsyncSession, event: PurchaseRefunded) -> None:
-    await service.record_refund(session, event=event)
-
-
-async def on_interaction_recorded(session: AsyncSession, event: InteractionRecorded) -> None:
-    await service.record_interaction(session, event=event)
-
-
-async def on_points_earned(session: AsyncSession, event: PointsEarned) -> None:
-    await service.record_points(session, event=event)
-
-
-async def on_outreach_sent(session: AsyncSession, event: OutreachSent) -> None:
-    await service.record_outreach(session, event=event)
+    handle.__name__ = f"on_{record.__name__}"
+    return handle
 
 
 def handlers(settings: ServiceSettings) -> Handlers:
     assert isinstance(settings, ProfileSettings)
+    region = settings.default_phone_region
     return {
-        PurchaseCompleted: on_purchase_completed,
-        PurchaseRefunded: on_purchase_refunded,
-        InteractionRecorded: on_interaction_recorded,
-        PointsEarned: on_points_earned,
-        OutreachSent: on_outreach_sent,
+        PurchaseCompleted: _handler(service.record_purchase, region=region),
+        PurchaseRefunded: _handler(service.record_refund),
+        InteractionRecorded: _handler(service.record_interaction),
+        PointsEarned: _handler(service.record_points),
+        PointsRedeemed: _handler(service.record_points),
+        PointsReversed: _handler(service.record_points),
+        PointsExpired: _handler(service.record_points),
+        RedemptionCancelled: _handler(service.record_points),
+        TierChanged: _handler(service.record_tier),
+        OutreachSent: _handler(service.record_outreach),
+        ChurnRiskChanged: _handler(service.record_churn),
+        ResponseRecorded: _handler(service.record_response),
+        ComplaintOpened: _handler(service.record_complaint),
+        ComplaintResolved: _handler(service.record_complaint),
     }

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from services.profile import consumers, endpoints
 from services.profile.config import ProfileSettings
-from shared.app import create_service_app
+from services.profile.service import segments
+from shared.app import Runtime, create_service_app
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -19,8 +23,26 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         settings=settings,
         title="Keepwell profile",
         description="The customer of record, the 360° view and the REST event ingest.",
-        routers=[endpoints.customers_router, endpoints.events_router],
+        routers=[
+            endpoints.customers_router,
+            endpoints.segments_router,
+            endpoints.merges_router,
+            endpoints.events_router,
+        ],
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,
         migrations_dir=MIGRATIONS,
+        extra_tasks=[sweep_segments],
     )
+
+
+async def sweep_segments(runtime: Runtime) -> None:
+    """Re-evaluate time-based segments every ``segment_sweep_seconds``."""
+    settings = runtime.settings
+    assert isinstance(settings, ProfileSettings)
+    while True:
+        await asyncio.sleep(settings.segment_sweep_seconds)
+        try:
+            await segments.sweep(runtime.db)
+        except Exception:
+            log.exception("segment sweep failed; retrying at the next interval")

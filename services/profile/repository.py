@@ -3,23 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import Numeric, and_, case, cast, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from services.profile.models import Customer, CustomerChannel
+from services.profile.models import (
+    Consent,
+    Customer,
+    CustomerChannel,
+    Identity,
+    Merge,
+    Segment,
+    SegmentMember,
+    TimelineEntry,
+)
+from shared.events import Event
+
+CHANNEL_KINDS = or_(
+    TimelineEntry.kind == "purchase.completed", ~TimelineEntry.kind.contains(".")
+)  # purchases and interactions: where the customer showed up (outreach is not)
 
 
 def _insert(session: AsyncSession) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
+# --- customers ---------------------------------------------------------------------
+
+
 async def get_customer(session: AsyncSession, customer_id: str) -> Customer | None:
     return await session.get(Customer, customer_id)
+
+
+async def lock_customer(session: AsyncSession, customer_id: str) -> Customer | None:
+    stmt = select(Customer).where(Customer.customer_id == customer_id).with_for_update()
+    result = await session.execute(stmt.execution_options(populate_existing=True))
+    return result.scalar_one_or_none()
 
 
 async def get_customer_for_update(session: AsyncSession, customer_id: str) -> tuple[Customer, bool]:
@@ -35,17 +61,49 @@ async def get_customer_for_update(session: AsyncSession, customer_id: str) -> tu
         .returning(Customer.customer_id)
     )
     is_new = created.first() is not None
-    stmt = select(Customer).where(Customer.customer_id == customer_id).with_for_update()
-    customer = (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
+    customer = await lock_customer(session, customer_id)
+    assert customer is not None
     return customer, is_new
 
 
+async def redirect_merged(session: AsyncSession, absorbed_id: str, survivor_id: str) -> None:
+    """Customers merged into ``absorbed_id`` earlier now point at its survivor."""
+    await session.execute(
+        update(Customer).where(Customer.merged_into == absorbed_id).values(merged_into=survivor_id)
+    )
+
+
+async def search_customers(
+    session: AsyncSession, *, name_prefix: str | None, segment: str | None, limit: int
+) -> Sequence[Customer]:
+    stmt = select(Customer).where(Customer.merged_into.is_(None))
+    if name_prefix is not None:
+        folded = name_prefix.casefold().replace("\\", "\\\\").replace("%", "\\%")
+        folded = folded.replace("_", "\\_")
+        stmt = stmt.where(Customer.name_folded.like(folded + "%", escape="\\"))
+    if segment is not None:
+        stmt = stmt.join(SegmentMember, SegmentMember.customer_id == Customer.customer_id).where(
+            SegmentMember.segment == segment
+        )
+    return (await session.execute(stmt.order_by(Customer.customer_id).limit(limit))).scalars().all()
+
+
+# --- channels --------------------------------------------------------------------------
+
+
 async def touch_channel(
-    session: AsyncSession, customer_id: str, channel: str, seen_at: datetime
+    session: AsyncSession,
+    customer_id: str,
+    channel: str,
+    seen_at: datetime,
+    last: datetime | None = None,
 ) -> None:
     """Record that the customer used ``channel`` at ``seen_at`` (widening first/last seen)."""
     stmt = _insert(session)(CustomerChannel).values(
-        customer_id=customer_id, channel=channel, first_seen_at=seen_at, last_seen_at=seen_at
+        customer_id=customer_id,
+        channel=channel,
+        first_seen_at=seen_at,
+        last_seen_at=last or seen_at,
     )
     new, row = stmt.excluded, CustomerChannel
     await session.execute(
@@ -71,4 +129,260 @@ async def list_channels(session: AsyncSession, customer_id: str) -> Sequence[Cus
         .where(CustomerChannel.customer_id == customer_id)
         .order_by(CustomerChannel.first_seen_at, CustomerChannel.channel)
     )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def rebuild_channels(session: AsyncSession, customer_id: str) -> None:
+    await session.execute(delete(CustomerChannel).where(CustomerChannel.customer_id == customer_id))
+    t = TimelineEntry
+    rows = await session.execute(
+        select(t.channel, func.min(t.occurred_at), func.max(t.occurred_at))
+        .where(t.customer_id == customer_id, t.channel.is_not(None), CHANNEL_KINDS)
+        .group_by(t.channel)
+    )
+    for channel, first, last in rows.all():
+        await touch_channel(session, customer_id, str(channel), first, last)
+
+
+# --- consent and segments -----------------------------------------------------------------
+
+
+async def list_consents(session: AsyncSession, customer_id: str) -> list[Consent]:
+    stmt = select(Consent).where(Consent.customer_id == customer_id).order_by(Consent.channel)
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def set_consent(
+    session: AsyncSession, customer_id: str, channel: str, status: str, source: str, at: datetime
+) -> None:
+    values = {"status": status, "source": source, "changed_at": at}
+    stmt = _insert(session)(Consent).values(customer_id=customer_id, channel=channel, **values)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["customer_id", "channel"], set_=values)
+    )
+
+
+async def list_member_segments(session: AsyncSession, customer_id: str) -> Sequence[str]:
+    stmt = (
+        select(SegmentMember.segment)
+        .where(SegmentMember.customer_id == customer_id)
+        .order_by(SegmentMember.segment)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+# --- identities -------------------------------------------------------------------------------
+
+
+async def live_owners(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> list[Customer]:
+    """The customers owning any of these identities, oldest first, locked."""
+    match = or_(*(and_(Identity.kind == k, Identity.value == v) for k, v in pairs))
+    stmt = (
+        select(Customer)
+        .where(Customer.customer_id.in_(select(Identity.customer_id).where(match)))
+        .order_by(Customer.created_at, Customer.customer_id)
+        .with_for_update()
+    )
+    result = await session.execute(stmt.execution_options(populate_existing=True))
+    return list(result.scalars().all())
+
+
+async def claim_identity(
+    session: AsyncSession, customer_id: str, kind: str, value: str, at: datetime
+) -> None:
+    """Give the customer this identity unless someone owns it already."""
+    stmt = _insert(session)(Identity).values(
+        kind=kind, value=value, customer_id=customer_id, origin_id=customer_id, created_at=at
+    )
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=["kind", "value"]))
+
+
+async def find_by_identity(session: AsyncSession, kind: str, value: str) -> Customer | None:
+    stmt = select(Customer).join(Identity).where(Identity.kind == kind, Identity.value == value)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_identities(session: AsyncSession, customer_id: str) -> Sequence[Identity]:
+    stmt = (
+        select(Identity)
+        .where(Identity.customer_id == customer_id)
+        .order_by(Identity.kind, Identity.value)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+# --- merges -----------------------------------------------------------------------------------
+
+
+async def move_customer_rows(session: AsyncSession, absorbed_id: str, survivor_id: str) -> None:
+    """Identities, timeline and channels of ``absorbed_id`` move to ``survivor_id``."""
+    for table in (Identity, TimelineEntry):
+        await session.execute(
+            update(table).where(table.customer_id == absorbed_id).values(customer_id=survivor_id)
+        )
+    for channel in await list_channels(session, absorbed_id):
+        await touch_channel(
+            session, survivor_id, channel.channel, channel.first_seen_at, channel.last_seen_at
+        )
+    await redirect_merged(session, absorbed_id, survivor_id)
+
+
+async def move_back(session: AsyncSession, absorbed_id: str, survivor_id: str) -> None:
+    for table in (Identity, TimelineEntry):
+        await session.execute(
+            update(table)
+            .where(table.customer_id == survivor_id, table.origin_id == absorbed_id)
+            .values(customer_id=absorbed_id)
+        )
+
+
+async def get_merge_for_update(session: AsyncSession, merge_id: str) -> Merge | None:
+    stmt = select(Merge).where(Merge.merge_id == merge_id).with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_merges(session: AsyncSession, customer_id: str) -> Sequence[Merge]:
+    stmt = select(Merge).where(
+        or_(Merge.survivor_id == customer_id, Merge.absorbed_id == customer_id)
+    )
+    return (await session.execute(stmt.order_by(Merge.merged_at))).scalars().all()
+
+
+# --- timeline -------------------------------------------------------------------------------
+
+
+async def add_timeline(
+    session: AsyncSession,
+    *,
+    customer: Customer,
+    event: Event,
+    kind: str,
+    channel: str | None = None,
+    summary: str | None = None,
+    ref: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """One timeline entry per event (an erased customer's tombstone gets none)."""
+    if customer.erased_at is not None:
+        return
+    stmt = _insert(session)(TimelineEntry).values(
+        customer_id=customer.customer_id,
+        origin_id=event.subject,
+        occurred_at=event.time,
+        kind=kind,
+        channel=channel,
+        summary=summary,
+        ref=ref,
+        details={k: v for k, v in (details or {}).items() if v is not None},
+        event_source=event.source,
+        event_id=event.id,
+    )
+    await session.execute(stmt.on_conflict_do_nothing())
+
+
+async def list_timeline(
+    session: AsyncSession,
+    customer_id: str,
+    *,
+    channel: str | None,
+    kind: str | None,
+    before: tuple[datetime, int] | None,
+    limit: int,
+) -> Sequence[TimelineEntry]:
+    """Newest first; ``before`` is the (occurred_at, seq) keyset of the last entry seen."""
+    t = TimelineEntry
+    stmt = select(t).where(t.customer_id == customer_id)
+    if channel is not None:
+        stmt = stmt.where(t.channel == channel)
+    if kind is not None:
+        stmt = stmt.where(t.kind == kind)
+    if before is not None:
+        at, seq = before
+        stmt = stmt.where(or_(t.occurred_at < at, and_(t.occurred_at == at, t.seq < seq)))
+    stmt = stmt.order_by(t.occurred_at.desc(), t.seq.desc()).limit(limit)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def count_open_complaints(session: AsyncSession, customer_id: str) -> int:
+    opened, resolved = TimelineEntry, aliased(TimelineEntry)
+    is_resolved = exists().where(
+        resolved.customer_id == customer_id,
+        resolved.kind == "complaint.resolved",
+        resolved.ref == opened.ref,
+    )
+    stmt = select(func.count(func.distinct(opened.ref))).where(
+        opened.customer_id == customer_id, opened.kind == "complaint.opened", ~is_resolved
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseFigures:
+    orders: int
+    gross: Decimal | None
+    refunded: Decimal | None
+    first: datetime | None
+    last: datetime | None
+
+
+async def purchase_figures(
+    session: AsyncSession, customer_id: str, currency: str | None
+) -> PurchaseFigures:
+    """Lifetime purchase figures recomputed from the timeline (used by merge undo)."""
+    t = TimelineEntry
+    bought = t.kind == "purchase.completed"
+    amount = cast(t.details["amount"].as_string(), Numeric(18, 4))
+    in_currency = t.details["currency"].as_string() == currency
+    stmt = select(
+        func.count().filter(bought),
+        func.sum(case((and_(bought, in_currency), amount))),
+        func.sum(case((and_(t.kind == "purchase.refunded", in_currency), amount))),
+        func.min(t.occurred_at).filter(bought),
+        func.max(t.occurred_at).filter(bought),
+    ).where(t.customer_id == customer_id)
+    row = (await session.execute(stmt)).one()
+    return PurchaseFigures(int(row[0]), row[1], row[2], row[3], row[4])
+
+
+# --- segments ----------------------------------------------------------------------------------
+
+
+async def get_segment(session: AsyncSession, name: str) -> Segment | None:
+    return await session.get(Segment, name)
+
+
+async def list_segments(session: AsyncSession) -> Sequence[Segment]:
+    return (await session.execute(select(Segment).order_by(Segment.name))).scalars().all()
+
+
+async def add_member(session: AsyncSession, segment: str, customer_id: str, at: datetime) -> None:
+    session.add(SegmentMember(segment=segment, customer_id=customer_id, entered_at=at))
+    await session.flush()
+
+
+async def remove_member(session: AsyncSession, segment: str, customer_id: str) -> None:
+    await session.execute(
+        delete(SegmentMember).where(
+            SegmentMember.segment == segment, SegmentMember.customer_id == customer_id
+        )
+    )
+
+
+async def list_members(
+    session: AsyncSession, segment: str, *, after: str | None, limit: int
+) -> Sequence[str]:
+    stmt = select(SegmentMember.customer_id).where(SegmentMember.segment == segment)
+    if after is not None:
+        stmt = stmt.where(SegmentMember.customer_id > after)
+    stmt = stmt.order_by(SegmentMember.customer_id).limit(limit)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def list_customers_after(
+    session: AsyncSession, after: str | None, limit: int
+) -> Sequence[Customer]:
+    stmt = select(Customer).where(Customer.merged_into.is_(None), Customer.erased_at.is_(None))
+    if after is not None:
+        stmt = stmt.where(Customer.customer_id > after)
+    stmt = stmt.order_by(Customer.customer_id).limit(limit)
     return (await session.execute(stmt)).scalars().all()

@@ -2,11 +2,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.profile.service import CustomerView
+from services.profile.models import Merge, TimelineEntry
+from services.profile.service import CustomerView, IdentityIn, PreferencesChange, Resolved
+from services.profile.service.normalise import IdentityKind
 from shared.events import Event
+from shared.events.common import Language
+from shared.events.profile import ConsentStatus, ContactChannel, QuietHours
 
 
 class MoneyRead(BaseModel):
@@ -31,8 +36,35 @@ class OutreachRead(BaseModel):
     journey: str
 
 
+class ConsentRead(BaseModel):
+    status: ConsentStatus
+    source: str
+    changed_at: datetime
+
+
+class PreferencesRead(BaseModel):
+    language: str | None
+    timezone: str | None
+    preferred_channel: str | None
+    quiet_hours: QuietHours | None
+    consents: dict[str, ConsentRead]
+
+
+class ChurnRead(BaseModel):
+    risk: float
+    band: str
+    clv: MoneyRead | None
+    updated_at: datetime
+
+
+class FeedbackRead(BaseModel):
+    last_nps: int | None
+    last_nps_at: datetime | None
+    open_complaints: int
+
+
 class CustomerRead(BaseModel):
-    """The 360° view of one customer."""
+    """The 360° view of one customer (an id absorbed by a merge shows its survivor)."""
 
     customer_id: str
     name: str | None
@@ -41,10 +73,16 @@ class CustomerRead(BaseModel):
     language: str | None
     timezone: str | None
     created_at: datetime
+    erased: bool
+    preferences: PreferencesRead
     lifetime: LifetimeRead
     channels: list[str]
     loyalty: PointsRead | None
+    tier: str | None
+    churn: ChurnRead | None
+    feedback: FeedbackRead
     last_outreach: OutreachRead | None
+    segments: list[str]
 
     @classmethod
     def from_view(cls, view: CustomerView) -> CustomerRead:
@@ -58,6 +96,14 @@ class CustomerRead(BaseModel):
             language=c.language,
             timezone=c.timezone,
             created_at=c.created_at,
+            erased=c.erased_at is not None,
+            preferences=_preferences(view),
+            tier=c.tier,
+            churn=_churn(view),
+            feedback=FeedbackRead(
+                last_nps=c.last_nps, last_nps_at=c.last_nps_at, open_complaints=c.open_complaints
+            ),
+            segments=view.segments,
             lifetime=LifetimeRead(
                 order_count=c.order_count,
                 total_spend=MoneyRead(amount=spend.amount, currency=spend.currency)
@@ -86,3 +132,160 @@ class IngestedEventRead(BaseModel):
     @classmethod
     def from_event(cls, event: Event) -> IngestedEventRead:
         return cls(id=event.id, type=event.type, topic=event.TOPIC)
+
+
+def _preferences(view: CustomerView) -> PreferencesRead:
+    c = view.customer
+    quiet = (
+        QuietHours(start=c.quiet_start, end=c.quiet_end) if c.quiet_start and c.quiet_end else None
+    )
+    return PreferencesRead(
+        language=c.language,
+        timezone=c.timezone,
+        preferred_channel=c.preferred_channel,
+        quiet_hours=quiet,
+        consents={
+            x.channel: ConsentRead(status=x.status, source=x.source, changed_at=x.changed_at)
+            for x in view.consents
+        },
+    )
+
+
+def _churn(view: CustomerView) -> ChurnRead | None:
+    c = view.customer
+    if c.churn_risk is None or c.churn_band is None or c.churn_updated_at is None:
+        return None
+    clv = (
+        MoneyRead(amount=c.clv, currency=c.clv_currency)
+        if c.clv is not None and c.clv_currency
+        else None
+    )
+    return ChurnRead(risk=c.churn_risk, band=c.churn_band, clv=clv, updated_at=c.churn_updated_at)
+
+
+class IdentityCreate(BaseModel):
+    kind: IdentityKind
+    value: str = Field(min_length=1, max_length=254)
+
+
+class ResolveCreate(BaseModel):
+    """Any identities a POS terminal or app knows at the start of a visit."""
+
+    identities: list[IdentityCreate] = Field(min_length=1, max_length=20)
+
+    def to_domain(self) -> list[IdentityIn]:
+        return [IdentityIn(kind=i.kind, value=i.value) for i in self.identities]
+
+
+class ResolvedRead(BaseModel):
+    customer_id: str
+    created: bool
+    merge_ids: list[str]
+
+    @classmethod
+    def from_domain(cls, resolved: Resolved) -> ResolvedRead:
+        return cls(
+            customer_id=resolved.customer.customer_id,
+            created=resolved.created,
+            merge_ids=[m.merge_id for m in resolved.merges],
+        )
+
+
+class PreferencesUpdate(BaseModel):
+    """Fields left out are unchanged; ``null`` clears a preference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: Language | None = None
+    timezone: str | None = Field(default=None, max_length=64)
+    preferred_channel: ContactChannel | None = None
+    quiet_hours: QuietHours | None = None
+    consents: dict[ContactChannel, ConsentStatus] = Field(default_factory=dict)
+    source: str = Field(min_length=1, max_length=64, description="e.g. web-preferences, pos")
+
+    def to_domain(self) -> PreferencesChange:
+        sent = self.model_fields_set
+        fields: dict[str, str | None] = {
+            f: getattr(self, f) for f in ("language", "timezone", "preferred_channel") if f in sent
+        }
+        if "quiet_hours" in sent:
+            quiet = self.quiet_hours
+            fields["quiet_start"] = quiet.start if quiet else None
+            fields["quiet_end"] = quiet.end if quiet else None
+        return PreferencesChange(fields=fields, consents=dict(self.consents), source=self.source)
+
+
+class TimelineEntryRead(BaseModel):
+    occurred_at: datetime
+    kind: str
+    channel: str | None
+    summary: str | None
+    ref: str | None
+    details: dict[str, Any]
+    cursor: str = Field(description="Pass as `before` to get the entries after this one")
+
+    @classmethod
+    def from_row(cls, row: TimelineEntry) -> TimelineEntryRead:
+        return cls(
+            occurred_at=row.occurred_at,
+            kind=row.kind,
+            channel=row.channel,
+            summary=row.summary,
+            ref=row.ref,
+            details=row.details,
+            cursor=f"{row.occurred_at.isoformat()}~{row.seq}",
+        )
+
+
+class TimelineRead(BaseModel):
+    entries: list[TimelineEntryRead]
+    next_before: str | None
+
+
+class MergeRead(BaseModel):
+    merge_id: str
+    survivor_id: str
+    absorbed_id: str
+    merged_at: datetime
+    undone_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Merge) -> MergeRead:
+        return cls(
+            merge_id=row.merge_id,
+            survivor_id=row.survivor_id,
+            absorbed_id=row.absorbed_id,
+            merged_at=row.merged_at,
+            undone_at=row.undone_at,
+        )
+
+
+class CustomerSummaryRead(BaseModel):
+    customer_id: str
+    name: str | None
+    email: str | None
+    phone: str | None
+
+
+class ErasureCreate(BaseModel):
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class SegmentCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=64, examples=["gold-at-risk"])
+    expression: str = Field(
+        min_length=1,
+        max_length=1000,
+        examples=['tier = "Gold" and churn_risk >= 0.6 and last_purchase_before 60d'],
+    )
+
+
+class SegmentRead(BaseModel):
+    name: str
+    expression: str
+    created_at: datetime
+
+
+class MembersRead(BaseModel):
+    customer_ids: list[str]
+    next_after: str | None

@@ -193,6 +193,18 @@ async def test_the_view_follows_the_events_of_every_service(
         "language": None,
         "timezone": None,
         "created_at": view["created_at"],
+        "erased": False,
+        "preferences": {
+            "language": None,
+            "timezone": None,
+            "preferred_channel": None,
+            "quiet_hours": None,
+            "consents": {},
+        },
+        "tier": None,
+        "churn": None,
+        "feedback": {"last_nps": None, "last_nps_at": None, "open_complaints": 0},
+        "segments": [],
         "lifetime": {
             "order_count": 1,
             "total_spend": {"amount": "120.5000", "currency": "EUR"},

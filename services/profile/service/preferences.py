@@ -1,0 +1,98 @@
+"""Preferences and per-channel consent, set by the customer or on their behalf."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.profile import repository
+from services.profile.models import Customer
+from services.profile.service import segments
+from services.profile.service.customers import SOURCE, announce, live_customer
+from shared import outbox
+from shared.events.profile import ConsentChanged, ConsentStatus, ContactChannel, CustomerUpdated
+from shared.http import AppError
+
+
+class PreferencesRejected(AppError):
+    status_code = 422
+    code = "invalid_preferences"
+
+
+class CustomerErased(AppError):
+    """An erased customer's tombstone takes no personal data."""
+
+    status_code = 409
+    code = "customer_erased"
+
+
+@dataclass(frozen=True, slots=True)
+class PreferencesChange:
+    """What to change; ``fields`` holds only the preference fields the caller sent."""
+
+    fields: dict[str, str | None]
+    consents: dict[ContactChannel, ConsentStatus]
+    source: str
+
+
+async def update_preferences(
+    session: AsyncSession, *, customer_id: str, change: PreferencesChange, now: datetime
+) -> Customer:
+    """Apply the change; publish ``consent.changed`` per changed channel and, if anything
+    changed, ``customer.updated`` with the full details."""
+    _check_timezone(change.fields.get("timezone"))
+    customer = await live_customer(session, customer_id)
+    if customer.erased_at is not None:
+        raise CustomerErased(f"customer {customer_id!r} was erased")
+    changed = _apply_fields(customer, change.fields)
+    current = {c.channel: c.status for c in await repository.list_consents(session, customer_id)}
+    for channel, status in sorted(change.consents.items()):
+        if current.get(channel) != status:
+            await _set_consent(session, customer, channel, status, change.source, now)
+            changed = True
+    if changed:
+        await announce(session, CustomerUpdated, customer, event_id=str(uuid.uuid4()), at=now)
+        await segments.reevaluate(session, customer, now=now)
+    return customer
+
+
+def _check_timezone(zone: str | None) -> None:
+    if zone is None:
+        return
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise PreferencesRejected(f"timezone {zone!r} is not an IANA time zone") from exc
+
+
+def _apply_fields(customer: Customer, fields: dict[str, str | None]) -> bool:
+    changed = False
+    for field, value in fields.items():
+        if getattr(customer, field) != value:
+            setattr(customer, field, value)
+            changed = True
+    return changed
+
+
+async def _set_consent(
+    session: AsyncSession,
+    customer: Customer,
+    channel: ContactChannel,
+    status: ConsentStatus,
+    source: str,
+    now: datetime,
+) -> None:
+    await repository.set_consent(session, customer.customer_id, channel, status, source, now)
+    await outbox.enqueue(
+        session,
+        ConsentChanged.create(
+            subject=customer.customer_id,
+            source=SOURCE,
+            time=now,
+            data={"channel": channel, "status": status, "source": source, "changed_at": now},
+        ),
+    )
