@@ -24,6 +24,14 @@ class EngagementSettings(ServiceSettings):
     )
     mail_from: str = "Keepwell <hello@keepwell.local>"
 
+    sms_webhook_url: str | None = Field(
+        default=None, description="SMS provider's webhook; unset: SMS is not a usable channel"
+    )
+    sms_webhook_secret: SecretStr = Field(
+        default=SecretStr("change-me"), description="HMAC-SHA256 key for the signature header"
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+
     sender_poll_interval_ms: int = Field(default=200, ge=5)
     sender_batch_size: int = Field(default=50, ge=1, le=1000)
     contact_wait_seconds: float = Field(
@@ -47,6 +55,18 @@ class EngagementSettings(ServiceSettings):
         default=7 * 24 * 3600.0,
         gt=0,
         description="Purchases older than this (e.g. a replay of history) get no thank-you",
+    )
+
+    win_back_delay_seconds: float = Field(
+        default=24 * 3600.0, ge=0, description="From churn.risk_changed (high) to the message"
+    )
+    frequency_cap: int = Field(
+        default=3, ge=0, description="Marketing messages per customer per rolling 7 days"
+    )
+    max_lateness_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="A message due longer ago than this (downtime) is suppressed as stale",
     )
 
     @model_validator(mode="after")

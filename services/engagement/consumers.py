@@ -7,22 +7,30 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import service
+from services.engagement import journeys, service
 from services.engagement.churn import consumers as churn_consumers
 from services.engagement.config import EngagementSettings
 from shared.config import ServiceSettings
 from shared.consumer import Handler, Handlers
 from shared.events import Event
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted
-from shared.events.profile import PROFILE_TOPIC, CustomerRegistered, CustomerUpdated
+from shared.events.engagement import ENGAGEMENT_TOPIC, ChurnRiskChanged
+from shared.events.loyalty import LOYALTY_TOPIC, PointsExpiring, RewardUnlocked, TierChanged
+from shared.events.profile import (
+    PROFILE_TOPIC,
+    ConsentChanged,
+    CustomerRegistered,
+    CustomerUpdated,
+)
 
-OWN_TOPICS = (PURCHASES_TOPIC, PROFILE_TOPIC)
+OWN_TOPICS = (PURCHASES_TOPIC, PROFILE_TOPIC, LOYALTY_TOPIC, ENGAGEMENT_TOPIC)
 INPUT_TOPICS = tuple(dict.fromkeys((*OWN_TOPICS, *churn_consumers.INPUT_TOPICS)))
 
 
 async def on_purchase_completed(
     session: AsyncSession, event: PurchaseCompleted, *, settings: EngagementSettings
 ) -> None:
+    await journeys.exit_win_back(session, event, now=datetime.now(UTC))
     if settings.thank_you_enabled:
         await service.plan_thank_you(
             session,
@@ -36,6 +44,29 @@ async def on_customer_details(
     session: AsyncSession, event: CustomerRegistered | CustomerUpdated
 ) -> None:
     await service.record_contact(session, event=event)
+
+
+async def on_tier_changed(session: AsyncSession, event: TierChanged) -> None:
+    await journeys.plan_tier_up(session, event, now=datetime.now(UTC))
+
+
+async def on_reward_unlocked(session: AsyncSession, event: RewardUnlocked) -> None:
+    await journeys.plan_milestone_gift(session, event, now=datetime.now(UTC))
+
+
+async def on_points_expiring(session: AsyncSession, event: PointsExpiring) -> None:
+    await journeys.plan_points_expiring(session, event, now=datetime.now(UTC))
+
+
+async def on_churn_risk_changed(
+    session: AsyncSession, event: ChurnRiskChanged, *, settings: EngagementSettings
+) -> None:
+    delay = timedelta(seconds=settings.win_back_delay_seconds)
+    await journeys.plan_win_back(session, event, now=datetime.now(UTC), delay=delay)
+
+
+async def on_consent_changed(session: AsyncSession, event: ConsentChanged) -> None:
+    await service.record_consent_change(session, event=event)
 
 
 def handlers(settings: ServiceSettings) -> Handlers:
@@ -62,4 +93,9 @@ def outreach_handlers(settings: ServiceSettings) -> Handlers:
         PurchaseCompleted: partial(on_purchase_completed, settings=settings),
         CustomerRegistered: on_customer_details,
         CustomerUpdated: on_customer_details,
+        ConsentChanged: on_consent_changed,
+        TierChanged: on_tier_changed,
+        RewardUnlocked: on_reward_unlocked,
+        PointsExpiring: on_points_expiring,
+        ChurnRiskChanged: partial(on_churn_risk_changed, settings=settings),
     }

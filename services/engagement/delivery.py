@@ -16,15 +16,37 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement import repository
 from services.engagement.config import EngagementSettings
-from services.engagement.models import FAILED, PENDING, SENDING, SENT, Contact, Outreach
+from services.engagement.journeys import MARKETING
+from services.engagement.models import (
+    FAILED,
+    PENDING,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    Contact,
+    Outreach,
+)
+from services.engagement.notices import (
+    SOURCE,
+    publish_failed,
+    suppressed_event,
+)
+from services.engagement.notices import (
+    channel_of as _channel,
+)
+from services.engagement.policy import QUIET_HOURS, quiet_until
 from services.engagement.service import utc
 from shared import outbox
 from shared.events import derived_id
-from shared.events.engagement import OutreachSent, OutreachSentData
+from shared.events.engagement import (
+    OutreachDeferred,
+    OutreachDeferredData,
+    OutreachSent,
+    OutreachSentData,
+)
 
-SOURCE = "keepwell/engagement"
 EMAIL: Final = "email"
-NO_EMAIL = "no e-mail address known"
+SMS: Final = "sms"
 MAX_ERROR_LENGTH = 1000
 
 
@@ -35,6 +57,7 @@ class RetryPolicy:
     maximum: timedelta
     sending_timeout: timedelta
     contact_wait: timedelta
+    max_lateness: timedelta = timedelta(days=1)
 
     @classmethod
     def from_settings(cls, settings: EngagementSettings) -> RetryPolicy:
@@ -44,6 +67,7 @@ class RetryPolicy:
             maximum=timedelta(seconds=settings.send_retry_max_seconds),
             sending_timeout=timedelta(seconds=settings.sending_timeout_seconds),
             contact_wait=timedelta(seconds=settings.contact_wait_seconds),
+            max_lateness=timedelta(seconds=settings.max_lateness_seconds),
         )
 
     def backoff(self, attempt: int) -> timedelta:
@@ -63,23 +87,104 @@ class Claim:
     trigger_event_id: str | None
     attempt: int
     context: dict[str, Any]
-    email: str
+    address: str  # e-mail address or phone number, by channel
     name: str | None
     language: str | None
 
 
-async def claim_due(session: AsyncSession, *, now: datetime, limit: int) -> list[Claim]:
-    """Take due e-mails whose customer has an address: ``sending`` from now on."""
-    rows = await repository.lock_due_with_contact(session, channel=EMAIL, now=utc(now), limit=limit)
-    return [_claim(outreach, contact, now) for outreach, contact in rows]
+@dataclass(frozen=True, slots=True)
+class FrequencyCap:
+    """At most ``limit`` marketing messages per customer per ``window``, all channels."""
+
+    limit: int = 3
+    window: timedelta = timedelta(days=7)
+
+    @classmethod
+    def from_settings(cls, settings: EngagementSettings) -> FrequencyCap:
+        return cls(limit=settings.frequency_cap)
+
+    def reason(self) -> str:
+        return f"frequency cap: {self.limit} marketing messages per {self.window.days} days"
+
+
+async def claim_due(
+    session: AsyncSession, *, now: datetime, limit: int, cap: FrequencyCap | None = None
+) -> list[Claim]:
+    """Take due e-mails whose customer has an address: ``sending`` from now on.
+
+    A message due inside the customer's quiet hours is deferred to their end
+    (``outreach.deferred``); a marketing message over the frequency cap is
+    suppressed (``outreach.suppressed``). Claims count towards the cap as soon as
+    they are made, so a burst in one batch cannot exceed it.
+    """
+    cap = cap or FrequencyCap()
+    rows = [
+        *await repository.lock_due_with_contact(session, channel=EMAIL, now=utc(now), limit=limit),
+        *await repository.lock_due_with_contact(session, channel=SMS, now=utc(now), limit=limit),
+    ]
+    claims = []
+    for outreach, contact in rows:
+        until = quiet_until(
+            now, zone=contact.timezone, start=contact.quiet_start, end=contact.quiet_end
+        )
+        if until is not None:
+            await _defer(session, outreach, until=until, reason=QUIET_HOURS, now=now)
+        elif await _over_cap(session, outreach, cap=cap, now=now):
+            await _suppress(session, outreach, reason=cap.reason(), now=now)
+        else:
+            claims.append(_claim(outreach, contact, now))
+    return claims
+
+
+async def _over_cap(
+    session: AsyncSession, outreach: Outreach, *, cap: FrequencyCap, now: datetime
+) -> bool:
+    if outreach.journey not in MARKETING:
+        return False
+    await session.flush()  # this batch's claims count too
+    sent = await repository.marketing_sent_since(
+        session, customer_id=outreach.customer_id, journeys=MARKETING, since=utc(now - cap.window)
+    )
+    return sent >= cap.limit
+
+
+async def _suppress(
+    session: AsyncSession, outreach: Outreach, *, reason: str, now: datetime
+) -> None:
+    outreach.status = SUPPRESSED
+    outreach.last_error = reason
+    await outbox.enqueue(session, suppressed_event(outreach, now=now))
+
+
+async def _defer(
+    session: AsyncSession, outreach: Outreach, *, until: datetime, reason: str, now: datetime
+) -> None:
+    outreach.due_at = utc(until)
+    outreach.last_error = f"deferred ({reason}) until {until.isoformat()}"
+    await outbox.enqueue(session, deferred_event(outreach, until=until, reason=reason, now=now))
+
+
+def deferred_event(
+    outreach: Outreach, *, until: datetime, reason: str, now: datetime
+) -> OutreachDeferred:
+    return OutreachDeferred.create(
+        id=derived_id("outreach.deferred", outreach.id, until.isoformat()),
+        subject=outreach.customer_id,
+        source=SOURCE,
+        time=now,
+        data=OutreachDeferredData(
+            outreach_id=outreach.id, journey=outreach.journey, reason=reason, until=until
+        ),
+    )
 
 
 def _claim(outreach: Outreach, contact: Contact, now: datetime) -> Claim:
-    assert contact.email is not None
+    address = contact.phone if outreach.channel == SMS else contact.email
+    assert address is not None
     outreach.status = SENDING
     outreach.claimed_at = utc(now)
     outreach.attempts += 1
-    outreach.recipient = contact.email
+    outreach.recipient = address
     return Claim(
         outreach_id=outreach.id,
         customer_id=outreach.customer_id,
@@ -89,7 +194,7 @@ def _claim(outreach: Outreach, contact: Contact, now: datetime) -> Claim:
         trigger_event_id=outreach.trigger_event_id,
         attempt=outreach.attempts,
         context=dict(outreach.context),
-        email=contact.email,
+        address=address,
         name=contact.name,
         language=contact.language,
     )
@@ -123,7 +228,7 @@ def _sent_event(claim: Claim, now: datetime) -> OutreachSent:
         data=OutreachSentData(
             outreach_id=claim.outreach_id,
             journey=claim.journey,
-            channel=EMAIL,
+            channel=_channel(claim.channel),
             template=claim.template,
             trigger_event_id=claim.trigger_event_id,
         ),
@@ -141,8 +246,7 @@ async def record_failure(
 ) -> str | None:
     """Retry later with backoff, or give up; returns the new status (None: claim lost).
 
-    TODO(outreach.failed): publish the failure once the event type exists in
-    ``shared/events/engagement.py``; until then it is recorded on the row only.
+    Giving up publishes ``outreach.failed``; a retry publishes nothing.
     """
     values: dict[str, Any]
     if permanent or claim.attempt >= policy.max_attempts:
@@ -154,6 +258,8 @@ async def record_failure(
     settled = await repository.settle_claim(
         session, outreach_id=claim.outreach_id, attempt=claim.attempt, values=values
     )
+    if settled and values["status"] == FAILED:
+        await publish_failed(session, claim.outreach_id, now=now)
     return str(values["status"]) if settled else None
 
 
@@ -189,17 +295,6 @@ async def release_stalled(
     failed = await repository.update_stalled(
         session, **kwargs, exhausted=True, values={"status": FAILED, "last_error": note}
     )
+    for outreach_id in failed:
+        await publish_failed(session, outreach_id, now=now)
     return retried, failed
-
-
-async def suppress_unreachable(
-    session: AsyncSession, *, now: datetime, policy: RetryPolicy
-) -> Sequence[str]:
-    """Give up on due messages whose customer has had no e-mail for ``contact_wait``.
-
-    TODO(outreach.suppressed): publish once the event type exists in shared.
-    """
-    cutoff = utc(now - policy.contact_wait)
-    return await repository.suppress_unreachable(
-        session, channel=EMAIL, due_before=cutoff, reason=NO_EMAIL
-    )

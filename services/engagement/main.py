@@ -21,7 +21,7 @@ def create_app(settings: EngagementSettings | None = None) -> FastAPI:
     return create_service_app(
         settings=settings,
         title="Keepwell engagement",
-        description="Journeys and personalised outreach: the thank-you e-mail after a purchase.",
+        description="Journeys and personalised outreach: e-mail and SMS under one contact policy.",
         routers=[endpoints.router, churn_endpoints.router],
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import new_metadata
+from shared.db import UtcDateTime, new_metadata
 
 PENDING = "pending"
 SENDING = "sending"
@@ -33,8 +33,41 @@ class Contact(Base):
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(32), comment="E.164, for SMS")
     language: Mapped[str | None] = mapped_column(String(16))
+    timezone: Mapped[str | None] = mapped_column(String(64), comment="IANA zone")
+    quiet_start: Mapped[str | None] = mapped_column(String(5), comment="HH:MM local, or none")
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Consent(Base):
+    """A customer's consent on one channel; the newest statement wins.
+
+    Kept apart from ``contacts`` because it has two sources with their own times:
+    the full state in customer.registered/updated, and ``consent.changed``.
+    """
+
+    __tablename__ = "consents"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), comment="opt_in or opt_out")
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ItemPair(Base):
+    """How many purchases held both ``sku`` and ``other_sku``: "often bought together".
+
+    Kept incrementally from the purchase stream, both directions stored.
+    """
+
+    __tablename__ = "item_pairs"
+
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    other_sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    other_name: Mapped[str | None] = mapped_column(String(200))
+    count: Mapped[int] = mapped_column(Integer)
 
 
 class Outreach(Base):

@@ -6,16 +6,28 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, exists, or_, select, update
+from sqlalchemy import Row, and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement.models import PENDING, SENDING, SUPPRESSED, Contact, Outreach
+from services.engagement.models import (
+    PENDING,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    Consent,
+    Contact,
+    Outreach,
+)
 
 
-def _insert(session: AsyncSession) -> Any:
+def insert_for(session: AsyncSession) -> Any:
+    """The dialect's INSERT (both have ON CONFLICT)."""
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+_insert = insert_for
 
 
 async def upsert_contact(session: AsyncSession, values: dict[str, Any]) -> None:
@@ -29,6 +41,43 @@ async def upsert_contact(session: AsyncSession, values: dict[str, Any]) -> None:
             where=Contact.updated_at <= stmt.excluded.updated_at,
         )
     )
+
+
+async def upsert_consent(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Record one channel's consent, unless the stored one was stated later."""
+    stmt = _insert(session)(Consent).values(**values)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["customer_id", "channel"],
+            set_={"status": stmt.excluded.status, "changed_at": stmt.excluded.changed_at},
+            where=Consent.changed_at <= stmt.excluded.changed_at,
+        )
+    )
+
+
+async def consents(session: AsyncSession, customer_id: str) -> dict[str, str]:
+    stmt = select(Consent.channel, Consent.status).where(Consent.customer_id == customer_id)
+    return {channel: status for channel, status in (await session.execute(stmt)).all()}
+
+
+async def suppress_opted_out(
+    session: AsyncSession, *, channel: str, now: datetime, reason: str
+) -> Sequence[str]:
+    """Due pending messages on ``channel`` to a customer who opted out of it."""
+    opted_out = _consent_is(channel, "opt_out")
+    stmt = (
+        update(Outreach)
+        .where(
+            Outreach.status == PENDING,
+            Outreach.channel == channel,
+            Outreach.due_at <= now,
+            opted_out,
+        )
+        .values(status=SUPPRESSED, last_error=reason)
+        .returning(Outreach.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalars().all()
 
 
 async def get_contact(session: AsyncSession, customer_id: str) -> Contact | None:
@@ -64,7 +113,7 @@ async def list_outreach(
 async def lock_due_with_contact(
     session: AsyncSession, *, channel: str, now: datetime, limit: int
 ) -> Sequence[Row[Outreach, Contact]]:
-    """Due pending messages on a channel whose customer has an e-mail, locked for claiming.
+    """Due pending messages on a channel whose customer has an address for it, locked.
 
     On PostgreSQL ``SKIP LOCKED`` lets replicas claim disjoint rows; SQLite has a
     single writer (``BEGIN IMMEDIATE``), so its claims are serialised anyway.
@@ -76,13 +125,50 @@ async def lock_due_with_contact(
             Outreach.status == PENDING,
             Outreach.channel == channel,
             Outreach.due_at <= now,
-            Contact.email.is_not(None),
+            _address(channel).is_not(None),
         )
         .order_by(Outreach.due_at)
         .limit(limit)
         .with_for_update(of=Outreach, skip_locked=True)
     )
     return (await session.execute(stmt)).all()
+
+
+def _address(channel: str) -> Any:
+    return Contact.phone if channel == "sms" else Contact.email
+
+
+async def reroute_opted_out(
+    session: AsyncSession, *, from_channel: str, to_channel: str, now: datetime
+) -> Sequence[str]:
+    """Due messages whose customer opted out of ``from_channel`` but can be reached, with
+    consent not refused, on ``to_channel``: moved there (the journey's next channel)."""
+    reachable = exists().where(
+        Contact.customer_id == Outreach.customer_id, _address(to_channel).is_not(None)
+    )
+    stmt = (
+        update(Outreach)
+        .where(
+            Outreach.status == PENDING,
+            Outreach.channel == from_channel,
+            Outreach.due_at <= now,
+            _consent_is(from_channel, "opt_out"),
+            ~_consent_is(to_channel, "opt_out"),
+            reachable,
+        )
+        .values(channel=to_channel)
+        .returning(Outreach.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+def _consent_is(channel: str, status: str) -> Any:
+    return exists().where(
+        Consent.customer_id == Outreach.customer_id,
+        Consent.channel == channel,
+        Consent.status == status,
+    )
 
 
 async def settle_claim(
@@ -152,3 +238,50 @@ async def suppress_unreachable(
         .execution_options(synchronize_session=False)
     )
     return (await session.execute(stmt)).scalars().all()
+
+
+async def suppress_pending(
+    session: AsyncSession, *, customer_id: str, journey: str, reason: str
+) -> Sequence[str]:
+    """A customer's pending messages of one journey, decided against (an exit condition)."""
+    stmt = (
+        update(Outreach)
+        .where(
+            Outreach.customer_id == customer_id,
+            Outreach.journey == journey,
+            Outreach.status == PENDING,
+        )
+        .values(status=SUPPRESSED, last_error=reason)
+        .returning(Outreach.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def suppress_stale(
+    session: AsyncSession, *, due_before: datetime, reason: str
+) -> Sequence[str]:
+    """Pending messages that came due before ``due_before`` (a catch-up after downtime)."""
+    stmt = (
+        update(Outreach)
+        .where(Outreach.status == PENDING, Outreach.due_at < due_before)
+        .values(status=SUPPRESSED, last_error=reason)
+        .returning(Outreach.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def marketing_sent_since(
+    session: AsyncSession, *, customer_id: str, journeys: Sequence[str], since: datetime
+) -> int:
+    """Marketing messages sent (or being sent) to a customer since ``since``."""
+    stmt = select(func.count()).where(
+        Outreach.customer_id == customer_id,
+        Outreach.journey.in_(journeys),
+        or_(
+            and_(Outreach.status == SENT, Outreach.sent_at >= since),
+            and_(Outreach.status == SENDING, Outreach.claimed_at >= since),
+        ),
+    )
+    return int((await session.execute(stmt)).scalar_one())

@@ -31,11 +31,12 @@ from typing import Any, TypeVar
 
 from jinja2 import TemplateError
 
-from services.engagement import delivery
+from services.engagement import delivery, sweeps
 from services.engagement.config import EngagementSettings
-from services.engagement.delivery import Claim, RetryPolicy
+from services.engagement.delivery import Claim, FrequencyCap, RetryPolicy
 from services.engagement.mailer import DeliveryFailed, SmtpMailer, build_email, message_id
-from services.engagement.rendering import Renderer
+from services.engagement.rendering import RenderedMessage, Renderer
+from services.engagement.webhooks import WebhookChannel
 from shared.app import Runtime
 from shared.db import Database
 
@@ -56,8 +57,10 @@ class Sender:
         self._db = db
         self._settings = settings
         self._policy = RetryPolicy.from_settings(settings)
+        self._cap = FrequencyCap.from_settings(settings)
         self._renderer = renderer or Renderer()
         self._mailer = mailer or SmtpMailer(settings)
+        self._sms = _sms_channel(settings)
         self._wakeup = asyncio.Event()
         db.on_commit(self._wakeup.set)
 
@@ -97,20 +100,24 @@ class Sender:
         return len(claims)
 
     async def _claim(self, now: datetime) -> list[Claim]:
-        # Writes no outbox rows (yet), so there is no relay to wake, nor ourselves.
+        # Not notifying keeps us from waking ourselves; the outreach.failed/suppressed
+        # events the sweeps enqueue go out on the relay's next poll.
         async with self._db.unit_of_work(notify=False) as session:
             retried, failed = await delivery.release_stalled(session, now=now, policy=self._policy)
-            suppressed = await delivery.suppress_unreachable(session, now=now, policy=self._policy)
+            suppressed = [
+                *await sweeps.suppress_stale(session, now=now, policy=self._policy),
+                *await sweeps.suppress_opted_out(session, now=now, sms=self._sms is not None),
+                *await sweeps.suppress_unreachable(session, now=now, policy=self._policy),
+            ]
             claims = await delivery.claim_due(
-                session, now=now, limit=self._settings.sender_batch_size
+                session, now=now, limit=self._settings.sender_batch_size, cap=self._cap
             )
         _log_sweep(retried, failed, suppressed)
         return claims
 
     async def _deliver(self, claim: Claim) -> None:
         try:
-            message = self._compose(claim)
-            reply = await self._mailer.send(message, recipient=claim.email)
+            reply = await self._hand_over(claim)
         except DeliveryFailed as failure:
             await self._settle_failure(claim, failure)
             return
@@ -120,17 +127,33 @@ class Sender:
             )
         _log_outcome(claim, "sent" if settled else None)
 
-    def _compose(self, claim: Claim) -> EmailMessage:
+    async def _hand_over(self, claim: Claim) -> str:
+        """Give the message to its channel's provider; returns the provider's reply."""
+        if claim.channel == delivery.SMS:
+            if self._sms is None:
+                raise DeliveryFailed("no SMS provider configured", permanent=False)
+            text = self._render(claim).text
+            return await self._sms.send(message_id=claim.outreach_id, to=claim.address, text=text)
+        return await self._mailer.send(self._compose(claim), recipient=claim.address)
+
+    def _render(self, claim: Claim) -> RenderedMessage:
         try:
-            rendered = self._renderer.render(
+            return self._renderer.render(
                 claim.template,
                 language=claim.language,
                 context={**claim.context, "name": claim.name},
             )
+        except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            reason = f"cannot compose the message: {type(exc).__name__}: {exc}"
+            raise DeliveryFailed(reason, permanent=True) from exc
+
+    def _compose(self, claim: Claim) -> EmailMessage:
+        rendered = self._render(claim)
+        try:
             return build_email(
                 rendered,
                 mail_from=self._settings.mail_from,
-                to_email=claim.email,
+                to_email=claim.address,
                 to_name=claim.name,
                 message_id=message_id(claim.outreach_id, self._settings.mail_from),
                 now=datetime.now(UTC),
@@ -190,7 +213,19 @@ def _log_sweep(retried: Sequence[str], failed: Sequence[str], suppressed: Sequen
             "stalled sends put back", extra={"retried": list(retried), "failed": list(failed)}
         )
     if suppressed:
-        log.info("outreach suppressed: no e-mail address", extra={"ids": list(suppressed)})
+        log.info(
+            "outreach suppressed (stale, opted out, or no address)", extra={"ids": list(suppressed)}
+        )
+
+
+def _sms_channel(settings: EngagementSettings) -> WebhookChannel | None:
+    if settings.sms_webhook_url is None:
+        return None
+    return WebhookChannel(
+        url=settings.sms_webhook_url,
+        secret=settings.sms_webhook_secret.get_secret_value(),
+        timeout=settings.webhook_timeout_seconds,
+    )
 
 
 def outreach_sender(runtime: Runtime) -> Coroutine[Any, Any, None]:

@@ -14,10 +14,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import repository
+from services.engagement import recommendations, repository
 from services.engagement.models import PENDING, SUPPRESSED, Outreach
+from services.engagement.notices import publish_suppressed
+from services.engagement.policy import known_zone
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
-from shared.events.profile import CustomerRegistered, CustomerUpdated
+from shared.events.profile import ConsentChanged, CustomerRegistered, CustomerUpdated
 from shared.http import NotFound
 
 THANK_YOU = "thank_you"
@@ -51,16 +53,36 @@ async def record_contact(
 ) -> None:
     """Keep the customer's contact details; the newest profile event wins."""
     details = event.data
+    quiet = details.quiet_hours
     await repository.upsert_contact(
         session,
         {
             "customer_id": event.subject,
             "name": details.name,
             "email": details.email,
+            "phone": details.phone,
             "language": details.language,
+            "timezone": known_zone(details.timezone),
+            "quiet_start": quiet.start if quiet else None,
+            "quiet_end": quiet.end if quiet else None,
             "updated_at": utc(event.time),
         },
     )
+    for channel, status in details.consents.items():
+        await _record_consent(session, event.subject, channel, status, event.time)
+
+
+async def record_consent_change(session: AsyncSession, *, event: ConsentChanged) -> None:
+    """One channel's consent; a statement older than the stored one is ignored."""
+    data = event.data
+    await _record_consent(session, event.subject, data.channel, data.status, data.changed_at)
+
+
+async def _record_consent(
+    session: AsyncSession, customer_id: str, channel: str, status: str, at: datetime
+) -> None:
+    values = {"customer_id": customer_id, "channel": channel, "status": status}
+    await repository.upsert_consent(session, values | {"changed_at": utc(at)})
 
 
 async def schedule_outreach(
@@ -69,7 +91,7 @@ async def schedule_outreach(
     """Record a planned message; False if this journey step was already planned.
 
     ``suppressed`` records the step as decided-against, with the reason, so the
-    history shows why nothing was sent.
+    history shows why nothing was sent, and publishes ``outreach.suppressed``.
     """
     values = {
         "id": str(uuid.uuid4()),
@@ -86,7 +108,10 @@ async def schedule_outreach(
         "due_at": utc(plan.due_at),
         "created_at": utc(now),
     }
-    return await repository.insert_outreach(session, values)
+    inserted = await repository.insert_outreach(session, values)
+    if inserted and suppressed:
+        await publish_suppressed(session, str(values["id"]), now=now)
+    return inserted
 
 
 async def plan_thank_you(
@@ -106,11 +131,14 @@ async def plan_thank_you(
         dedupe_key=f"{THANK_YOU}:{event.source}:{event.data.purchase_id}",
         due_at=now,
         trigger_event_id=event.id,
-        context=thank_you_context(event.data),
+        context=thank_you_context(event.data)
+        | {"recommendations": await recommendations.recommend(session, event.data)},
     )
     too_old = now - event.time > max_age
     reason = f"purchase older than {max_age} when processed" if too_old else None
-    return await schedule_outreach(session, plan, now=now, suppressed=reason)
+    planned = await schedule_outreach(session, plan, now=now, suppressed=reason)
+    await recommendations.record_basket(session, event.data)
+    return planned
 
 
 def thank_you_context(data: PurchaseCompletedData) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar, Literal
 
@@ -61,6 +62,21 @@ class OutreachSuppressed(Event):
     data: OutreachSuppressedData
 
 
+class OutreachDeferredData(Payload):
+    outreach_id: str
+    journey: str
+    reason: str = Field(description="e.g. quiet hours")
+    until: datetime = Field(description="When the message becomes due again")
+
+
+class OutreachDeferred(Event):
+    """A due message was held back, not dropped (e.g. the customer's quiet hours)."""
+
+    TOPIC: ClassVar[str] = ENGAGEMENT_TOPIC
+    type: Literal["outreach.deferred"] = "outreach.deferred"
+    data: OutreachDeferredData
+
+
 class ChurnRiskChangedData(Payload):
     risk: float = Field(ge=0, le=1)
     band: RiskBand
@@ -82,5 +98,6 @@ EVENTS: tuple[type[Event], ...] = (
     OutreachSent,
     OutreachFailed,
     OutreachSuppressed,
+    OutreachDeferred,
     ChurnRiskChanged,
 )

@@ -91,3 +91,61 @@ def refusing_smtp() -> Iterator[Callable[[str, str], int]]:
     yield start
     for controller in controllers:
         controller.stop()
+
+
+class Receiver:
+    """A tiny HTTP/1.1 server standing in for a webhook provider.
+
+    ``replies`` is consumed one per request (an int status, or "hang" to never
+    answer); when it runs out every request gets 200. ``requests`` records
+    (headers, body) of each request received.
+    """
+
+    def __init__(self, replies: list[int | str]) -> None:
+        self.replies = list(replies)
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/sms"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")[1:]
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.requests.append((headers, body))
+        reply = self.replies.pop(0) if self.replies else 200
+        if reply == "hang":
+            await asyncio.sleep(3600)
+        writer.write(
+            f"HTTP/1.1 {reply} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Callable[[list[int | str]], Any]]:
+    """Factory: a started webhook receiver with scripted replies."""
+    started: list[Receiver] = []
+
+    async def start(replies: list[int | str]) -> Receiver:
+        server = Receiver(replies)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()

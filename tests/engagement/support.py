@@ -38,7 +38,7 @@ def purchase(
     when: datetime | None = None,
 ) -> PurchaseCompleted:
     lines = tuple(
-        PurchaseLine(sku=f"sku-{i}", name=name, quantity=i + 1, unit_price=Decimal("1.00"))
+        PurchaseLine(sku=_sku(name), name=name, quantity=i + 1, unit_price=Decimal("1.00"))
         for i, name in enumerate(items)
     )
     return PurchaseCompleted.create(
@@ -62,9 +62,11 @@ def customer(
     language: str | None = "en",
     when: datetime | None = None,
     update: bool = False,
+    **preferences: Any,
 ) -> CustomerRegistered | CustomerUpdated:
+    """``preferences``: any other CustomerDetails field (consents, timezone, quiet_hours)."""
     kind = CustomerUpdated if update else CustomerRegistered
-    details = CustomerDetails(name=name, email=email, language=language)
+    details = CustomerDetails(name=name, email=email, language=language, **preferences)
     return kind.create(subject=customer_id, source="keepwell/profile", data=details, time=when)
 
 
@@ -107,3 +109,8 @@ async def published(db: Database) -> list[Event]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _sku(name: str) -> str:
+    """The same item has the same SKU in every purchase (recommendations count on it)."""
+    return "sku-" + name.lower().replace(" ", "-")

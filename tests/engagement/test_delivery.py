@@ -10,12 +10,15 @@ import pytest
 from services.engagement import delivery
 from services.engagement.delivery import Claim, RetryPolicy
 from shared.db import Database
+from shared.events import derived_id
+from shared.events.engagement import OutreachFailed
 from tests.engagement.support import (
     customer,
     handle,
     now,
     only_outreach,
     outreach_rows,
+    published,
     purchase,
     set_outreach,
     settings,
@@ -87,6 +90,19 @@ async def test_concurrent_claims_take_disjoint_rows(db: Database) -> None:
     ids = [c.outreach_id for c in first + second]
     assert len(ids) == len(set(ids)) == 3
     assert {r.status for r in await outreach_rows(db)} == {"sending"}
+
+
+async def test_a_stalled_claim_out_of_attempts_fails_and_is_published(db: Database) -> None:
+    await handle(db, customer("c-1"), purchase("c-1"))
+    await _claim(db)
+    await set_outreach(db, "c-1", claimed_at=now() - timedelta(minutes=10), attempts=5)
+    await _release_stalled(db)
+    row = await only_outreach(db, "c-1")
+    assert row.status == "failed"
+    [event] = await published(db)
+    assert isinstance(event, OutreachFailed)
+    assert (event.id, event.data.attempts) == (derived_id("outreach.failed", row.id), 5)
+    assert event.data.error == row.last_error
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:

@@ -13,7 +13,7 @@ import pytest
 from services.engagement.sender import Sender
 from shared.db import Database
 from shared.events import derived_id
-from shared.events.engagement import OutreachSent
+from shared.events.engagement import OutreachFailed, OutreachSent, OutreachSuppressed
 from tests.engagement.conftest import SlowHandler
 from tests.engagement.support import (
     customer,
@@ -113,6 +113,11 @@ async def test_a_customer_without_email_is_suppressed_after_the_wait(db: Databas
     assert [(r.status, r.last_error) for r in rows] == [
         ("suppressed", "no e-mail address known")
     ] * 2
+    events = await published(db)
+    assert all(isinstance(e, OutreachSuppressed) for e in events)
+    assert sorted((e.id, e.data.reason) for e in events if isinstance(e, OutreachSuppressed)) == (
+        sorted((derived_id("outreach.suppressed", r.id), "no e-mail address known") for r in rows)
+    )
 
 
 async def test_smtp_down_then_up_sends_once(db: Database) -> None:
@@ -154,6 +159,12 @@ async def test_transient_failures_give_up_after_max_attempts(db: Database) -> No
     assert row.attempts == 3
     assert row.last_error is not None
     assert row.last_error.startswith("gave up after 3 attempts: SMTPConnectError")
+    [event] = await published(db)
+    assert isinstance(event, OutreachFailed)
+    assert (event.id, event.subject) == (derived_id("outreach.failed", row.id), "c-1")
+    assert (event.data.outreach_id, event.data.attempts) == (row.id, 3)
+    assert (event.data.journey, event.data.channel) == ("thank_you", "email")
+    assert event.data.error == row.last_error
 
 
 @pytest.mark.parametrize(
@@ -175,7 +186,8 @@ async def test_a_refusal_fails_or_retries_by_reply_code(
     assert (row.status, row.attempts) == (status, 1)
     assert row.last_error is not None
     assert reply.split()[0] in row.last_error
-    assert await published(db) == []
+    expected = ["outreach.failed"] if status == "failed" else []
+    assert [e.type for e in await published(db)] == expected
 
 
 async def test_an_unusable_address_fails_without_calling_the_server(

@@ -9,7 +9,16 @@ import pytest
 from services.engagement import repository
 from services.engagement.models import Contact
 from shared.db import Database
-from tests.engagement.support import customer, handle, now, only_outreach, outreach_rows, purchase
+from shared.events.engagement import OutreachSuppressed
+from tests.engagement.support import (
+    customer,
+    handle,
+    now,
+    only_outreach,
+    outreach_rows,
+    published,
+    purchase,
+)
 from tests.engagement.support import settings as make_settings
 
 pytestmark = pytest.mark.db
@@ -31,6 +40,7 @@ async def test_a_purchase_plans_one_pending_thank_you(db: Database) -> None:
         "purchase_id": "p-9",
         "total": {"amount": "42.50", "currency": "EUR"},
         "items": [{"name": "Green tea", "quantity": 1}],
+        "recommendations": [],  # nobody bought anything before
     }
 
 
@@ -54,6 +64,9 @@ async def test_an_old_purchase_replayed_is_recorded_but_not_sent(db: Database) -
     assert row.status == "suppressed"
     assert row.last_error is not None
     assert "older than" in row.last_error
+    [event] = await published(db)
+    assert isinstance(event, OutreachSuppressed)
+    assert (event.data.outreach_id, event.data.reason) == (row.id, row.last_error)
 
 
 async def _contact(db: Database, customer_id: str) -> Contact | None:

@@ -1,3 +1,106 @@
-"""Tables of the churn/CLV part of engagement (registered on engagement's Base)."""
+"""Tables of the churn/CLV part of engagement (registered on engagement's Base).
+
+* ``churn_purchases`` -- every purchase seen, keyed by its purchase id, with its local day
+  and the amount refunded so far; statistics are recomputed from these rows, so events that
+  arrive late or out of order converge to the same result;
+* ``churn_refunds`` -- refunds by id (a refund may arrive before its purchase);
+* ``churn_customers`` -- per-customer statistics and the latest scores;
+* ``churn_complaints`` -- complaint cases and whether they are still open;
+* ``churn_models`` -- every fitted model; the newest is the current one.
+"""
 
 from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, Float, Integer, Numeric, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.engagement.models import Base
+from shared.db import UtcDateTime
+
+MONEY = Numeric(18, 4)
+
+
+class ChurnPurchase(Base):
+    __tablename__ = "churn_purchases"
+
+    purchase_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    day: Mapped[date] = mapped_column(Date, comment="Local calendar day of the event time")
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    currency: Mapped[str] = mapped_column(String(3))
+    refunded: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+
+
+class ChurnRefund(Base):
+    __tablename__ = "churn_refunds"
+
+    refund_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    purchase_id: Mapped[str] = mapped_column(String(128), index=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+
+
+class ChurnCustomer(Base):
+    """Purchase statistics (event time) and the latest scores of one customer."""
+
+    __tablename__ = "churn_customers"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    first_day: Mapped[date | None] = mapped_column(Date)
+    last_day: Mapped[date | None] = mapped_column(Date)
+    purchase_days: Mapped[int] = mapped_column(Integer, default=0)
+    repeat_purchases: Mapped[int] = mapped_column(Integer, default=0)
+    total_spend: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    average_order_value: Mapped[Decimal | None] = mapped_column(MONEY)
+    repeat_average_value: Mapped[float] = mapped_column(Float, default=0.0)
+    gap_count: Mapped[int] = mapped_column(Integer, default=0)
+    gap_median_days: Mapped[float | None] = mapped_column(Float)
+    gap_p90_days: Mapped[float | None] = mapped_column(Float)
+    detractor_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    detractor_score: Mapped[int | None] = mapped_column(Integer)
+    open_complaints: Mapped[int] = mapped_column(Integer, default=0)
+    risk: Mapped[float | None] = mapped_column(Float)
+    band: Mapped[str | None] = mapped_column(String(8))
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    p_alive: Mapped[float | None] = mapped_column(Float)
+    expected_purchases: Mapped[float | None] = mapped_column(Float)
+    clv: Mapped[Decimal | None] = mapped_column(MONEY)
+    model_id: Mapped[int | None] = mapped_column(Integer)
+    scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ChurnComplaint(Base):
+    __tablename__ = "churn_complaints"
+
+    case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    opened: Mapped[bool] = mapped_column(Boolean, default=False)
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ChurnModel(Base):
+    """One population fit: BG/NBD always, Gamma-Gamma when there were repeat buyers."""
+
+    __tablename__ = "churn_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fitted_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+    calibration_end: Mapped[date] = mapped_column(Date)
+    r: Mapped[float] = mapped_column(Float)
+    alpha: Mapped[float] = mapped_column(Float)
+    a: Mapped[float] = mapped_column(Float)
+    b: Mapped[float] = mapped_column(Float)
+    log_likelihood: Mapped[float] = mapped_column(Float)
+    n_customers: Mapped[int] = mapped_column(Integer)
+    converged: Mapped[bool] = mapped_column(Boolean)
+    fit_seconds: Mapped[float] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    spend: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, comment="Gamma-Gamma p, q, gamma, log_likelihood, n_customers (or null)"
+    )

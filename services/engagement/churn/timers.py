@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from functools import partial
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.engagement.churn import fitting, schedule, scores
+from services.engagement.churn.settings import ChurnSettings, churn_settings
 from shared.config import ServiceSettings
-from shared.timers import TimerHandler
+from shared.timers import Clock, Timer, TimerHandler, wall_clock
+
+log = logging.getLogger(__name__)
 
 
-def timer_handlers(_settings: ServiceSettings) -> Mapping[str, TimerHandler]:
-    return {}
+async def on_rescore(
+    session: AsyncSession, timer: Timer, *, config: ChurnSettings, clock: Clock
+) -> None:
+    now = clock()
+    await scores.rescore_all(session, config=config, now=now)
+    await schedule.schedule_next(session, schedule.RESCORE, config=config, now=now)
+
+
+async def on_refit(
+    session: AsyncSession, timer: Timer, *, config: ChurnSettings, clock: Clock
+) -> None:
+    now = clock()
+    try:
+        await fitting.refit(
+            session, calibration_end=now.date(), min_customers=config.min_customers_to_fit
+        )
+    except fitting.NotEnoughData as exc:
+        log.info("scheduled refit skipped: %s", exc.message)  # tried again next slot
+    await schedule.schedule_next(session, schedule.REFIT, config=config, now=now)
+    await schedule.rescore_soon(session, reason=f"refit-{now.isoformat()}", now=now)
+
+
+def timer_handlers(
+    settings: ServiceSettings, config: ChurnSettings | None = None, clock: Clock = wall_clock
+) -> Mapping[str, TimerHandler]:
+    cfg = config or churn_settings(settings)
+    return {
+        schedule.RESCORE: partial(on_rescore, config=cfg, clock=clock),
+        schedule.REFIT: partial(on_refit, config=cfg, clock=clock),
+    }

@@ -1,0 +1,65 @@
+"""HTTP request / response models of the churn/CLV part."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RefitCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    calibration_end: date | None = Field(
+        default=None, description="Fit on purchases up to this day (inclusive); default today"
+    )
+
+
+class SpendModelRead(BaseModel):
+    p: float
+    q: float
+    gamma: float
+    log_likelihood: float
+    n_customers: int
+    converged: bool
+
+
+class ModelRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    fitted_at: datetime | None
+    calibration_end: date
+    r: float
+    alpha: float
+    a: float
+    b: float
+    log_likelihood: float
+    n_customers: int
+    converged: bool
+    fit_seconds: float
+    currency: str | None
+    spend: SpendModelRead | None
+
+
+class ScoresRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    customer_id: str
+    risk: float | None = Field(description="0-1; null until a model is fitted")
+    band: str | None
+    reasons: list[str]
+    p_alive: float | None
+    expected_purchases: float | None = Field(description="In the next horizon_days")
+    horizon_days: int
+    clv: Decimal | None
+    currency: str | None
+    first_purchase: date | None
+    last_purchase: date | None
+    purchase_days: int
+    repeat_purchases: int
+    average_order_value: Decimal | None
+    usual_gap_days: float | None
+    open_complaints: int
+    scored_at: datetime | None

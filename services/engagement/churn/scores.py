@@ -1,0 +1,177 @@
+"""Scoring customers with the current model; publishing band changes.
+
+``churn.risk_changed`` is enqueued only when a customer's band differs from the stored one
+(including the first band a customer gets), never on a re-score that keeps the band.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.engagement.churn.models import ChurnCustomer, ChurnModel
+from services.engagement.churn.risk import History, Population, Score, score
+from services.engagement.churn.settings import ChurnSettings
+from services.engagement.scoring import BgNbdParams, GammaGammaParams
+from shared.events import derived_id
+from shared.events.engagement import ChurnRiskChanged, ChurnRiskChangedData
+from shared.outbox import enqueue
+
+SOURCE = "keepwell/engagement"
+# A customer not scored yet counts as "low": the first event is sent only when the first band
+# is medium or high. (``previous_band`` cannot be null on the wire: the contract requires it
+# and ``Event.to_json`` drops null fields.)
+NO_BAND = "low"
+HISTORY_COLUMNS = (
+    ChurnCustomer.customer_id,
+    ChurnCustomer.first_day,
+    ChurnCustomer.last_day,
+    ChurnCustomer.repeat_purchases,
+    ChurnCustomer.repeat_average_value,
+    ChurnCustomer.currency,
+    ChurnCustomer.gap_count,
+    ChurnCustomer.gap_median_days,
+    ChurnCustomer.gap_p90_days,
+    ChurnCustomer.detractor_at,
+    ChurnCustomer.detractor_score,
+    ChurnCustomer.open_complaints,
+    ChurnCustomer.band,
+)
+
+
+MODEL_KEY = "churn.current_model"
+
+
+async def current_model(session: AsyncSession) -> ChurnModel | None:
+    """The newest fitted model, read once per transaction (a consumer batch re-uses it)."""
+    if MODEL_KEY not in session.info:
+        session.info[MODEL_KEY] = await session.scalar(
+            select(ChurnModel).order_by(ChurnModel.id.desc()).limit(1)
+        )
+    model: ChurnModel | None = session.info[MODEL_KEY]
+    return model
+
+
+def population(model: ChurnModel) -> Population:
+    spend = model.spend
+    return Population(
+        model_id=model.id,
+        bgnbd=BgNbdParams(r=model.r, alpha=model.alpha, a=model.a, b=model.b),
+        spend=GammaGammaParams(p=spend["p"], q=spend["q"], gamma=spend["gamma"]) if spend else None,
+        currency=model.currency,
+    )
+
+
+def history(row: Any) -> History:
+    """A ``History`` from a customer row (ORM object or a row of ``HISTORY_COLUMNS``)."""
+    return History(
+        first_day=row.first_day,
+        last_day=row.last_day,
+        repeat_purchases=row.repeat_purchases,
+        repeat_average_value=row.repeat_average_value,
+        currency=row.currency,
+        gap_count=row.gap_count,
+        gap_median_days=row.gap_median_days,
+        gap_p90_days=row.gap_p90_days,
+        detractor_day=row.detractor_at.date() if row.detractor_at else None,
+        detractor_score=row.detractor_score,
+        open_complaints=row.open_complaints,
+    )
+
+
+async def rescore_customer(
+    session: AsyncSession, customer: ChurnCustomer, *, config: ChurnSettings, now: datetime
+) -> None:
+    """Score one customer as of ``now`` with the current model (if there is one)."""
+    if customer.first_day is None:
+        _clear(customer)
+        return
+    model = await current_model(session)
+    if model is None:
+        return
+    [result] = score(population(model), [history(customer)], now.date(), config)
+    previous = customer.band or NO_BAND
+    _assign(customer, result, model.id, now)
+    await session.flush()
+    if previous != result.band:
+        await enqueue(session, _changed(customer.customer_id, result, previous, customer, now))
+
+
+def _clear(customer: ChurnCustomer) -> None:
+    customer.risk = customer.band = customer.p_alive = customer.expected_purchases = None
+    customer.clv = customer.model_id = None
+    customer.reasons = []
+
+
+def _assign(customer: ChurnCustomer, result: Score, model_id: int, now: datetime) -> None:
+    for name, value in _values(result, model_id, now).items():
+        setattr(customer, name, value)
+
+
+def _values(result: Score, model_id: int, now: datetime) -> dict[str, Any]:
+    return {
+        "risk": result.risk,
+        "band": result.band,
+        "reasons": result.reasons,
+        "p_alive": result.p_alive,
+        "expected_purchases": result.expected_purchases,
+        "clv": result.clv,
+        "model_id": model_id,
+        "scored_at": now,
+    }
+
+
+def _changed(
+    customer_id: str, result: Score, previous: str, row: Any, now: datetime
+) -> ChurnRiskChanged:
+    return ChurnRiskChanged.create(
+        subject=customer_id,
+        source=SOURCE,
+        time=now,
+        id=derived_id("churn.risk_changed", customer_id, previous, result.band, now.isoformat()),
+        data=ChurnRiskChangedData(
+            risk=round(result.risk, 6),
+            band=result.band,
+            previous_band=previous,
+            reasons=result.reasons,
+            clv=result.clv,
+            currency=row.currency if result.clv is not None else None,
+        ),
+    )
+
+
+async def rescore_all(session: AsyncSession, *, config: ChurnSettings, now: datetime) -> int:
+    """Re-score every customer with purchases as of ``now``; returns how many changed band."""
+    model = await current_model(session)
+    if model is None:
+        return 0
+    rows = (
+        await session.execute(select(*HISTORY_COLUMNS).where(ChurnCustomer.first_day.is_not(None)))
+    ).all()
+    results = await asyncio.to_thread(
+        score, population(model), [history(r) for r in rows], now.date(), config
+    )
+    await _store(session, rows, results, model.id, now)
+    changed = [
+        _changed(r.customer_id, s, r.band or NO_BAND, r, now)
+        for r, s in zip(rows, results, strict=True)
+        if (r.band or NO_BAND) != s.band
+    ]
+    await enqueue(session, *changed)
+    return len(changed)
+
+
+async def _store(
+    session: AsyncSession, rows: Sequence[Any], results: list[Score], model_id: int, now: datetime
+) -> None:
+    params = [
+        {"customer_id": r.customer_id, **_values(s, model_id, now)}
+        for r, s in zip(rows, results, strict=True)
+    ]
+    for start in range(0, len(params), 5000):
+        await session.execute(update(ChurnCustomer), params[start : start + 5000])

@@ -1,0 +1,232 @@
+"""Churn domain logic driven by events: purchase statistics and feedback signals.
+
+Every function takes the session and never commits (the entrypoint owns the transaction).
+Statistics are recomputed from the customer's stored purchases, so redelivered, late or
+out-of-order events converge to the same state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import ScalarSelect
+
+from services.engagement.churn import scores
+from services.engagement.churn.models import (
+    ChurnComplaint,
+    ChurnCustomer,
+    ChurnPurchase,
+    ChurnRefund,
+)
+from services.engagement.churn.settings import ChurnSettings
+from services.engagement.churn.stats import PurchaseRow, Stats, compute_stats
+
+CUSTOMER_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnCustomer)
+
+
+async def record_purchase(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    purchase_id: str,
+    occurred_at: datetime,
+    amount: Decimal,
+    currency: str,
+    config: ChurnSettings,
+    now: datetime,
+) -> None:
+    values = {
+        "purchase_id": purchase_id,
+        "customer_id": customer_id,
+        "day": occurred_at.date(),
+        "occurred_at": occurred_at,
+        "amount": amount,
+        "currency": currency,
+        "refunded": _refunded_so_far(purchase_id),  # a refund may have come first
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    added = await session.execute(insert(ChurnPurchase).values(values).on_conflict_do_nothing())
+    if not getattr(added, "rowcount", 1):
+        return  # the same purchase again (another event id): nothing new
+    await refresh(session, customer_id, config=config, now=now)
+
+
+async def record_refund(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    refund_id: str,
+    purchase_id: str,
+    amount: Decimal,
+    config: ChurnSettings,
+    now: datetime,
+) -> None:
+    if await session.get(ChurnRefund, refund_id) is not None:
+        return
+    session.add(
+        ChurnRefund(
+            refund_id=refund_id, purchase_id=purchase_id, customer_id=customer_id, amount=amount
+        )
+    )
+    await session.flush()
+    purchase = await session.get(ChurnPurchase, purchase_id)
+    if purchase is None:
+        return  # applied when the purchase arrives
+    purchase.refunded = await _refunded(session, purchase_id)
+    await session.flush()
+    await refresh(session, purchase.customer_id, config=config, now=now)
+
+
+def _refunded_so_far(purchase_id: str) -> ScalarSelect[Any]:
+    return (
+        select(func.coalesce(func.sum(ChurnRefund.amount), 0))
+        .where(ChurnRefund.purchase_id == purchase_id)
+        .scalar_subquery()
+    )
+
+
+async def _refunded(session: AsyncSession, purchase_id: str) -> Decimal:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(ChurnRefund.amount), 0)).where(
+            ChurnRefund.purchase_id == purchase_id
+        )
+    )
+    return Decimal(total or 0)
+
+
+async def refresh(
+    session: AsyncSession, customer_id: str, *, config: ChurnSettings, now: datetime
+) -> None:
+    """Recompute a customer's statistics from their purchases, then re-score them."""
+    rows = (
+        await session.scalars(select(ChurnPurchase).where(ChurnPurchase.customer_id == customer_id))
+    ).all()
+    stats = compute_stats(
+        [PurchaseRow(r.purchase_id, r.day, r.amount, r.currency, r.refunded) for r in rows],
+        config.cadence_percentile,
+    )
+    customer = await customer_row(session, customer_id)
+    _apply_stats(customer, stats)
+    await session.flush()
+    await scores.rescore_customer(session, customer, config=config, now=now)
+
+
+async def customer_row(session: AsyncSession, customer_id: str) -> ChurnCustomer:
+    customer = await session.get(ChurnCustomer, customer_id)
+    if customer is None:
+        customer = ChurnCustomer(
+            customer_id=customer_id,
+            purchase_days=0,
+            repeat_purchases=0,
+            total_spend=Decimal(0),
+            repeat_average_value=0.0,
+            gap_count=0,
+            open_complaints=0,
+            reasons=[],
+        )
+        session.add(customer)
+    return customer
+
+
+def _apply_stats(customer: ChurnCustomer, stats: Stats) -> None:
+    for name in Stats.__dataclass_fields__:
+        setattr(customer, name, getattr(stats, name))
+
+
+async def record_nps(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    at: datetime,
+    score: int | None,
+    detractor: bool,
+    config: ChurnSettings,
+    now: datetime,
+) -> None:
+    """The latest NPS answer (by event time) decides whether the detractor signal is on."""
+    customer = await customer_row(session, customer_id)
+    if customer.detractor_at is not None and customer.detractor_at > at:
+        return
+    customer.detractor_at = at if detractor else None
+    customer.detractor_score = score if detractor else None
+    await session.flush()
+    await scores.rescore_customer(session, customer, config=config, now=now)
+
+
+async def record_complaint(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    case_id: str,
+    resolved: bool,
+    config: ChurnSettings,
+    now: datetime,
+) -> None:
+    """Opened and resolved may arrive in either order; a resolved case stays resolved."""
+    case = await session.get(ChurnComplaint, case_id)
+    if case is None:
+        case = ChurnComplaint(
+            case_id=case_id, customer_id=customer_id, opened=False, resolved=False
+        )
+        session.add(case)
+    case.resolved = case.resolved or resolved
+    case.opened = case.opened or not resolved
+    await session.flush()
+    customer = await customer_row(session, case.customer_id)
+    customer.open_complaints = await _open_complaints(session, case.customer_id)
+    await session.flush()
+    await scores.rescore_customer(session, customer, config=config, now=now)
+
+
+async def _open_complaints(session: AsyncSession, customer_id: str) -> int:
+    count = await session.scalar(
+        select(func.count()).where(
+            ChurnComplaint.customer_id == customer_id,
+            ChurnComplaint.opened.is_(True),
+            ChurnComplaint.resolved.is_(False),
+        )
+    )
+    return int(count or 0)
+
+
+async def merge(
+    session: AsyncSession,
+    *,
+    survivor: str,
+    merged: str,
+    config: ChurnSettings,
+    now: datetime,
+) -> None:
+    """Fold the merged customer's purchases, refunds and complaints into the survivor."""
+    if survivor == merged:
+        return
+    for table in (ChurnPurchase, ChurnRefund, ChurnComplaint):
+        await session.execute(
+            update(table).where(table.customer_id == merged).values(customer_id=survivor)
+        )
+    old = await session.get(ChurnCustomer, merged)
+    customer = await customer_row(session, survivor)
+    if old is not None:
+        _fold_feedback(customer, old)
+        await session.delete(old)
+    customer.open_complaints = await _open_complaints(session, survivor)
+    await session.flush()
+    await refresh(session, survivor, config=config, now=now)
+
+
+def _fold_feedback(customer: ChurnCustomer, old: ChurnCustomer) -> None:
+    if old.detractor_at is not None and (
+        customer.detractor_at is None or old.detractor_at > customer.detractor_at
+    ):
+        customer.detractor_at, customer.detractor_score = old.detractor_at, old.detractor_score
+
+
+async def erase(session: AsyncSession, *, customer_id: str) -> None:
+    for table in CUSTOMER_TABLES:
+        await session.execute(delete(table).where(table.customer_id == customer_id))

@@ -1,0 +1,52 @@
+"""SMS (and later push / chat) through a provider's HTTP webhook.
+
+The body is JSON; ``X-Keepwell-Signature: sha256=<hex>`` is HMAC-SHA256 of the
+exact body bytes with the provider's secret, so the provider can verify the
+sender. One request per attempt: a timeout, a connection error or a 5xx / 429 is
+transient (the sender retries with backoff, then fails the message, published as
+``outreach.failed``: the dead-letter state); another 4xx is permanent. The
+outreach id goes along as ``message_id`` so a provider can drop a repeated send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import httpx
+
+from services.engagement.mailer import DeliveryFailed
+
+SIGNATURE_HEADER = "X-Keepwell-Signature"
+
+
+def sign(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookChannel:
+    def __init__(self, *, url: str, secret: str, timeout: float) -> None:
+        self._url = url
+        self._secret = secret
+        self._timeout = timeout
+
+    async def send(self, *, message_id: str, to: str, text: str) -> str:
+        """Post one message; returns the provider's reply, or raises ``DeliveryFailed``."""
+        body = json.dumps({"message_id": message_id, "to": to, "text": text}).encode()
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self._secret)}
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.post(self._url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+        return _outcome(response)
+
+
+def _outcome(response: httpx.Response) -> str:
+    code = response.status_code
+    reply = f"{code} {response.text[:200]}".strip()
+    if code < 300:
+        return reply
+    transient = code >= 500 or code in (408, 429)
+    raise DeliveryFailed(f"provider replied {reply}", permanent=not transient)
