@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-postgres lint format schema bench lock clean k8s-validate
+.PHONY: install run test test-postgres lint format schema bench lock clean k8s-validate test-chaos
 
 $(VENV)/.installed: requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Keepwell needs Python 3.11, found " + sys.version'
@@ -24,7 +24,10 @@ test: install ## the whole suite: real broker, SQLite, SMTP sink
 	$(PY) -m pytest -q
 
 test-postgres: install ## the database-backed tests again, on PostgreSQL
-	KEEPWELL_TEST_DB=postgres $(PY) -m pytest -q -m "db or e2e"
+	KEEPWELL_TEST_DB=postgres $(PY) -m pytest -q -m "(db or e2e) and not chaos"
+
+test-chaos: install ## fault injection against the whole stack (CHAOS_PURCHASES to size it)
+	$(PY) -m pytest -q -s -m chaos tests/chaos
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -21,8 +21,7 @@ from tests.chaos.faults import FaultLog, inject, schedule
 from tests.chaos.harness import LOG_DIR, ChaosStack, consumed_topics
 from tests.chaos.workload import Message, Spec, Workload, build
 
-# TODO: pytest.mark.chaos once the marker is registered in pyproject.toml.
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.chaos
 
 SEED = int(os.environ.get("CHAOS_SEED", "9"))
 # The issue asks for 10,000; that does not drain within the CI budget on 2 busy cores
