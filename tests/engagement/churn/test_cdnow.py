@@ -101,7 +101,9 @@ async def test_cdnow_through_the_pipeline(db: Database, rows, capsys) -> None:
     expected = np.array([model_only[c].expected_purchases for c in ids], dtype=float)
     risk_model = np.array([model_only[c].risk for c in ids], dtype=float)
     risk_combined = np.array([combined[c].risk for c in ids], dtype=float)
-    recency = np.array([(CALIBRATION_END - model_only[c].last_day).days for c in ids], dtype=float)
+    recency = np.array(
+        [(CALIBRATION_END - _day(model_only[c].last_day)).days for c in ids], dtype=np.float64
+    )
     actual = sum(holdout.values())
     aucs = (auc(risk_model, silent), auc(recency, silent), auc(risk_combined, silent))
     with capsys.disabled():
@@ -156,3 +158,8 @@ def check_against_integration(
         T = (CALIBRATION_END - row.first_day).days / 7
         integral = numeric_conditional_expectation(params, 39.0, row.repeat_purchases, t_x, T)
         assert row.expected_purchases == pytest.approx(integral, rel=1e-6)
+
+
+def _day(value: date | None) -> date:
+    assert value is not None, "every CDNOW customer has a last purchase"
+    return value

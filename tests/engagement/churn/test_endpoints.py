@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.engagement.churn import endpoints, scores
+from services.engagement.churn.settings import churn_settings
 from shared import http
 from shared.auth import TokenVerifier
 from shared.db import Database
@@ -54,9 +55,7 @@ async def test_refit_then_model_and_scores_are_visible(
     assert current == model
     async with db.unit_of_work() as session:
         assert await pending(session, key=f"churn.rescore:model-{model['id']}") is not None
-        await scores.rescore_all(
-            session, config=endpoints.churn_settings(), now=at(date(2025, 7, 1))
-        )
+        await scores.rescore_all(session, config=churn_settings(), now=at(date(2025, 7, 1)))
     scored = (await client.get("/v1/customers/pop-1/scores", headers=READ)).json()
     assert 0 <= scored["risk"] <= 1
     assert scored["band"] in ("low", "medium", "high")
