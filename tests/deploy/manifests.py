@@ -195,7 +195,7 @@ class ServiceFacts:
         topics = {event.TOPIC for event in import_module(f"shared.events.{self.name}").EVENTS}
         if self.name == "profile":
             topics |= {
-                event.TOPIC for event in import_module("services.profile.service").INGESTIBLE
+                event.TOPIC for event in import_module("services.profile.service.ingest").INGESTIBLE
             }
         return topics | {dead_letter_topic(self.name)}
 
