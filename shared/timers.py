@@ -21,13 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import metrics
 from shared.consumer import is_transient
-from shared.db import Database, mark
+from shared.db import Database, mark, upsertable_insert
 from shared.plumbing import timers
 
 log = logging.getLogger(__name__)
@@ -64,7 +62,7 @@ async def schedule(
 ) -> None:
     """Schedule ``kind`` at ``due_at`` unless a timer with ``key`` exists (or move it)."""
     mark(session, TIMERS_FLAG)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = upsertable_insert(session)
     values = {"kind": kind, "key": key, "due_at": due_at, "payload": payload}
     stmt = insert(timers).values(**values)
     if replace:

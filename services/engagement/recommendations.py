@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import repository
 from services.engagement.models import ItemPair
+from shared.db import upsertable_insert
 from shared.events.commerce import PurchaseCompletedData
 
 MAX_ITEMS = 20  # pairs grow with the square of a basket's size; large baskets are capped
@@ -49,7 +49,7 @@ async def recommend(
 
 async def count_pairs(session: AsyncSession, pairs: Sequence[dict[str, Any]]) -> None:
     """Add one to each (sku, other_sku) pair's count, creating the pairs not seen yet."""
-    stmt = repository.insert_for(session)(ItemPair).values(list(pairs))
+    stmt = upsertable_insert(session)(ItemPair).values(list(pairs))
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=["sku", "other_sku"],

@@ -7,8 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, exists, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.models import (
@@ -20,19 +18,12 @@ from services.engagement.models import (
     Contact,
     Outreach,
 )
-
-
-def insert_for(session: AsyncSession) -> Any:
-    """The dialect's INSERT (both have ON CONFLICT)."""
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
-_insert = insert_for
+from shared.db import upsertable_insert
 
 
 async def upsert_contact(session: AsyncSession, values: dict[str, Any]) -> None:
     """Insert or replace a contact, unless the stored one comes from a newer event."""
-    stmt = _insert(session)(Contact).values(**values)
+    stmt = upsertable_insert(session)(Contact).values(**values)
     changed = {k: stmt.excluded[k] for k in values if k != "customer_id"}
     await session.execute(
         stmt.on_conflict_do_update(
@@ -45,7 +36,7 @@ async def upsert_contact(session: AsyncSession, values: dict[str, Any]) -> None:
 
 async def upsert_consent(session: AsyncSession, values: dict[str, Any]) -> None:
     """Record one channel's consent, unless the stored one was stated later."""
-    stmt = _insert(session)(Consent).values(**values)
+    stmt = upsertable_insert(session)(Consent).values(**values)
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=["customer_id", "channel"],
@@ -86,7 +77,7 @@ async def get_contact(session: AsyncSession, customer_id: str) -> Contact | None
 
 async def insert_outreach(session: AsyncSession, values: dict[str, Any]) -> bool:
     """Insert a planned message; False if one with the same dedupe key exists."""
-    stmt = _insert(session)(Outreach).values(**values)
+    stmt = upsertable_insert(session)(Outreach).values(**values)
     result = await session.execute(stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]))
     return bool(getattr(result, "rowcount", 0))
 

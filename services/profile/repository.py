@@ -9,8 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Numeric, and_, case, cast, delete, exists, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -24,15 +22,12 @@ from services.profile.models import (
     SegmentMember,
     TimelineEntry,
 )
+from shared.db import upsertable_insert
 from shared.events import Event
 
 CHANNEL_KINDS = or_(
     TimelineEntry.kind == "purchase.completed", ~TimelineEntry.kind.contains(".")
 )  # purchases and interactions: where the customer showed up (outreach is not)
-
-
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 # --- customers ---------------------------------------------------------------------
@@ -55,7 +50,7 @@ async def get_customer_for_update(session: AsyncSession, customer_id: str) -> tu
     race to create the same customer, exactly one of them gets True.
     """
     created = await session.execute(
-        _insert(session)(Customer)
+        upsertable_insert(session)(Customer)
         .values(customer_id=customer_id)
         .on_conflict_do_nothing(index_elements=["customer_id"])
         .returning(Customer.customer_id)
@@ -99,7 +94,7 @@ async def touch_channel(
     last: datetime | None = None,
 ) -> None:
     """Record that the customer used ``channel`` at ``seen_at`` (widening first/last seen)."""
-    stmt = _insert(session)(CustomerChannel).values(
+    stmt = upsertable_insert(session)(CustomerChannel).values(
         customer_id=customer_id,
         channel=channel,
         first_seen_at=seen_at,
@@ -156,7 +151,9 @@ async def set_consent(
     session: AsyncSession, customer_id: str, channel: str, status: str, source: str, at: datetime
 ) -> None:
     values = {"status": status, "source": source, "changed_at": at}
-    stmt = _insert(session)(Consent).values(customer_id=customer_id, channel=channel, **values)
+    stmt = upsertable_insert(session)(Consent).values(
+        customer_id=customer_id, channel=channel, **values
+    )
     await session.execute(
         stmt.on_conflict_do_update(index_elements=["customer_id", "channel"], set_=values)
     )
@@ -191,7 +188,7 @@ async def claim_identity(
     session: AsyncSession, customer_id: str, kind: str, value: str, at: datetime
 ) -> None:
     """Give the customer this identity unless someone owns it already."""
-    stmt = _insert(session)(Identity).values(
+    stmt = upsertable_insert(session)(Identity).values(
         kind=kind, value=value, customer_id=customer_id, origin_id=customer_id, created_at=at
     )
     await session.execute(stmt.on_conflict_do_nothing(index_elements=["kind", "value"]))
@@ -265,7 +262,7 @@ async def add_timeline(
     """One timeline entry per event (an erased customer's tombstone gets none)."""
     if customer.erased_at is not None:
         return
-    stmt = _insert(session)(TimelineEntry).values(
+    stmt = upsertable_insert(session)(TimelineEntry).values(
         customer_id=customer.customer_id,
         origin_id=event.subject,
         occurred_at=event.time,

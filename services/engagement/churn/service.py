@@ -12,8 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
@@ -26,6 +24,7 @@ from services.engagement.churn.models import (
 )
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.churn.stats import PurchaseRow, Stats, compute_stats
+from shared.db import upsertable_insert
 
 CUSTOMER_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnCustomer)
 
@@ -50,7 +49,7 @@ async def record_purchase(
         "currency": currency,
         "refunded": _refunded_so_far(purchase_id),  # a refund may have come first
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = upsertable_insert(session)
     added = await session.execute(insert(ChurnPurchase).values(values).on_conflict_do_nothing())
     if not getattr(added, "rowcount", 1):
         return  # the same purchase again (another event id): nothing new

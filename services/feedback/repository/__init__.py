@@ -7,8 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.feedback.models import (
@@ -19,6 +17,7 @@ from services.feedback.models import (
     Survey,
     SurveyVersion,
 )
+from shared.db import upsertable_insert
 
 
 async def get_survey(
@@ -90,7 +89,7 @@ async def get_response_by_key(session: AsyncSession, dedupe_key: str) -> Respons
 
 async def upsert_response(session: AsyncSession, values: dict[str, Any]) -> None:
     """Insert the response, or overwrite the answer held under the same dedupe key."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = upsertable_insert(session)
     kept = {"id", "dedupe_key", "submitted_at"}
     stmt = insert(Response).values(**values)
     stmt = stmt.on_conflict_do_update(
@@ -131,7 +130,7 @@ async def rekey_customer(session: AsyncSession, old: str, new: str) -> None:
 
 
 async def add_segment_member(session: AsyncSession, segment: str, customer_id: str) -> None:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = upsertable_insert(session)
     stmt = insert(SegmentMember).values(segment=segment, customer_id=customer_id)
     await session.execute(stmt.on_conflict_do_nothing())
 

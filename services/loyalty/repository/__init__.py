@@ -8,8 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import (
@@ -24,12 +22,9 @@ from services.loyalty.models import (
     Reward,
     RuleSet,
 )
+from shared.db import upsertable_insert
 
 MAX_MERGE_HOPS = 8
-
-
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 async def get_member(session: AsyncSession, customer_id: str) -> Member | None:
@@ -58,7 +53,7 @@ async def _lock(session: AsyncSession, customer_id: str) -> Member | None:
 
 async def _create_and_lock(session: AsyncSession, customer_id: str) -> Member:
     """One round trip: insert the member if new; either way return it, locked."""
-    insert = _insert(session)
+    insert = upsertable_insert(session)
     stmt = (
         insert(Member)
         .values(customer_id=customer_id, balance=0, lifetime_earned=0, purchase_count=0)
@@ -223,7 +218,7 @@ async def lock_campaign_usage(
     session: AsyncSession, campaign_id: str, customer_id: str
 ) -> CampaignUsage:
     await session.execute(
-        _insert(session)(CampaignUsage)
+        upsertable_insert(session)(CampaignUsage)
         .values(campaign_id=campaign_id, customer_id=customer_id, points=0)
         .on_conflict_do_nothing(index_elements=["campaign_id", "customer_id"])
     )
