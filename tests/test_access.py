@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.helpers import TEST_SECRET, auth_headers
+from tools.stack import settings_for
 
 SERVICES = ("profile", "loyalty", "engagement", "feedback")
 OPEN = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
@@ -22,8 +23,7 @@ PUBLIC = {("POST", "/v1/responses")}
 
 
 def app_for(service: str):
-    config = import_module(f"services.{service}.config")
-    settings = getattr(config, f"{service.capitalize()}Settings")(auth_secret=TEST_SECRET)
+    settings = settings_for(service, auth_secret=TEST_SECRET)
     return import_module(f"services.{service}.main").create_app(settings)
 
 

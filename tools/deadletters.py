@@ -17,20 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from importlib import import_module
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from shared.config import ServiceSettings
 from shared.events import dead_letter_topic
 from shared.kafka import connection_options
-from tools.stack import SERVICE_NAMES
-
-
-def settings_for(service: str) -> ServiceSettings:
-    module = import_module(f"services.{service}.config")
-    cls: type[ServiceSettings] = getattr(module, f"{service.capitalize()}Settings")
-    return cls()
+from tools.stack import SERVICE_NAMES, settings_for
 
 
 def describe(record: ConsumerRecord[bytes, bytes]) -> str:

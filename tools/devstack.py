@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from importlib import import_module
 from pathlib import Path
 
 from shared.auth import issue_token
@@ -28,15 +27,9 @@ from shared.config import ServiceSettings
 from shared.events import all_topics
 from shared.kafka import create_topics
 from tools import broker
-from tools.stack import ROOT, SERVICE_NAMES, ServiceProcess, migrate, service_env
+from tools.stack import ROOT, SERVICE_NAMES, ServiceProcess, migrate, service_env, settings_for
 
 VAR = ROOT / "var"
-
-
-def settings_for(name: str) -> ServiceSettings:
-    module = import_module(f"services.{name}.config")
-    cls: type[ServiceSettings] = getattr(module, f"{name.capitalize()}Settings")
-    return cls()
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from importlib import import_module
 from pathlib import Path
 
 from alembic import command
 
 from shared.migrations import alembic_config, upgrade
+from tools.stack import migrations_dir
 
 
 def main() -> None:
     service, message = sys.argv[1], sys.argv[2]
-    migrations = Path(import_module(f"services.{service}.main").MIGRATIONS)
+    migrations = migrations_dir(service)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/scratch.db"
         upgrade(migrations, url)

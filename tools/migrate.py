@@ -7,19 +7,15 @@ so the Kubernetes migration Job and a developer use the same command.
 from __future__ import annotations
 
 import argparse
-from importlib import import_module
 
-from shared.config import ServiceSettings
-from tools.stack import SERVICE_NAMES, migrate
+from tools.stack import SERVICE_NAMES, migrate, settings_for
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("service", choices=SERVICE_NAMES)
     args = parser.parse_args()
-    module = import_module(f"services.{args.service}.config")
-    settings: ServiceSettings = getattr(module, f"{args.service.capitalize()}Settings")()
-    migrate(args.service, settings.db_url())
+    migrate(args.service, settings_for(args.service).db_url())
     print(f"{args.service}: database at head")
 
 

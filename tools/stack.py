@@ -11,13 +11,22 @@ import time
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from shared.config import ServiceSettings
 from shared.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_NAMES = ("profile", "loyalty", "engagement", "feedback")
+
+
+def settings_for(service: str, **overrides: Any) -> ServiceSettings:
+    """The service's own settings, read from its environment (e.g. LOYALTY_…)."""
+    module = import_module(f"services.{service}.config")
+    cls: type[ServiceSettings] = getattr(module, f"{service.capitalize()}Settings")
+    return cls(**overrides)
 
 
 def migrations_dir(service: str) -> Path:
