@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func
+from sqlalchemy import JSON, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UtcDateTime, new_metadata
@@ -38,7 +38,7 @@ class Contact(Base):
     timezone: Mapped[str | None] = mapped_column(String(64), comment="IANA zone")
     quiet_start: Mapped[str | None] = mapped_column(String(5), comment="HH:MM local, or none")
     quiet_end: Mapped[str | None] = mapped_column(String(5))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Consent(Base):
@@ -93,10 +93,10 @@ class Outreach(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     context: Mapped[dict[str, Any]] = mapped_column(JSON)
     recipient: Mapped[str | None] = mapped_column(String(254))
-    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     provider_message_id: Mapped[str | None] = mapped_column(
         String(255), comment="The provider's reply on acceptance; names its queue id"
     )

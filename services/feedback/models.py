@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func
+from sqlalchemy import JSON, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import new_metadata
+from shared.db import UtcDateTime, new_metadata
 
 
 class Base(DeclarativeBase):
@@ -29,9 +29,9 @@ class Survey(Base):
     )
     segment: Mapped[str | None] = mapped_column(String(100), comment="Who a periodic survey asks")
     period_days: Mapped[int | None] = mapped_column(Integer, comment="How often it asks")
-    active_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    active_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    active_from: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    active_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
 
 
 class SurveyVersion(Base):
@@ -42,7 +42,7 @@ class SurveyVersion(Base):
     survey_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     questions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
 
 
 class SegmentMember(Base):
@@ -71,8 +71,8 @@ class Invitation(Base):
     channel: Mapped[str | None] = mapped_column(String(16))
     store_id: Mapped[str | None] = mapped_column(String(64))
     product_category: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Response(Base):
@@ -101,8 +101,8 @@ class Response(Base):
     answers: Mapped[dict[str, Any] | None] = mapped_column(JSON, comment="NULL once erased")
     comment: Mapped[str | None] = mapped_column(Text, comment="Verbatim; NULL once erased")
     submitted_by: Mapped[str | None] = mapped_column(String(100))
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Complaint(Base):
@@ -119,11 +119,11 @@ class Complaint(Base):
     channel: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(16))
-    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    first_response_due: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    resolution_due: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    first_response_due: Mapped[datetime] = mapped_column(UtcDateTime())
+    resolution_due: Mapped[datetime] = mapped_column(UtcDateTime())
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     resolution: Mapped[str | None] = mapped_column(String(1000))
     first_response_breached: Mapped[bool] = mapped_column(default=False)
     resolution_breached: Mapped[bool] = mapped_column(default=False)

@@ -16,7 +16,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Index,
     Integer,
     Numeric,
@@ -26,10 +25,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, orm_insert_sentinel
 
-from shared.db import new_metadata
+from shared.db import UtcDateTime, new_metadata
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-Tz = DateTime(timezone=True)
+Tz = UtcDateTime()
 
 
 class Base(DeclarativeBase):
