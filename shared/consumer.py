@@ -50,10 +50,14 @@ class TransientError(Exception):
 
 # PostgreSQL SQLSTATE classes and codes that pass: connection exceptions (08), too many
 # connections / out of resources (53), operator intervention such as shutdown or
-# "database is not currently accepting connections" (57, 55006), and serialisation
-# failures / deadlocks (40001, 40P01) which a retry resolves.
+# (57), an object in use or a lock not available (55006, 55P03), and serialisation
+# failures / deadlocks (40001, 40P01) which a retry resolves. A database closed to
+# connections (ALTER DATABASE ... ALLOW_CONNECTIONS false, as during maintenance)
+# answers 55000, a code PostgreSQL also uses for programming errors, so only that
+# message counts.
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55006", "55P03"})
+_CLOSED_DATABASE = ("55000", "not currently accepting connections")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -65,6 +69,8 @@ def is_transient(exc: BaseException) -> bool:
             return True
         code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
         if code and (code[:2] in _TRANSIENT_SQLSTATE_CLASSES or code in _TRANSIENT_SQLSTATES):
+            return True
+        if code == _CLOSED_DATABASE[0] and _CLOSED_DATABASE[1] in str(exc.orig):
             return True
     return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
 
@@ -288,9 +294,32 @@ class ConsumerRunner:
         )
         metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, "handled").inc()
 
+    async def _first_dead_letter(
+        self, session: AsyncSession, record: ConsumerRecord[bytes, bytes]
+    ) -> bool:
+        """Mark (topic, partition, offset) as parked; False if it already was.
+
+        A message without a usable event id is still parked once: the marker is
+        written in the same transaction as the dead letter, so a replay after a crash
+        or a rebalance (another replica re-reading an uncommitted offset) finds it."""
+        source, position = f"deadletter:{record.topic}"[:256], f"{record.partition}:{record.offset}"
+        t = processed_events
+        found = await session.execute(
+            select(t.c.event_id).where(t.c.source == source, t.c.event_id == position)
+        )
+        if found.first() is not None:
+            log.info("message already dead-lettered", extra={"topic": record.topic})
+            return False
+        await session.execute(
+            insert(t).values(source=source, event_id=position, event_type="dead-letter")
+        )
+        return True
+
     async def _dead_letter(
         self, session: AsyncSession, record: ConsumerRecord[bytes, bytes], reason: str
     ) -> None:
+        if not await self._first_dead_letter(session, record):
+            return
         headers = [(k, v.decode("utf-8", "replace")) for k, v in (record.headers or ())]
         headers += [
             ("x-dead-letter-reason", reason),

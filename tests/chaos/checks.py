@@ -84,15 +84,15 @@ async def wait_drained(
 async def balances(stack: ChaosStack, oracle: Oracle) -> list[str]:
     async def check(customer: str) -> str | None:
         response = await stack.client.get(f"{stack.url('loyalty')}/v1/members/{customer}")
-        expected = oracle.balance[customer]
+        earned = oracle.earned[customer]
         if response.status_code == 404:
-            return None if expected == 0 else f"{customer}: no member, expected {expected}"
+            return None if earned == 0 else f"{customer}: no member, expected {earned}"
         member = response.json()
         got = (member["balance"], member["lifetime_earned"], member["purchase_count"])
-        want = (expected, expected, oracle.orders[customer])
+        want = (oracle.balance(customer), earned, oracle.orders[customer])
         return None if got == want else f"{customer}: (balance, earned, purchases) {got} != {want}"
 
-    return [m for m in await gather_limited(oracle.balance, check) if m]
+    return [m for m in await gather_limited(oracle.earned, check) if m]
 
 
 class LedgerUnreadable(Exception):
@@ -115,27 +115,52 @@ async def ledger_entries(stack: ChaosStack, customer: str) -> list[dict[str, Any
             return entries
 
 
+def ledger_problems(entries: list[dict[str, Any]], oracle: Oracle, customer: str) -> list[str]:
+    """Everything wrong with one member's ledger, compared with the oracle."""
+    total = sum(e["points"] for e in entries)
+    newest = entries[0]["balance_after"] if entries else 0
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_kind.setdefault(entry["kind"], []).append(entry)
+    problems = []
+    if total != oracle.balance(customer) or newest != total:
+        problems.append(f"ledger sum {total}, newest balance_after {newest}")
+    earns = Counter(e["purchase_id"] for e in by_kind.pop("earn", []))
+    if earns != Counter(oracle.purchase_ids[customer]):
+        problems.append(f"earn entries per purchase {dict(earns)}")
+    reversed_: Counter[str] = Counter()
+    for entry in by_kind.pop("reverse", []):
+        reversed_[entry["purchase_id"]] -= entry["points"]
+    if +reversed_ != +Counter(oracle.reversed.get(customer, {})):  # + drops the zeros
+        problems.append(f"points reversed per purchase {dict(reversed_)}")
+    redeems = by_kind.pop("redeem", [])
+    made = Counter(e["reference"] for e in redeems)
+    if made != Counter(oracle.redemptions.get(customer, {}).keys()):
+        problems.append(f"redeem entries {dict(made)} != answered {oracle.redemptions[customer]}")
+    problems += [
+        f"redemption {e['reference']} overdrew: {e['balance_after']}"
+        for e in redeems
+        if e["balance_after"] < 0
+    ]
+    if by_kind:
+        problems.append(f"unexpected entries {sorted(by_kind)}")
+    return problems
+
+
 async def ledgers(stack: ChaosStack, oracle: Oracle) -> list[str]:
-    """Ledger sums to the projection; one earn entry per distinct purchase, no other."""
+    """Ledger sums to the projection; exactly the earn, reverse and redeem entries due."""
 
     async def check(customer: str) -> str | None:
-        if not oracle.orders[customer]:
+        if not oracle.orders[customer] and customer not in oracle.redemptions:
             return None
         try:
             entries = await ledger_entries(stack, customer)
         except LedgerUnreadable as exc:
             return f"{customer}: {exc}"
-        total = sum(e["points"] for e in entries)
-        newest = entries[0]["balance_after"] if entries else 0
-        per_purchase = Counter(e["purchase_id"] for e in entries)
-        problems = []
-        if total != oracle.balance[customer] or newest != total:
-            problems.append(f"ledger sum {total}, newest balance_after {newest}")
-        if per_purchase != Counter(oracle.purchase_ids[customer]):
-            problems.append(f"entries per purchase {dict(per_purchase)}")
+        problems = ledger_problems(entries, oracle, customer)
         return f"{customer}: {'; '.join(problems)}" if problems else None
 
-    return [m for m in await gather_limited(oracle.balance, check) if m]
+    return [m for m in await gather_limited(oracle.earned, check) if m]
 
 
 async def order_counts(stack: ChaosStack, oracle: Oracle) -> list[str]:

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.chaos import checks
+from tests.chaos import checks, redeem
 from tests.chaos.faults import FaultLog, inject, schedule
 from tests.chaos.harness import LOG_DIR, ChaosStack, consumed_topics
 from tests.chaos.workload import Message, Spec, Workload, build
@@ -42,10 +42,18 @@ async def produce_paced(stack: ChaosStack, messages: list[Message], seconds: flo
 
 
 def summary(
-    workload: Workload, log: FaultLog, drain: float, mismatches: dict[str, list[str]], resent: int
+    workload: Workload,
+    log: FaultLog,
+    redemptions: redeem.RedemptionLog,
+    drain: float,
+    mismatches: dict[str, list[str]],
+    resent: int,
 ) -> str:
     rows = [
         ("purchases (distinct)", workload.counts["purchases"]),
+        ("refunds (distinct)", workload.counts["refunds"]),
+        ("refunds re-sent under a new event id", workload.counts["refunds_resent"]),
+        *((f"redemptions: {kind}", n) for kind, n in sorted(redemptions.counts.items())),
         ("duplicates re-sent", workload.counts["duplicates"]),
         ("garbage messages", workload.counts["garbage"]),
         ("messages sent", len(workload.messages)),
@@ -69,8 +77,12 @@ async def test_no_loss_and_no_double_counting_under_faults(
     workload = build(Spec(seed=SEED, purchases=PURCHASES), topics)
     faults = schedule(random.Random(SEED), PRODUCE_SECONDS)
     log = FaultLog()
-    await asyncio.gather(
-        produce_paced(chaos, workload.messages, PRODUCE_SECONDS), inject(chaos, faults, log)
+    await redeem.create_reward(chaos)
+    attempts = max(1, PURCHASES // 10)
+    _, _, redemptions = await asyncio.gather(
+        produce_paced(chaos, workload.messages, PRODUCE_SECONDS),
+        inject(chaos, faults, log),
+        redeem.drive(chaos, workload.oracle, SEED, attempts, PRODUCE_SECONDS),
     )
     assert not chaos.down - {"loyalty-b"}, f"still down after the faults: {chaos.down}"
     drain = await checks.wait_drained(chaos, workload.oracle, topics, DRAIN_TIMEOUT)
@@ -83,8 +95,9 @@ async def test_no_loss_and_no_double_counting_under_faults(
         "e-mails": mail_problems,
         "dead letters": await checks.dead_letters(chaos, oracle),
         "outboxes": await checks.outboxes(chaos),
+        "redemption answers": redemptions.problems,
     }
-    report = summary(workload, log, drain, mismatches, resent)
+    report = summary(workload, log, redemptions, drain, mismatches, resent)
     (LOG_DIR / f"summary-seed{SEED}.txt").write_text(report + "\n")
     with capsys.disabled():
         print("\n" + report)

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from shared.events import InvalidEvent, decode
-from shared.events.commerce import PurchaseCompleted
-from tests.chaos.workload import INPUT_TOPICS, Spec, build, points_for
+from shared.events.commerce import PurchaseCompleted, PurchaseRefunded
+from tests.chaos.workload import INPUT_TOPICS, Message, Spec, build, points_for, reversal
 
 CONSUMERS = {"a": ("commerce.purchases", "profile.events"), "b": ("loyalty.events",)}
 SPEC = Spec(seed=3, purchases=400, customers=50, garbage_per_topic=6)
@@ -36,10 +36,12 @@ def test_the_oracle_counts_each_distinct_purchase_once() -> None:
             event = decode(message.value)
         except InvalidEvent:
             continue
-        assert isinstance(event, PurchaseCompleted)
-        events[event.id] = event
+        if isinstance(event, PurchaseCompleted):
+            events[event.id] = event
     assert len(events) == SPEC.purchases
-    assert workload.counts["duplicates"] == int(SPEC.purchases * SPEC.duplicate_ratio)
+    refunds = workload.counts["refunds"] + workload.counts["refunds_resent"]
+    duplicated = int((SPEC.purchases + refunds) * SPEC.duplicate_ratio)
+    assert workload.counts["duplicates"] == duplicated
     sent = Counter(m.value for m in purchases)
     assert sum(n - 1 for n in sent.values() if n > 1) == workload.counts["duplicates"]
     expected = sum(points_for(e.data.total.amount) for e in events.values())
@@ -75,3 +77,64 @@ def test_only_customers_with_an_address_expect_mail() -> None:
     assert 0 < len(oracle.emails) < SPEC.customers
     for address, count in oracle.emails.items():
         assert count == oracle.orders[address.split("@")[0]] > 0
+
+
+def test_a_refund_takes_back_its_share_rounded_half_up_and_capped() -> None:
+    assert reversal(100, Decimal("40.00"), Decimal("10.00")) == 25
+    assert reversal(3, Decimal("2.00"), Decimal("0.50")) == 1  # 0.75 rounds up
+    assert reversal(3, Decimal("6.00"), Decimal("0.50")) == 0  # 0.25 rounds down
+    assert reversal(7, Decimal("7.00"), Decimal("7.00")) == 7
+
+
+def _refunds_and_purchases(
+    messages: list[Message],
+) -> tuple[list[PurchaseCompleted | PurchaseRefunded], dict[str, PurchaseCompleted]]:
+    order: list[PurchaseCompleted | PurchaseRefunded] = []
+    purchases: dict[str, PurchaseCompleted] = {}
+    for message in messages:
+        if message.key.startswith(b"chaos-"):
+            event = decode(message.value)
+            assert isinstance(event, PurchaseCompleted | PurchaseRefunded)
+            order.append(event)
+            if isinstance(event, PurchaseCompleted):
+                purchases[event.data.purchase_id] = event
+    return order, purchases
+
+
+def test_refunds_arrive_before_and_after_their_purchase_and_some_twice() -> None:
+    workload = build(SPEC, CONSUMERS, NOW)
+    order, _ = _refunds_and_purchases(workload.messages)
+    refunds = list({e.id: e for e in order if isinstance(e, PurchaseRefunded)}.values())
+    assert len({r.data.refund_id for r in refunds}) == workload.counts["refunds"] > 0
+    assert len(refunds) == workload.counts["refunds"] + workload.counts["refunds_resent"]
+    seen: set[str] = set()
+    early = 0
+    for event in order:
+        if isinstance(event, PurchaseCompleted):
+            seen.add(event.data.purchase_id)
+        elif event.data.purchase_id not in seen:
+            early += 1
+    assert 0 < early < len(refunds)
+    twice = Counter(r.data.refund_id for r in refunds)
+    assert sum(n - 1 for n in twice.values()) == workload.counts["refunds_resent"]
+
+
+def test_the_oracle_takes_back_each_refunded_share_once() -> None:
+    workload = build(SPEC, CONSUMERS, NOW)
+    order, purchases = _refunds_and_purchases(workload.messages)
+    refunded: dict[str, Decimal] = {}
+    for refund in {e.data.refund_id: e for e in order if isinstance(e, PurchaseRefunded)}.values():
+        pid = refund.data.purchase_id
+        refunded[pid] = refunded.get(pid, Decimal(0)) + refund.data.amount.amount
+    want = {
+        pid: reversal(
+            points_for(purchases[pid].data.total.amount), purchases[pid].data.total.amount, amount
+        )
+        for pid, amount in refunded.items()
+    }
+    got = {pid: n for per in workload.oracle.reversed.values() for pid, n in per.items()}
+    assert got == want
+    customer = purchases[next(iter(refunded))].subject
+    assert workload.oracle.balance(customer) == workload.oracle.earned[customer] - sum(
+        workload.oracle.reversed[customer].values()
+    )

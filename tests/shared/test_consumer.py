@@ -38,7 +38,7 @@ class Harness:
     db: Database
     settings: ServiceSettings
     topic: str
-    start: Callable[[Handler], Awaitable[ConsumerRunner]]
+    start: Callable[..., Awaitable[ConsumerRunner]]
 
     async def effect_rows(self) -> list[str]:
         async with self.db.unit_of_work() as s:
@@ -80,8 +80,9 @@ async def harness(
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(relay.run())]
     runners: list[ConsumerRunner] = []
 
-    async def start(handler: Handler) -> ConsumerRunner:
-        consumer = make_consumer(settings, settings.topic("commerce.purchases"))
+    async def start(handler: Handler, group: str | None = None) -> ConsumerRunner:
+        own = settings.model_copy(update={"kafka_consumer_group": group}) if group else settings
+        consumer = make_consumer(own, settings.topic("commerce.purchases"))
         runner = ConsumerRunner(
             db=db,
             consumer=consumer,
@@ -165,6 +166,25 @@ async def test_garbage_is_dead_lettered_and_the_partition_moves_on(
     assert await wait_until(lambda: _is_zero(harness.outbox_count()), timeout=10)
 
 
+async def test_garbage_read_again_is_dead_lettered_once(
+    broker: str, topics: str, harness: Harness
+) -> None:
+    """A replica re-reading offsets nobody committed (a crash, a rebalance) parks nothing twice."""
+    garbage = [b"{not json", b"[1, 2]"]
+    await produce(broker, harness.topic, *((b"c-3", g) for g in garbage))
+    first = await harness.start(record_effect)
+    assert len(await read_topic(broker, f"{topics}svc.deadletter", expect=2)) == 2
+    first.stop()
+    await asyncio.wait_for(first.finished.wait(), 30)  # the marker below is the replica's alone
+    await harness.start(record_effect, group=f"{topics}svc-replay")  # reads from offset 0
+    marker = purchase("c-3", purchase_id="after-replay")
+    await produce(broker, harness.topic, (b"c-3", marker.to_json()))
+    await wait_until(lambda: _rows_when(harness, lambda r: "after-replay" in r), timeout=20)
+    await wait_until(lambda: _is_zero(harness.outbox_count()), timeout=10)
+    dead = await read_topic(broker, f"{topics}svc.deadletter", expect=3, timeout=2)
+    assert [d.value for d in dead] == garbage
+
+
 async def _is_zero(count: Awaitable[int]) -> bool:
     return await count == 0
 
@@ -228,15 +248,16 @@ async def test_a_restarted_consumer_resumes_after_the_committed_offset(
 
 
 class _PgError(Exception):
-    def __init__(self, sqlstate: str) -> None:
-        super().__init__(sqlstate)
+    def __init__(self, sqlstate: str, message: str = "") -> None:
+        super().__init__(message or sqlstate)
         self.sqlstate = sqlstate
 
 
 @pytest.mark.parametrize(
     ("sqlstate", "transient"),
     [
-        ("55006", True),  # database is not currently accepting connections
+        ("55006", True),  # object in use
+        ("55P03", True),  # lock not available
         ("57P01", True),  # admin shutdown
         ("57P03", True),  # cannot connect now
         ("08006", True),  # connection failure
@@ -251,4 +272,18 @@ def test_database_outages_are_transient_and_data_errors_are_not(
     sqlstate: str, transient: bool
 ) -> None:
     exc = DBAPIError("statement", {}, _PgError(sqlstate))
+    assert is_transient(exc) is transient
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ('database "loyalty" is not currently accepting connections', True),  # maintenance
+        ("currval of sequence is not yet defined in this session", False),  # a bug
+    ],
+)
+def test_a_database_closed_to_connections_is_transient_but_other_55000s_are_not(
+    message: str, transient: bool
+) -> None:
+    exc = DBAPIError("connect", {}, _PgError("55000", message))
     assert is_transient(exc) is transient
