@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,10 +101,15 @@ async def announce(
     event_id: str | None = None,
     at: datetime | None = None,
 ) -> None:
-    """Publish the customer's full details; ids derive from the cause when there is one."""
+    """Publish the customer's full details; ids derive from the cause when there is one.
+
+    The snapshot is stamped with the time profile made it, never the cause's event
+    time: consumers keep the newest snapshot, and a purchase delivered after a later
+    refund (or imported from history) must still replace what they hold.
+    """
     event_type = kind.model_fields["type"].default
     if cause is not None:
-        event_id, at = derived_id(event_type, cause.source, cause.id), cause.time
+        event_id, at = derived_id(event_type, cause.source, cause.id), datetime.now(UTC)
     consents = await repository.list_consents(session, customer.customer_id)
     announcement = kind.create(
         id=event_id,
