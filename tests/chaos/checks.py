@@ -37,9 +37,9 @@ async def gather_limited(items: Iterable[T], fn: Callable[[T], Awaitable[Any]]) 
     return list(await asyncio.gather(*(one(i) for i in items)))
 
 
-async def consumer_lag(stack: ChaosStack, topics: dict[str, tuple[str, ...]]) -> int:
-    """Messages not yet committed by each service's group on each of its input topics."""
-    lag = 0
+async def lag_by_partition(stack: ChaosStack, topics: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """``service topic[partition]`` → messages its group has not committed (only > 0)."""
+    lag: dict[str, int] = {}
     for service, names in topics.items():
         parts = [TopicPartition(stack.topic(t), p) for t in names for p in range(4)]
         probe = AIOKafkaConsumer(
@@ -51,7 +51,9 @@ async def consumer_lag(stack: ChaosStack, topics: dict[str, tuple[str, ...]]) ->
         try:
             ends = await probe.end_offsets(parts)
             for tp, end in ends.items():
-                lag += end - (await probe.committed(tp) or 0)
+                behind = end - (await probe.committed(tp) or 0)
+                if behind:
+                    lag[f"{service} {tp.topic}[{tp.partition}]"] = behind
         finally:
             await probe.stop()
     return lag
@@ -67,18 +69,21 @@ def distinct_mails(stack: ChaosStack) -> dict[str, set[str]]:
 
 async def wait_drained(
     stack: ChaosStack, oracle: Oracle, topics: dict[str, tuple[str, ...]], timeout: float
-) -> float:
-    """Seconds until nothing is left to consume, publish or send (or ``timeout``)."""
+) -> tuple[float, str]:
+    """Seconds until nothing is left to consume, publish or send (or ``timeout``), and
+    what was still pending when the time ran out ("" when drained)."""
     started = time.monotonic()
     expected_mails = sum(oracle.emails.values())
+    pending = "nothing checked yet"
     while time.monotonic() - started < timeout:
         mails = sum(len(ids) for ids in distinct_mails(stack).values())
-        if mails >= expected_mails and await consumer_lag(stack, topics) == 0:
-            backlog = [await stack.outbox_rows(s) for s in SERVICE_NAMES]
-            if not any(backlog):
-                return time.monotonic() - started
+        lag = await lag_by_partition(stack, topics)
+        backlog = {s: n for s in SERVICE_NAMES if (n := await stack.outbox_rows(s))}
+        if mails >= expected_mails and not lag and not backlog:
+            return time.monotonic() - started, ""
+        pending = f"e-mails {mails}/{expected_mails}; uncommitted {lag}; outbox rows {backlog}"
         await asyncio.sleep(1.0)
-    return time.monotonic() - started
+    return time.monotonic() - started, pending
 
 
 async def balances(stack: ChaosStack, oracle: Oracle) -> list[str]:

@@ -85,7 +85,7 @@ async def test_no_loss_and_no_double_counting_under_faults(
         redeem.drive(chaos, workload.oracle, SEED, attempts, PRODUCE_SECONDS),
     )
     assert not chaos.down - {"loyalty-b"}, f"still down after the faults: {chaos.down}"
-    drain = await checks.wait_drained(chaos, workload.oracle, topics, DRAIN_TIMEOUT)
+    drain, pending = await checks.wait_drained(chaos, workload.oracle, topics, DRAIN_TIMEOUT)
     oracle = workload.oracle
     mail_problems, resent = checks.emails(chaos, oracle)
     mismatches = {
@@ -96,6 +96,7 @@ async def test_no_loss_and_no_double_counting_under_faults(
         "dead letters": await checks.dead_letters(chaos, oracle),
         "outboxes": await checks.outboxes(chaos),
         "redemption answers": redemptions.problems,
+        "not drained in time": [pending] if pending else [],
     }
     report = summary(workload, log, redemptions, drain, mismatches, resent)
     (LOG_DIR / f"summary-seed{SEED}.txt").write_text(report + "\n")
