@@ -223,8 +223,11 @@ class ConsumerRunner:
     async def _apply_batch(self, items: Sequence[Item]) -> bool:
         async with self._db.unit_of_work() as session:
             seen = await self._already_processed(session, [i.event for i in items if i.event])
+            handled: list[dict[str, str]] = []
             for item in items:
-                await self._apply(session, item, seen)
+                await self._apply(session, item, seen, handled)
+            if handled:  # one statement for the batch's inbox rows, same transaction
+                await session.execute(insert(processed_events), handled)
         return True
 
     async def _process_one(self, item: Item) -> bool:
@@ -267,7 +270,13 @@ class ConsumerRunner:
         )
         return {(r.source, r.event_id) for r in rows}
 
-    async def _apply(self, session: AsyncSession, item: Item, seen: set[tuple[str, str]]) -> None:
+    async def _apply(
+        self,
+        session: AsyncSession,
+        item: Item,
+        seen: set[tuple[str, str]],
+        handled: list[dict[str, str]],
+    ) -> None:
         record, event = item.record, item.event
         if event is None:
             await self._dead_letter(session, record, item.error or "invalid event")
@@ -287,11 +296,7 @@ class ConsumerRunner:
             await handler(session, event)
         finally:
             logs.event_id.reset(token)
-        await session.execute(
-            insert(processed_events).values(
-                source=event.source, event_id=event.id, event_type=event.type
-            )
-        )
+        handled.append({"source": event.source, "event_id": event.id, "event_type": event.type})
         metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, "handled").inc()
 
     async def _first_dead_letter(
