@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ServiceSettings
@@ -25,7 +25,29 @@ class LoyaltySettings(ServiceSettings):
     expiring_notice_days: int = Field(
         default=30, ge=0, description="Default days before expiry to publish points.expiring"
     )
+    pending_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Default lock period of purchase points (rule set version 0); None = none",
+    )
+    redemption_code_days: int | None = Field(
+        default=None, ge=1, description="Default redemption code lifetime; None = never expires"
+    )
+    report_currency: str = Field(
+        default="EUR",
+        min_length=3,
+        max_length=3,
+        description="Currency the loyalty report values points in (a point_value_by_currency key)",
+    )
     point_value_by_currency: dict[str, Decimal] = Field(
         default_factory=lambda: {"EUR": Decimal("0.01")},
         description="What one point is worth, per currency, for the liability report",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoyaltySettings:
+        if self.report_currency not in self.point_value_by_currency:
+            raise ValueError("report_currency needs a point value in point_value_by_currency")
+        if self.pending_days and self.expiry_days and self.pending_days >= self.expiry_days:
+            raise ValueError("pending_days must be shorter than expiry_days")
+        return self

@@ -9,9 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.service import (
+    codes,
     earning,
     expiry,
     members,
+    pending,
     refunds,
     schedule,
     tiers,
@@ -93,4 +95,6 @@ def timer_handlers(settings: ServiceSettings) -> Mapping[str, TimerHandler]:
         schedule.EXPIRE: on_expiry_due,
         schedule.NOTICE: partial(expiry.warn_expiring, settings=settings),
         schedule.TIER_REVIEW: partial(tiers.review, settings=settings),
+        schedule.RELEASE: pending.release_due,
+        schedule.CODE_EXPIRY: partial(codes.expire_code, settings=settings),
     }

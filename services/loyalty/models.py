@@ -8,7 +8,7 @@ the spendable remainder of each earning with its expiry, ``purchases`` and
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,9 +16,11 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     UniqueConstraint,
     func,
@@ -40,6 +42,9 @@ class Member(Base):
 
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    pending: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", comment="Part of the balance not yet spendable"
+    )
     lifetime_earned: Mapped[int] = mapped_column(BigInteger, default=0)
     purchase_count: Mapped[int] = mapped_column(Integer, default=0)
     tier: Mapped[str | None] = mapped_column(String(64))
@@ -47,10 +52,15 @@ class Member(Base):
     next_expiry_at: Mapped[datetime | None] = mapped_column(Tz)
     next_notice_at: Mapped[datetime | None] = mapped_column(Tz)
     next_review_at: Mapped[datetime | None] = mapped_column(Tz)
+    next_release_at: Mapped[datetime | None] = mapped_column(Tz)
     merged_into: Mapped[str | None] = mapped_column(String(64), index=True)
     erased_at: Mapped[datetime | None] = mapped_column(Tz)
     created_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now(), onupdate=func.now())
+
+    @property
+    def spendable(self) -> int:
+        return self.balance - (self.pending or 0)
 
 
 class LedgerEntry(Base):
@@ -92,6 +102,9 @@ class Lot(Base):
     remaining: Mapped[int] = mapped_column(BigInteger)
     earned_at: Mapped[datetime] = mapped_column(Tz)
     expires_at: Mapped[datetime | None] = mapped_column(Tz)
+    pending_until: Mapped[datetime | None] = mapped_column(
+        Tz, comment="Not spendable before this time; NULL once released"
+    )
     warned: Mapped[bool] = mapped_column(Boolean, default=False)
     _sentinel: Mapped[int] = orm_insert_sentinel()
 
@@ -108,6 +121,7 @@ class Purchase(Base):
     reversed_points: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded_exact: Mapped[Decimal] = mapped_column(Numeric(28, 8), default=Decimal(0))
     unit_points: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tier: Mapped[str | None] = mapped_column(String(64), comment="Member's tier when it was made")
 
 
 class Refund(Base):
@@ -176,6 +190,8 @@ class Redemption(Base):
     reason: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(Tz)
     cancelled_at: Mapped[datetime | None] = mapped_column(Tz)
+    expires_at: Mapped[datetime | None] = mapped_column(Tz, comment="Code unusable after this")
+    used_at: Mapped[datetime | None] = mapped_column(Tz)
 
 
 class RedemptionLot(Base):
@@ -186,3 +202,45 @@ class RedemptionLot(Base):
     redemption_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     lot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     points: Mapped[int] = mapped_column(BigInteger)
+
+
+class TierChange(Base):
+    """Every tier.changed, kept for the tier movements report."""
+
+    __tablename__ = "tier_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    old_tier: Mapped[str | None] = mapped_column(String(64))
+    new_tier: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(300))
+    occurred_at: Mapped[datetime] = mapped_column(Tz, index=True)
+
+
+class DailyPoints(Base):
+    """Points per UTC day of event time and ledger kind: the report's rollup of the ledger.
+
+    Written with the entries (at commit, one upsert per transaction); ``shard`` spreads
+    concurrent writers of the same day over several rows.
+    """
+
+    __tablename__ = "daily_points"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyRevenue(Base):
+    """Purchases per UTC day, tier at purchase time ('' = none) and currency."""
+
+    __tablename__ = "daily_revenue"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    tier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    orders: Mapped[int] = mapped_column(BigInteger, default=0)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(20, 4), default=Decimal(0))

@@ -21,7 +21,9 @@ class MemberRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     customer_id: str
-    balance: int
+    balance: int = Field(description="Every point the member holds: spendable + pending")
+    spendable: int = Field(description="What redemptions can use now")
+    pending: int = Field(description="Purchase points still in their lock period")
     lifetime_earned: int
     purchase_count: int
     tier: str | None
@@ -66,9 +68,16 @@ class RedemptionRead(BaseModel):
     reward_id: str
     points: int
     code: str = Field(description="Show or scan at the till")
-    status: str
+    status: str = Field(description="issued, used, cancelled or expired")
     created_at: Utc
     cancelled_at: Utc | None
+    expires_at: Utc | None = Field(description="The code cannot be used from then on")
+    used_at: Utc | None
+
+
+class RedemptionPage(BaseModel):
+    items: list[RedemptionRead]
+    next_before: str | None = Field(description="Pass as ?before= for the next (older) page")
 
 
 class AdjustmentCreate(BaseModel):
@@ -155,3 +164,49 @@ class LiabilityRead(BaseModel):
     point_value: dict[str, Decimal]
     by_tier: list[LiabilityLine]
     by_expiry_month: list[LiabilityLine]
+
+
+class MonthPoints(BaseModel):
+    month: str = Field(description="YYYY-MM, UTC")
+    issued: int
+    redeemed: int = Field(description="Net of cancellations and expired codes")
+    expired: int
+    reversed: int
+    adjusted: int = Field(description="Operator adjustments and erasure forfeits, signed")
+
+
+class LiabilityNow(BaseModel):
+    points: int = Field(description="Positive balances, spendable and pending")
+    value: str = Field(description="points x configured point value, decimal string")
+    currency: str
+    as_of: Utc
+
+
+class TierMembers(BaseModel):
+    tier: str
+    members: int
+
+
+class TierMovements(BaseModel):
+    month: str
+    upgrades: int
+    downgrades: int
+
+
+class TierRevenue(BaseModel):
+    tier: str = Field(description="The member's tier when the purchase was made")
+    orders: int
+    revenue: str = Field(description="Gross purchase totals, decimal string")
+    currency: str
+
+
+class LoyaltyReportRead(BaseModel):
+    report: str = "loyalty"
+    start: str = Field(serialization_alias="from")
+    end: str = Field(serialization_alias="to")
+    generated_at: Utc
+    months: list[MonthPoints]
+    liability: LiabilityNow
+    tiers: list[TierMembers]
+    tier_movements: list[TierMovements]
+    revenue_by_tier: list[TierRevenue]

@@ -30,6 +30,20 @@ class PointsEarned(Event):
     data: PointsEarnedData
 
 
+class PointsReleasedData(Payload):
+    points: int = Field(gt=0, description="Points that just became spendable")
+    balance: int = Field(description="Spendable balance after the release")
+    pending: int = Field(ge=0, description="Points still locked")
+
+
+class PointsReleased(Event):
+    """Pending points reached the end of their lock period and can be spent now."""
+
+    TOPIC: ClassVar[str] = LOYALTY_TOPIC
+    type: Literal["points.released"] = "points.released"
+    data: PointsReleasedData
+
+
 class PointsRedeemedData(Payload):
     points: int = Field(gt=0)
     balance: int
@@ -115,6 +129,9 @@ class RedemptionCancelledData(Payload):
     redemption_id: str
     points: int = Field(gt=0, description="Points restored")
     balance: int
+    reason: Literal["cancelled", "code_expired"] = Field(
+        default="cancelled", description="An operator cancelled it, or its code expired unused"
+    )
 
 
 class RedemptionCancelled(Event):
@@ -125,6 +142,7 @@ class RedemptionCancelled(Event):
 
 EVENTS: tuple[type[Event], ...] = (
     PointsEarned,
+    PointsReleased,
     PointsRedeemed,
     PointsReversed,
     PointsExpiring,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,16 @@ from sqlalchemy import func, select
 
 from services.loyalty import consumers
 from services.loyalty.config import LoyaltySettings
-from services.loyalty.models import LedgerEntry, Lot, Member, Redemption, Reward
+from services.loyalty.models import (
+    DailyPoints,
+    DailyRevenue,
+    LedgerEntry,
+    Lot,
+    Member,
+    Purchase,
+    Redemption,
+    Reward,
+)
 from services.loyalty.service import redemption, rulebook
 from services.loyalty.service.rules import RuleSetBody
 from shared.db import Database
@@ -226,13 +236,51 @@ class Loyalty:
                     )
                 ).all()
             )
+            locked = dict(
+                (
+                    await session.execute(
+                        select(Lot.customer_id, func.sum(Lot.remaining))
+                        .where(Lot.pending_until.is_not(None))
+                        .group_by(Lot.customer_id)
+                    )
+                ).all()
+            )
             blank = (
                 await session.execute(select(func.count()).where(LedgerEntry.reason == ""))
             ).scalar_one()
         assert blank == 0
+        await self.check_rollups()
         for m in members:
             assert m.balance == int(sums.get(m.customer_id) or 0), m.customer_id
             assert int(lots.get(m.customer_id) or 0) == max(0, m.balance), m.customer_id
+            assert int(locked.get(m.customer_id) or 0) == m.pending, m.customer_id
+            assert m.spendable >= 0 or m.pending == 0, m.customer_id
+
+    async def check_rollups(self) -> None:
+        """The report's daily rollups equal the ledger and the purchases, grouped."""
+        async with self.db.unit_of_work() as session:
+            entries = (await session.execute(select(LedgerEntry))).scalars().all()
+            daily = (await session.execute(select(DailyPoints))).scalars().all()
+            bought = (await session.execute(select(Purchase))).scalars().all()
+            revenue = (await session.execute(select(DailyRevenue))).scalars().all()
+        points: dict[tuple[str, str], int] = defaultdict(int)
+        for entry in entries:
+            day = entry.occurred_at.astimezone(UTC).date().isoformat()
+            points[(day, entry.kind)] += entry.points
+        rolled: dict[tuple[str, str], int] = defaultdict(int)
+        for row in daily:
+            rolled[(row.day.isoformat(), row.kind)] += row.points
+        assert {k: v for k, v in rolled.items() if v} == {k: v for k, v in points.items() if v}
+        orders: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+        for p in bought:
+            key = (p.occurred_at.astimezone(UTC).date().isoformat(), p.tier or "")
+            orders[key][0] += 1
+            orders[key][1] += Decimal(p.total)
+        summed: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+        for r in revenue:
+            summed[(r.day.isoformat(), r.tier)][0] += r.orders
+            summed[(r.day.isoformat(), r.tier)][1] += Decimal(r.revenue)
+        assert summed == orders
 
 
 class FakeClock:

@@ -168,3 +168,33 @@ async def test_the_liability_report_by_tier_and_expiry_month(
     assert by_month == expected
     reporter = auth_headers("reports:read")
     assert (await api.get("/v1/reports/liability", headers=reporter)).status_code == 200
+
+
+async def test_a_merged_member_cannot_exceed_a_campaign_budget_per_member(
+    loyalty: Loyalty,
+) -> None:
+    await loyalty.publish_rules(
+        campaigns=[
+            {
+                "id": "double",
+                "name": "Double points",
+                "starts_at": at(0).isoformat(),
+                "ends_at": at(30).isoformat(),
+                "multiplier": "1",
+                "member_budget": 150,
+            }
+        ]
+    )
+    merge = merged("keep", "gone", when=at(3))
+    await loyalty.handle(
+        purchase("keep", "100", when=at(1)),  # keep: 100 of 150 used
+        purchase("gone", "100", when=at(2)),  # gone: 100 of 150 used
+        merge,
+        merge,  # re-delivered: budgets are not added twice
+        purchase("keep", "100", when=at(4)),  # together 200 used: nothing left
+        purchase("gone", "100", when=at(5)),  # lands on keep too
+    )
+    bonuses = [e.points for e in await loyalty.entries("keep") if e.rule_id == "campaign:double"]
+    assert bonuses == [100]  # keep's own; gone's 100 is in gone's history
+    assert await loyalty.balance("keep") == 100 + 100 + 200 + 100 + 100
+    await loyalty.check_invariants()

@@ -14,9 +14,10 @@ from services.loyalty.schemas import (
     LedgerPage,
     MemberRead,
     RedemptionCreate,
+    RedemptionPage,
     RedemptionRead,
 )
-from services.loyalty.service import members, redemption
+from services.loyalty.service import codes, members, redemption
 from shared.app import SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
@@ -51,6 +52,26 @@ async def list_ledger(
     items = [LedgerEntryRead.model_validate(e) for e in entries]
     next_id = items[-1].id if len(items) == limit else None
     return LedgerPage(items=items, next_before_id=next_id)
+
+
+@router.get("/{customer_id}/redemptions", response_model=RedemptionPage, dependencies=[Reader])
+async def list_redemptions(
+    customer_id: CustomerId,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(max_length=36, description="next_before of a page")] = None,
+) -> RedemptionPage:
+    member = await members.get_member(session, customer_id=customer_id)
+    after = None
+    if before is not None:
+        after = await repository.get_redemption(session, before)
+        if after is None or after.customer_id != member.customer_id:
+            raise AppError(f"before={before!r} is not a redemption of this member")
+    found = await repository.list_redemptions(
+        session, member.customer_id, limit=limit, before=after
+    )
+    items = [RedemptionRead.model_validate(r) for r in found]
+    return RedemptionPage(items=items, next_before=items[-1].id if len(items) == limit else None)
 
 
 @router.post(
@@ -99,6 +120,19 @@ async def cancel_redemption(
         settings=settings,
     )
     return RedemptionRead.model_validate(cancelled)
+
+
+@router.post("/{customer_id}/redemptions/{redemption_id}/use", response_model=RedemptionRead)
+async def use_redemption(
+    customer_id: CustomerId,
+    redemption_id: str,
+    _: Redeemer,
+    session: SessionDep,
+) -> RedemptionRead:
+    used = await codes.use(
+        session, customer_id=customer_id, redemption_id=redemption_id, now=datetime.now(UTC)
+    )
+    return RedemptionRead.model_validate(used)
 
 
 @router.post(

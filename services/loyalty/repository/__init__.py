@@ -17,10 +17,27 @@ from services.loyalty.models import (
     Member,
     Purchase,
     Redemption,
-    RedemptionLot,
     Refund,
-    Reward,
     RuleSet,
+    TierChange,
+)
+from services.loyalty.repository.lots import (
+    lots_by_id,
+    lots_due,
+    lots_to_release,
+    lots_to_warn,
+    lots_with_points,
+    next_expiry,
+    next_release,
+)
+from services.loyalty.repository.redemptions import (
+    get_redemption,
+    get_reward,
+    list_redemptions,
+    list_rewards,
+    lock_reward,
+    redemption_by_key,
+    redemption_lots,
 )
 from shared.db import upsertable_insert
 
@@ -125,47 +142,6 @@ async def latest_rule_set(session: AsyncSession) -> RuleSet | None:
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def spendable_lots(session: AsyncSession, customer_id: str) -> Sequence[Lot]:
-    """Lots with points left, the soonest to expire first (never-expiring last)."""
-    stmt = (
-        select(Lot)
-        .where(Lot.customer_id == customer_id, Lot.remaining > 0)
-        .order_by(Lot.expires_at.asc().nulls_last(), Lot.id)
-    )
-    return (await session.execute(stmt)).scalars().all()
-
-
-async def lots_due(session: AsyncSession, customer_id: str, until: datetime) -> Sequence[Lot]:
-    stmt = (
-        select(Lot)
-        .where(Lot.customer_id == customer_id, Lot.remaining > 0, Lot.expires_at <= until)
-        .order_by(Lot.expires_at, Lot.id)
-    )
-    return (await session.execute(stmt)).scalars().all()
-
-
-async def next_expiry(
-    session: AsyncSession, customer_id: str, *, unwarned: bool
-) -> datetime | None:
-    stmt = select(func.min(Lot.expires_at)).where(
-        Lot.customer_id == customer_id, Lot.remaining > 0, Lot.expires_at.is_not(None)
-    )
-    if unwarned:
-        stmt = stmt.where(Lot.warned.is_(False))
-    value: datetime | None = (await session.execute(stmt)).scalar_one()
-    return value
-
-
-async def lots_to_warn(session: AsyncSession, customer_id: str, until: datetime) -> Sequence[Lot]:
-    stmt = select(Lot).where(
-        Lot.customer_id == customer_id,
-        Lot.remaining > 0,
-        Lot.warned.is_(False),
-        Lot.expires_at <= until,
-    )
-    return (await session.execute(stmt)).scalars().all()
-
-
 async def pending_refunds(session: AsyncSession, purchase_id: str) -> Sequence[Refund]:
     stmt = (
         select(Refund)
@@ -230,49 +206,19 @@ async def lock_campaign_usage(
     return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
 
 
+async def combine_campaign_usage(session: AsyncSession, old: str, new: str) -> None:
+    """A merge: what campaigns gave ``old`` counts against ``new``'s per-member budget."""
+    stmt = select(CampaignUsage).where(CampaignUsage.customer_id == old)
+    for used in (await session.execute(stmt)).scalars().all():
+        survivor = await lock_campaign_usage(session, used.campaign_id, new)
+        survivor.points += used.points
+        await session.delete(used)
+    await session.flush()
+
+
 async def campaign_used(session: AsyncSession, campaign_id: str, customer_id: str) -> int:
     row = await session.get(CampaignUsage, (campaign_id, customer_id))
     return row.points if row is not None else 0
-
-
-async def lock_reward(session: AsyncSession, reward_id: str) -> Reward | None:
-    stmt = select(Reward).where(Reward.id == reward_id).with_for_update()
-    result = await session.execute(stmt.execution_options(populate_existing=True))
-    return result.scalar_one_or_none()
-
-
-async def get_reward(
-    session: AsyncSession, reward_id: str, *, lock_stock: bool = False
-) -> Reward | None:
-    """The reward; with ``lock_stock``, locked when (and only when) its stock is counted.
-
-    Rewards with unlimited stock are not locked, so their redemptions run in parallel.
-    """
-    reward = await session.get(Reward, reward_id)
-    if reward is None or reward.stock is None or not lock_stock:
-        return reward
-    return await lock_reward(session, reward_id)
-
-
-async def list_rewards(session: AsyncSession) -> Sequence[Reward]:
-    return (await session.execute(select(Reward).order_by(Reward.id))).scalars().all()
-
-
-async def redemption_by_key(session: AsyncSession, customer_id: str, key: str) -> Redemption | None:
-    stmt = select(Redemption).where(
-        Redemption.customer_id == customer_id, Redemption.idempotency_key == key
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def redemption_lots(session: AsyncSession, redemption_id: str) -> Sequence[RedemptionLot]:
-    stmt = select(RedemptionLot).where(RedemptionLot.redemption_id == redemption_id)
-    return (await session.execute(stmt)).scalars().all()
-
-
-async def lots_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Lot]:
-    rows = (await session.execute(select(Lot).where(Lot.id.in_(ids)))).scalars()
-    return {lot.id: lot for lot in rows}
 
 
 async def reassign(session: AsyncSession, old: str, new: str) -> None:
@@ -284,10 +230,28 @@ async def reassign(session: AsyncSession, old: str, new: str) -> None:
 
 async def anonymise(session: AsyncSession, old: str, anonymous: str) -> None:
     """Replace a customer id everywhere, the ledger included (its amounts stay)."""
-    for model in (LedgerEntry, Lot, Purchase, Refund, Redemption, CampaignUsage):
+    for model in (LedgerEntry, Lot, Purchase, Refund, Redemption, CampaignUsage, TierChange):
         await session.execute(
             update(model).where(model.customer_id == old).values(customer_id=anonymous)
         )
     await session.execute(
         update(Member).where(Member.customer_id == old).values(customer_id=anonymous)
     )
+
+
+__all__ = [
+    "get_redemption",
+    "get_reward",
+    "list_redemptions",
+    "list_rewards",
+    "lock_reward",
+    "lots_by_id",
+    "lots_due",
+    "lots_to_release",
+    "lots_to_warn",
+    "lots_with_points",
+    "next_expiry",
+    "next_release",
+    "redemption_by_key",
+    "redemption_lots",
+]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.models import LedgerEntry, Member, Purchase
-from services.loyalty.service import ledger, refunds, rulebook, tiers
-from services.loyalty.service.common import SOURCE, utc
+from services.loyalty.service import earned, ledger, refunds, rollup, rulebook, tiers
+from services.loyalty.service.common import utc
+from services.loyalty.service.earned import Earning
 from services.loyalty.service.ledger import Why
 from services.loyalty.service.rules import (
     Campaign,
@@ -22,24 +20,9 @@ from services.loyalty.service.rules import (
     quote_purchase,
     unit_points,
 )
-from shared import outbox
-from shared.events import Event, derived_id
+from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
 from shared.events.interactions import InteractionRecorded
-from shared.events.loyalty import PointsEarned, PointsEarnedData, RewardUnlocked, RewardUnlockedData
-
-
-@dataclass
-class Earning:
-    """The entries one event posts, summed into one points.earned."""
-
-    entries: list[LedgerEntry] = field(default_factory=list)
-    unlocked: list[Milestone] = field(default_factory=list)
-
-    @property
-    def points(self) -> int:
-        return sum(e.points for e in self.entries)
-
 
 SEEN = "loyalty.purchases_seen"
 
@@ -75,6 +58,7 @@ async def _award_purchase(
     seen.add(data.purchase_id)
     rules = await rulebook.current(session, settings)
     member = await repository.lock_member(session, event.subject)
+    tier = rules.tier(member.tier)  # held before the purchase, as for the multiplier
     earning, quote = await _earn(session, member, rules, event)
     reversible = sum(e.points for e in earning.entries if _reversible(e.rule_id))
     purchase = Purchase(
@@ -86,8 +70,17 @@ async def _award_purchase(
         points=reversible,
         reversed_points=0,
         unit_points=unit_points(reversible, quote.line_weights, data.lines),
+        tier=tier.name if tier is not None else member.tier,
     )
     session.add(purchase)
+    rollup.count_purchase(
+        session,
+        customer_id=member.customer_id,
+        tier=purchase.tier,
+        currency=purchase.currency,
+        total=purchase.total,
+        at=purchase.occurred_at,
+    )
     await _finish(session, member, rules, earning, event)
     if refunds_waiting:
         await session.flush()
@@ -238,62 +231,17 @@ async def _finish(
 ) -> None:
     """Lot, tier, and the events: what every earning ends with."""
     at = utc(event.time)
+    pending_until = None
     if earning.points > 0:
-        await ledger.add_lot(
+        lot = await ledger.add_lot(
             session,
             member,
             earning.entries[0],
             points=earning.points,
             expiry_days=rules.body.expiry_days,
             notice_days=rules.body.expiring_notice_days,
+            pending_days=rules.body.pending_days if isinstance(event, PurchaseCompleted) else None,
         )
-    await _publish(session, member, rules, earning, event, at)
+        pending_until = lot.pending_until
+    await earned.publish(session, member, rules, earning, event, at, pending_until)
     await tiers.on_earn(session, member, rules, at=at)  # tier.changed after what caused it
-
-
-async def _publish(
-    session: AsyncSession,
-    member: Member,
-    rules: Rules,
-    earning: Earning,
-    event: Event,
-    at: datetime,
-) -> None:
-    events: list[Event] = []
-    if earning.points > 0:
-        first = earning.entries[0]
-        data = PointsEarnedData(
-            points=earning.points,
-            balance=member.balance,
-            reason="; ".join(e.reason for e in earning.entries),
-            source_event_id=event.id,
-            purchase_id=first.purchase_id,
-            rule_id=f"{first.rule_id}@v{rules.version}",
-        )
-        events.append(
-            PointsEarned.create(
-                id=derived_id("points.earned", event.source, event.id),
-                subject=member.customer_id,
-                source=SOURCE,
-                time=at,
-                data=data,
-            )
-        )
-    for milestone in earning.unlocked:
-        events.append(_unlocked(member, milestone, event, at))
-    await outbox.enqueue(session, *events)
-
-
-def _unlocked(member: Member, milestone: Milestone, event: Event, at: datetime) -> RewardUnlocked:
-    name = milestone.reward_name or milestone.id
-    return RewardUnlocked.create(
-        id=derived_id("reward.unlocked", event.source, event.id, milestone.id),
-        subject=member.customer_id,
-        source=SOURCE,
-        time=at,
-        data=RewardUnlockedData(
-            reward_id=f"milestone:{milestone.id}",
-            reward_name=name,
-            reason=f"milestone: purchase number {milestone.nth_purchase}",
-        ),
-    )

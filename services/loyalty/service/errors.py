@@ -36,3 +36,7 @@ class ReferenceReused(Conflict):
 
 class RuleSetConflict(Conflict):
     code = "rule_set_conflict"
+
+
+class RedemptionClosed(Conflict):
+    code = "redemption_closed"

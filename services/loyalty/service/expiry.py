@@ -45,6 +45,9 @@ async def expire_due(session: AsyncSession, timer: Timer) -> None:
     lots = await repository.lots_due(session, member.customer_id, due)
     points = sum(lot.remaining for lot in lots)
     for lot in lots:
+        if lot.pending_until is not None:  # only if a rule change let expiry overtake it
+            member.pending -= lot.remaining
+            lot.pending_until = None
         lot.remaining = 0
     if points > 0:
         why = Why(
@@ -60,7 +63,7 @@ async def expire_due(session: AsyncSession, timer: Timer) -> None:
                 subject=member.customer_id,
                 source=SOURCE,
                 time=due,
-                data=PointsExpiredData(points=points, balance=member.balance),
+                data=PointsExpiredData(points=points, balance=member.spendable),
             ),
         )
     following = await repository.next_expiry(session, member.customer_id, unwarned=False)
@@ -92,7 +95,7 @@ async def warn_expiring(session: AsyncSession, timer: Timer, *, settings: Loyalt
                 data=PointsExpiringData(
                     points=sum(lot.remaining for lot in lots),
                     expires_at=soonest,
-                    balance=member.balance,
+                    balance=member.spendable,
                 ),
             ),
         )

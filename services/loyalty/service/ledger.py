@@ -3,7 +3,8 @@
 Invariant: ``member.balance`` is the sum of the member's ledger entries; when it
 is positive it also equals the points left in the member's lots, and when it is
 negative (a refund took back points already spent) every lot is empty and the
-next earnings pay the debt first.
+next earnings pay the debt first. ``member.pending`` is what is left in lots still
+locked (``pending_until`` set); the spendable balance is ``balance - pending``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
 from services.loyalty.models import LedgerEntry, Lot, Member
-from services.loyalty.service import schedule
+from services.loyalty.service import rollup, schedule
 from services.loyalty.service.common import utc
 
 
@@ -55,6 +56,9 @@ def post(
         occurred_at=utc(at),
     )
     session.add(entry)
+    rollup.count_points(
+        session, customer_id=member.customer_id, kind=kind, points=points, at=entry.occurred_at
+    )
     return entry
 
 
@@ -66,8 +70,12 @@ async def add_lot(
     points: int,
     expiry_days: int | None,
     notice_days: int,
+    pending_days: int | None = None,
 ) -> Lot:
-    """A lot for points just posted; a negative balance absorbs them first."""
+    """A lot for points just posted; a negative balance absorbs them first.
+
+    With ``pending_days`` the lot stays locked until its release timer fires.
+    """
     earned_at = entry.occurred_at
     expires = earned_at + timedelta(days=expiry_days) if expiry_days else None
     lot = Lot(
@@ -81,16 +89,33 @@ async def add_lot(
         warned=False,
     )
     session.add(lot)
+    if pending_days and lot.remaining > 0:
+        lot.pending_until = earned_at + timedelta(days=pending_days)
+        member.pending += lot.remaining
+        await schedule.release(session, member, at=lot.pending_until)
     if expires is not None and lot.remaining > 0:
         await schedule.expiry(session, member, expires_at=expires, notice_days=notice_days)
     return lot
 
 
 async def take(
-    session: AsyncSession, member: Member, points: int, *, first: Lot | None = None
+    session: AsyncSession,
+    member: Member,
+    points: int,
+    *,
+    first: Lot | None = None,
+    spendable_only: bool = False,
 ) -> list[tuple[Lot, int]]:
-    """Consume up to ``points`` from the lots, ``first`` then oldest expiry first."""
-    lots = list(await repository.spendable_lots(session, member.customer_id))
+    """Consume up to ``points`` from the lots, ``first`` then oldest expiry first.
+
+    Spending (``spendable_only``) never touches locked lots; refunds, erasure and
+    merges take from any lot, and what they take from a locked one leaves ``pending``.
+    """
+    lots = list(
+        await repository.lots_with_points(
+            session, member.customer_id, spendable_only=spendable_only
+        )
+    )
     if first is not None and first in lots:
         lots.remove(first)
         lots.insert(0, first)
@@ -100,6 +125,8 @@ async def take(
             break
         amount = min(points, lot.remaining)
         lot.remaining -= amount
+        if lot.pending_until is not None:
+            member.pending -= amount
         points -= amount
         taken.append((lot, amount))
     return taken

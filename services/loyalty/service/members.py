@@ -52,8 +52,10 @@ async def adjust(
         if (earlier.customer_id, earlier.points) != (member.customer_id, points):
             raise ReferenceReused(f"reference {reference!r} was used for another adjustment")
         return earlier, True
-    if points < 0 and member.balance + points < 0:
-        raise InsufficientPoints(f"balance {member.balance} cannot cover a {points} adjustment")
+    if points < 0 and member.spendable + points < 0:
+        raise InsufficientPoints(
+            f"spendable balance {member.spendable} cannot cover a {points} adjustment"
+        )
     rules = await rulebook.current(session, settings)
     why = Why(reason=reason, key=key, rule_id="adjustment", operator=operator, reference=reference)
     entry = ledger.post(session, member, kind="adjust", points=points, why=why, at=now)
@@ -67,7 +69,7 @@ async def adjust(
             notice_days=rules.body.expiring_notice_days,
         )
     else:
-        await ledger.take(session, member, -points)
+        await ledger.take(session, member, -points, spendable_only=True)
     await outbox.enqueue(session, _adjusted(member, entry, reference, now))
     await session.flush()
     return entry, False
@@ -89,7 +91,7 @@ def _adjusted(member: Member, entry: LedgerEntry, reference: str, now: datetime)
             time=now,
             data=PointsEarnedData(
                 points=entry.points,
-                balance=member.balance,
+                balance=member.spendable,
                 reason=reason,
                 source_event_id=reference,
                 rule_id="adjustment",
@@ -101,7 +103,7 @@ def _adjusted(member: Member, entry: LedgerEntry, reference: str, now: datetime)
         source=SOURCE,
         time=now,
         data=PointsReversedData(
-            points=-entry.points, balance=member.balance, reason=reason, source_event_id=reference
+            points=-entry.points, balance=member.spendable, reason=reason, source_event_id=reference
         ),
     )
 
@@ -121,6 +123,7 @@ async def merge(session: AsyncSession, *, event: CustomerMerged, settings: Loyal
     _transfer(session, merged, survivor, event, at)
     survivor.lifetime_earned += merged.lifetime_earned
     survivor.purchase_count += merged.purchase_count
+    survivor.pending += merged.pending
     if rules.rank(merged.tier) > rules.rank(survivor.tier):
         survivor.tier, survivor.tier_since = merged.tier, merged.tier_since
         await schedule.move(
@@ -131,8 +134,9 @@ async def merge(session: AsyncSession, *, event: CustomerMerged, settings: Loyal
         )
     await schedule.cancel_all(session, merged)
     merged.merged_into = survivor.customer_id
-    merged.lifetime_earned = merged.purchase_count = 0
+    merged.lifetime_earned = merged.purchase_count = merged.pending = 0
     await session.flush()
+    await repository.combine_campaign_usage(session, merged.customer_id, survivor.customer_id)
     await repository.reassign(session, merged.customer_id, survivor.customer_id)
     await _reconcile_lots(session, survivor.customer_id, rules.body.expiring_notice_days)
 
@@ -167,13 +171,16 @@ async def _reconcile_lots(session: AsyncSession, customer_id: str, notice_days: 
     session.expire_all()
     repository.forget_locks(session)
     member = await repository.lock_member(session, customer_id)
-    lots = await repository.spendable_lots(session, member.customer_id)
+    lots = await repository.lots_with_points(session, member.customer_id)
     excess = sum(lot.remaining for lot in lots) - max(0, member.balance)
     if excess > 0:
         await ledger.take(session, member, excess)
     soonest = await repository.next_expiry(session, member.customer_id, unwarned=False)
     if soonest is not None:
         await schedule.expiry(session, member, expires_at=utc(soonest), notice_days=notice_days)
+    release = await repository.next_release(session, member.customer_id)
+    if release is not None:
+        await schedule.release(session, member, at=utc(release))
 
 
 async def erase(session: AsyncSession, *, event: CustomerErased) -> None:
@@ -189,7 +196,7 @@ async def erase(session: AsyncSession, *, event: CustomerErased) -> None:
             source_event_id=event.id,
         )
         ledger.post(session, member, kind="forfeit", points=-member.balance, why=why, at=event.time)
-        lots = await repository.spendable_lots(session, member.customer_id)
+        lots = await repository.lots_with_points(session, member.customer_id)
         await ledger.take(session, member, sum(lot.remaining for lot in lots))
     await schedule.cancel_all(session, member)
     ids = await repository.alias_ids(session, member.customer_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,7 @@ from services.loyalty.service.errors import (
     IdempotencyKeyReused,
     InsufficientPoints,
     MemberNotFound,
+    RedemptionClosed,
     RedemptionNotFound,
     RewardNotFound,
     RewardUnavailable,
@@ -50,7 +51,7 @@ def request_hash(reward_id: str) -> str:
     return hashlib.sha256(f"reward_id={reward_id}".encode()).hexdigest()
 
 
-async def _member(session: AsyncSession, customer_id: str) -> Member:
+async def member_locked(session: AsyncSession, customer_id: str) -> Member:
     member = await repository.lock_member_or_none(session, customer_id)
     if member is None:
         raise MemberNotFound(f"no loyalty member with customer id {customer_id!r}")
@@ -68,7 +69,7 @@ async def redeem(
     settings: LoyaltySettings,
 ) -> tuple[Redemption, bool]:
     """The redemption, and whether it is a replay of an earlier request with this key."""
-    member = await _member(session, customer_id)
+    member = await member_locked(session, customer_id)
     digest = request_hash(reward_id)
     earlier = await repository.redemption_by_key(session, member.customer_id, idempotency_key)
     if earlier is not None:
@@ -81,14 +82,20 @@ async def redeem(
     reward = await repository.get_reward(session, reward_id, lock_stock=True)
     if reward is None:
         raise RewardNotFound(f"no reward {reward_id!r}")
-    _check_available(reward, member, await rulebook.current(session, settings), now)
-    if member.balance < reward.points_cost:
+    rules = await rulebook.current(session, settings)
+    _check_available(reward, member, rules, now)
+    if member.spendable < reward.points_cost:
+        have = f"balance {member.spendable}"
+        if member.pending:
+            have = f"spendable {have} ({member.pending} more pending)"
         raise InsufficientPoints(
-            f"balance {member.balance} is less than the {reward.points_cost} points "
-            f"{reward.name!r} costs"
+            f"{have} is less than the {reward.points_cost} points {reward.name!r} costs"
         )
     redemption = _spend(session, member, reward, idempotency_key, digest, operator, now)
-    taken = await ledger.take(session, member, reward.points_cost)
+    if rules.body.redemption_code_days:
+        redemption.expires_at = now + timedelta(days=rules.body.redemption_code_days)
+        await schedule.code_expiry(session, redemption.id, at=redemption.expires_at)
+    taken = await ledger.take(session, member, reward.points_cost, spendable_only=True)
     session.add_all(
         RedemptionLot(redemption_id=redemption.id, lot_id=lot.id, points=n) for lot, n in taken
     )
@@ -157,7 +164,7 @@ def _redeemed(
         time=now,
         data=PointsRedeemedData(
             points=redemption.points,
-            balance=member.balance,
+            balance=member.spendable,
             redemption_id=redemption.id,
             reward_id=reward.id,
             reward_name=reward.name,
@@ -175,16 +182,14 @@ async def cancel(
     settings: LoyaltySettings,
 ) -> Redemption:
     """Cancel an issued redemption: points back into the lots they came from, stock back."""
-    member = await _member(session, customer_id)
+    member = await member_locked(session, customer_id)
     redemption = await session.get(Redemption, redemption_id)
     if redemption is None or redemption.customer_id != member.customer_id:
         raise RedemptionNotFound(f"no redemption {redemption_id!r} for {customer_id!r}")
-    if redemption.status == "cancelled":
-        return redemption
-    redemption.status, redemption.cancelled_at = "cancelled", now
-    reward = await repository.get_reward(session, redemption.reward_id, lock_stock=True)
-    if reward is not None and reward.stock is not None:
-        reward.stock += 1
+    if redemption.status in ("cancelled", "expired"):
+        return redemption  # its points are back already
+    if redemption.status == "used":
+        raise RedemptionClosed(f"redemption {redemption.id!r} was used and cannot be cancelled")
     why = Why(
         reason=f"redemption {redemption.id} cancelled",
         key=f"cancel:{redemption.id}",
@@ -192,10 +197,28 @@ async def cancel(
         operator=operator,
         reference=redemption.id,
     )
+    await give_back(session, member, redemption, why=why, now=now, settings=settings)
+    return redemption
+
+
+async def give_back(
+    session: AsyncSession,
+    member: Member,
+    redemption: Redemption,
+    *,
+    why: Why,
+    now: datetime,
+    settings: LoyaltySettings,
+    status: str = "cancelled",
+) -> None:
+    """Close an issued redemption: its points back into their lots, its stock back."""
+    redemption.status, redemption.cancelled_at = status, now
+    reward = await repository.get_reward(session, redemption.reward_id, lock_stock=True)
+    if reward is not None and reward.stock is not None:
+        reward.stock += 1
     ledger.post(session, member, kind="cancel", points=redemption.points, why=why, at=now)
     await _restore_lots(session, member, redemption, settings)
     await outbox.enqueue(session, _cancelled(member, redemption, now))
-    return redemption
 
 
 async def _restore_lots(
@@ -226,6 +249,9 @@ def _cancelled(member: Member, redemption: Redemption, now: datetime) -> Redempt
         source=SOURCE,
         time=now,
         data=RedemptionCancelledData(
-            redemption_id=redemption.id, points=redemption.points, balance=member.balance
+            redemption_id=redemption.id,
+            points=redemption.points,
+            balance=member.spendable,
+            reason="code_expired" if redemption.status == "expired" else "cancelled",
         ),
     )

@@ -108,7 +108,7 @@ async def _publish(
             time=utc(refund.occurred_at),
             data=PointsReversedData(
                 points=points,
-                balance=member.balance,
+                balance=member.spendable,
                 reason=f"refund of purchase {purchase.purchase_id}",
                 source_event_id=refund.source_event_id,
                 purchase_id=purchase.purchase_id,

@@ -19,6 +19,8 @@ def default_rules(settings: LoyaltySettings) -> Rules:
         points_per_unit_by_currency=settings.points_per_unit_by_currency,
         expiry_days=settings.expiry_days,
         expiring_notice_days=settings.expiring_notice_days,
+        pending_days=settings.pending_days,
+        redemption_code_days=settings.redemption_code_days,
     )
     return Rules(version=0, body=body)
 

@@ -77,6 +77,12 @@ class RuleSetBody(RuleModel):
     tier_policy: TierPolicy = TierPolicy()
     expiry_days: int | None = Field(default=365, ge=1, description="None = points never expire")
     expiring_notice_days: int = Field(default=30, ge=0)
+    pending_days: int | None = Field(
+        default=None, ge=1, description="Purchase points spendable only this long after it"
+    )
+    redemption_code_days: int | None = Field(
+        default=None, ge=1, description="A redemption code unused this long expires"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RuleSetBody:
@@ -90,6 +96,8 @@ class RuleSetBody(RuleModel):
             raise ValueError("campaign and milestone ids must be unique")
         if any(c.ends_at <= c.starts_at for c in self.campaigns):
             raise ValueError("a campaign must end after it starts")
+        if self.pending_days and self.expiry_days and self.pending_days >= self.expiry_days:
+            raise ValueError("pending_days must be shorter than expiry_days")
         return self
 
 

@@ -1,7 +1,7 @@
-"""The durable timers a member needs: next expiry, next expiring notice, tier review.
+"""The durable timers a member needs: expiry, expiring notice, tier review, release.
 
 At most one live timer of each kind per member; its due time is kept on the member
-row (``next_expiry_at``, ``next_notice_at``, ``tier_since`` + window). The key holds
+row (``next_expiry_at``, ``next_notice_at``, ``next_review_at``, ``next_release_at``). The key holds
 the due time, so a handler can arm the next timer while its own row is deleted.
 """
 
@@ -18,6 +18,8 @@ from shared import timers
 EXPIRE = "loyalty.expire"
 NOTICE = "loyalty.expiring"
 TIER_REVIEW = "loyalty.tier_review"
+RELEASE = "loyalty.release"
+CODE_EXPIRY = "loyalty.code_expiry"
 
 
 def key(kind: str, customer_id: str, due: datetime) -> str:
@@ -37,6 +39,24 @@ async def expiry(
     current = maybe_utc(member.next_notice_at)
     if current is None or notice_at < current:
         await move(session, NOTICE, member, notice_at)
+
+
+async def release(session: AsyncSession, member: Member, *, at: datetime) -> None:
+    """Make sure the member's release timer fires no later than ``at``."""
+    current = maybe_utc(member.next_release_at)
+    if current is None or at < current:
+        await move(session, RELEASE, member, at)
+
+
+async def code_expiry(session: AsyncSession, redemption_id: str, *, at: datetime) -> None:
+    """One timer per redemption code; it does nothing if the code was used or cancelled."""
+    await timers.schedule(
+        session,
+        kind=CODE_EXPIRY,
+        key=f"{CODE_EXPIRY}:{redemption_id}",
+        due_at=at,
+        payload={"redemption_id": redemption_id},
+    )
 
 
 async def move(
@@ -64,7 +84,7 @@ async def move(
 
 
 async def cancel_all(session: AsyncSession, member: Member) -> None:
-    for kind in (EXPIRE, NOTICE, TIER_REVIEW):
+    for kind in (EXPIRE, NOTICE, TIER_REVIEW, RELEASE):
         await move(session, kind, member, None)
 
 
@@ -73,6 +93,8 @@ def _current(kind: str, member: Member) -> datetime | None:
         return maybe_utc(member.next_expiry_at)
     if kind == NOTICE:
         return maybe_utc(member.next_notice_at)
+    if kind == RELEASE:
+        return maybe_utc(member.next_release_at)
     return maybe_utc(member.next_review_at)
 
 
@@ -81,5 +103,7 @@ def _set(kind: str, member: Member, due: datetime | None) -> None:
         member.next_expiry_at = due
     elif kind == NOTICE:
         member.next_notice_at = due
+    elif kind == RELEASE:
+        member.next_release_at = due
     else:
         member.next_review_at = due

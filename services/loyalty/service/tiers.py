@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
-from services.loyalty.models import Member
+from services.loyalty.models import Member, TierChange
 from services.loyalty.service import rulebook, schedule
 from services.loyalty.service.common import SOURCE, utc
 from services.loyalty.service.rules import Rules, Tier
@@ -53,6 +53,16 @@ async def change(
     member.tier = new.name
     member.tier_since = at
     await schedule.move(session, schedule.TIER_REVIEW, member, _review_at(rules, new, at))
+    session.add(
+        TierChange(
+            customer_id=member.customer_id,
+            old_tier=old.name if old is not None else None,
+            new_tier=new.name,
+            direction=direction,
+            reason=reason[:300],
+            occurred_at=at,
+        )
+    )
     event = TierChanged.create(
         id=derived_id("tier.changed", member.customer_id, new.name, at.isoformat()),
         subject=member.customer_id,

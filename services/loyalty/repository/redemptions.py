@@ -1,0 +1,66 @@
+"""Queries on rewards and redemptions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.loyalty.models import Redemption, RedemptionLot, Reward
+
+
+async def lock_reward(session: AsyncSession, reward_id: str) -> Reward | None:
+    stmt = select(Reward).where(Reward.id == reward_id).with_for_update()
+    result = await session.execute(stmt.execution_options(populate_existing=True))
+    return result.scalar_one_or_none()
+
+
+async def get_reward(
+    session: AsyncSession, reward_id: str, *, lock_stock: bool = False
+) -> Reward | None:
+    """The reward; with ``lock_stock``, locked when (and only when) its stock is counted.
+
+    Rewards with unlimited stock are not locked, so their redemptions run in parallel.
+    """
+    reward = await session.get(Reward, reward_id)
+    if reward is None or reward.stock is None or not lock_stock:
+        return reward
+    return await lock_reward(session, reward_id)
+
+
+async def list_rewards(session: AsyncSession) -> Sequence[Reward]:
+    return (await session.execute(select(Reward).order_by(Reward.id))).scalars().all()
+
+
+async def redemption_by_key(session: AsyncSession, customer_id: str, key: str) -> Redemption | None:
+    stmt = select(Redemption).where(
+        Redemption.customer_id == customer_id, Redemption.idempotency_key == key
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_redemption(session: AsyncSession, redemption_id: str) -> Redemption | None:
+    """The redemption, read afresh (another transaction may have closed it)."""
+    stmt = select(Redemption).where(Redemption.id == redemption_id)
+    result = await session.execute(stmt.execution_options(populate_existing=True))
+    return result.scalar_one_or_none()
+
+
+async def list_redemptions(
+    session: AsyncSession, customer_id: str, *, limit: int, before: Redemption | None
+) -> Sequence[Redemption]:
+    """Newest first; ``before`` is the last redemption of the previous page."""
+    stmt = select(Redemption).where(Redemption.customer_id == customer_id)
+    if before is not None:
+        stmt = stmt.where(
+            (Redemption.created_at < before.created_at)
+            | ((Redemption.created_at == before.created_at) & (Redemption.id < before.id))
+        )
+    stmt = stmt.order_by(Redemption.created_at.desc(), Redemption.id.desc()).limit(limit)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def redemption_lots(session: AsyncSession, redemption_id: str) -> Sequence[RedemptionLot]:
+    stmt = select(RedemptionLot).where(RedemptionLot.redemption_id == redemption_id)
+    return (await session.execute(stmt)).scalars().all()
