@@ -38,6 +38,10 @@ class FeedbackSettings(ServiceSettings):
         default=72, ge=0, description="Follow-up survey this long after a complaint is resolved"
     )
     detractor_severity: Severity = "medium"
+    support_complaint_severity: Severity = Field(
+        default="medium",
+        description="Severity of a case opened from a support interaction that names none",
+    )
     sla_first_response_hours: dict[Severity, int] = Field(default_factory=_default_first_response)
     sla_resolution_hours: dict[Severity, int] = Field(default_factory=_default_resolution)
 

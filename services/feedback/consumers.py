@@ -8,11 +8,22 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.feedback.config import FeedbackSettings
-from services.feedback.service import complaints, invitations, periodic, privacy, responses
+from services.feedback.service import (
+    complaints,
+    invitations,
+    periodic,
+    privacy,
+    responses,
+    support,
+)
 from shared.config import ServiceSettings
 from shared.consumer import Handler, Handlers
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted
-from shared.events.interactions import INTERACTIONS_TOPIC, FeedbackSubmitted
+from shared.events.interactions import (
+    INTERACTIONS_TOPIC,
+    FeedbackSubmitted,
+    InteractionRecorded,
+)
 from shared.events.profile import (
     PROFILE_TOPIC,
     CustomerErased,
@@ -35,6 +46,12 @@ async def on_feedback_submitted(
     session: AsyncSession, event: FeedbackSubmitted, *, settings: FeedbackSettings
 ) -> None:
     await responses.record_submitted(session, event=event, settings=settings)
+
+
+async def on_interaction_recorded(
+    session: AsyncSession, event: InteractionRecorded, *, settings: FeedbackSettings
+) -> None:
+    await support.open_from_interaction(session, event=event, settings=settings)
 
 
 async def on_customer_merged(session: AsyncSession, event: CustomerMerged) -> None:
@@ -76,6 +93,7 @@ def handlers(settings: ServiceSettings) -> Handlers:
     found: dict[type, Handler] = {
         PurchaseCompleted: partial(on_purchase_completed, settings=config),
         FeedbackSubmitted: partial(on_feedback_submitted, settings=config),
+        InteractionRecorded: partial(on_interaction_recorded, settings=config),
         CustomerMerged: on_customer_merged,
         CustomerErased: on_customer_erased,
         SegmentEntered: on_segment_entered,

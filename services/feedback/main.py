@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.feedback import consumers, endpoints
 from services.feedback.config import FeedbackSettings
+from services.feedback.endpoints import validation
 from shared.app import create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -15,7 +16,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create_app(settings: FeedbackSettings | None = None) -> FastAPI:
     settings = settings or FeedbackSettings()
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         title="Keepwell feedback",
         description="Surveys (NPS, CSAT), responses from any channel, complaints with an SLA.",
@@ -25,3 +26,5 @@ def create_app(settings: FeedbackSettings | None = None) -> FastAPI:
         migrations_dir=MIGRATIONS,
         timer_handlers=consumers.timer_handlers,
     )
+    validation.install(app)
+    return app

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text, func
+from sqlalchemy import JSON, Date, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UtcDateTime, new_metadata
@@ -80,7 +80,8 @@ class Response(Base):
 
     __tablename__ = "responses"
     __table_args__ = (
-        Index("ix_responses_submitted_at", "submitted_at"),
+        # NPS / CSAT over a time range from the index alone (index-only scan in PostgreSQL)
+        Index("ix_responses_submitted_scores", "submitted_at", "nps_score", "csat_score"),
         Index("ix_responses_survey_submitted", "survey_id", "submitted_at"),
     )
 
@@ -105,6 +106,24 @@ class Response(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class ResponseDay(Base):
+    """Score counts per UTC day of ``submitted_at``, kept with every response write.
+
+    ``shard`` (0-7, from the response id) spreads one day's increments over a few
+    rows so concurrent answers do not queue on a single row lock.
+    """
+
+    __tablename__ = "response_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nps_responses: Mapped[int] = mapped_column(Integer, default=0)
+    promoters: Mapped[int] = mapped_column(Integer, default=0)
+    detractors: Mapped[int] = mapped_column(Integer, default=0)
+    csat_responses: Mapped[int] = mapped_column(Integer, default=0)
+    satisfied: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Complaint(Base):
     """A complaint case with its SLA clock (first response, resolution)."""
 
@@ -114,6 +133,9 @@ class Complaint(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
     response_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    interaction_id: Mapped[str | None] = mapped_column(
+        String(128), comment="The support-channel interaction event that opened the case"
+    )
     category: Mapped[str] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(16))
     channel: Mapped[str] = mapped_column(String(16))

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.feedback.fields import Instant, Text
 from shared.events.common import Channel
 from shared.events.feedback import Severity
 
 Language = Literal["vi", "en"]
-AnswerValue = int | str | list[str]
-Answers = dict[str, AnswerValue]
+AnswerValue = int | Text | list[Text]
+Answers = dict[Text, AnswerValue]
 ComplaintStatus = Literal["open", "acknowledged", "resolved", "reopened"]
 
 
 class Question(BaseModel):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
     kind: Literal["nps", "csat", "text", "single_choice", "multiple_choice"]
-    text: dict[Language, str] = Field(
+    text: dict[Language, Text] = Field(
         min_length=1, description='Question text per language, e.g. {"en": "...", "vi": "..."}'
     )
-    choices: list[str] = Field(default_factory=list, max_length=50)
+    choices: list[Text] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
     def _choices_fit_the_kind(self) -> Self:
@@ -50,17 +51,17 @@ class SurveyContent(BaseModel):
 
 class SurveyCreate(SurveyContent):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_\-]+$")
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     kind: Literal["nps", "csat", "custom"]
     audience: Literal["after_purchase", "follow_up", "periodic", "manual"] = "manual"
-    segment: str | None = Field(
+    segment: Text | None = Field(
         default=None, min_length=1, max_length=100, description="Periodic surveys: who is asked"
     )
     period_days: int | None = Field(
         default=None, ge=1, le=3650, description="Periodic surveys: how often"
     )
-    active_from: AwareDatetime | None = None
-    active_until: AwareDatetime | None = None
+    active_from: Instant | None = None
+    active_until: Instant | None = None
 
     @model_validator(mode="after")
     def _periodic_needs_segment_and_period(self) -> Self:
@@ -100,9 +101,9 @@ class SurveyRead(BaseModel):
 class ResponseSubmit(BaseModel):
     """An answer from the web or app form; the signed token is the credential."""
 
-    token: str = Field(min_length=10, max_length=2000)
+    token: Text = Field(min_length=10, max_length=2000)
     answers: Answers = Field(min_length=1, max_length=50)
-    customer_id: str | None = Field(
+    customer_id: Text | None = Field(
         default=None, max_length=64, description="If sent, must be the customer the token names"
     )
     language: Language | None = None
@@ -113,12 +114,12 @@ class StaffResponseCreate(BaseModel):
     """An answer taken by staff (call centre, store) on the customer's behalf."""
 
     customer_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
-    survey_id: str = Field(min_length=1, max_length=64)
+    survey_id: Text = Field(min_length=1, max_length=64)
     answers: Answers = Field(min_length=1, max_length=50)
     channel: Channel = "phone"
-    store_id: str | None = Field(default=None, max_length=64)
+    store_id: Text | None = Field(default=None, max_length=64)
     language: Language | None = None
-    idempotency_key: str | None = Field(
+    idempotency_key: Text | None = Field(
         default=None, max_length=128, description="Repeat it to update the same answer"
     )
 
@@ -141,15 +142,15 @@ class ResponseRead(BaseModel):
 
 class ComplaintCreate(BaseModel):
     customer_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
-    category: str = Field(min_length=1, max_length=64)
+    category: Text = Field(min_length=1, max_length=64)
     severity: Severity
     channel: Channel
-    summary: str | None = Field(default=None, max_length=500)
+    summary: Text | None = Field(default=None, max_length=500)
 
 
 class ComplaintTransition(BaseModel):
     status: Literal["acknowledged", "resolved", "reopened"]
-    note: str | None = Field(default=None, max_length=1000)
+    note: Text | None = Field(default=None, max_length=1000)
 
 
 class ComplaintRead(BaseModel):
@@ -158,6 +159,7 @@ class ComplaintRead(BaseModel):
     id: str
     customer_id: str | None
     response_id: str | None
+    interaction_id: str | None
     category: str
     severity: str
     channel: str
@@ -192,6 +194,14 @@ class ComplaintStatsRow(BaseModel):
     median_resolution_seconds: float | None
 
 
+class FollowUpRow(BaseModel):
+    group: str | None
+    invited: int = Field(description="Follow-up invitations sent after a resolution")
+    answered: int
+    won_back: int = Field(description="Answers with NPS 7-10 (or, without NPS, CSAT 4-5)")
+    won_back_pct: float | None = Field(description="won_back over answered, in %")
+
+
 class VerbatimRead(BaseModel):
     response_id: str
     survey_id: str
@@ -202,3 +212,40 @@ class VerbatimRead(BaseModel):
     category: str | None
     comment: str
     submitted_at: datetime
+
+
+class FeedbackFigures(BaseModel):
+    """NPS, CSAT and complaint figures over one month or the whole range."""
+
+    nps: float | None = Field(description="Net promoter score, -100..100; null without answers")
+    nps_low: float | None = Field(description="95 % interval, lower end")
+    nps_high: float | None = Field(description="95 % interval, upper end")
+    nps_responses: int
+    csat: float | None = Field(description="Share of CSAT answers that are 4 or 5, 0..1")
+    csat_low: float | None = Field(description="95 % Wilson interval, lower end")
+    csat_high: float | None = Field(description="95 % Wilson interval, upper end")
+    csat_responses: int
+    complaints: int = Field(description="Cases opened (event time)")
+    sla_met: int = Field(description="Of those, cases resolved with every deadline met")
+    sla_attainment: float | None = Field(
+        description="sla_met over the cases whose SLA outcome is known, 0..1"
+    )
+
+
+class _MonthKey(BaseModel):
+    month: str = Field(pattern=r"^\d{4}-\d{2}$", description="UTC month, YYYY-MM")
+
+
+class FeedbackMonth(FeedbackFigures, _MonthKey):
+    """One month of the range (``month`` comes first in the JSON)."""
+
+
+class FeedbackReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    report: Literal["feedback"] = "feedback"
+    from_: date = Field(alias="from", description="First day, inclusive")
+    to: date = Field(description="Last day, exclusive")
+    generated_at: datetime
+    months: list[FeedbackMonth]
+    overall: FeedbackFigures

@@ -44,6 +44,9 @@ class ResponseRecordedData(Payload):
     channel: str
     store_id: str | None = None
     comment: str | None = Field(default=None, max_length=2000)
+    case_id: str | None = Field(
+        default=None, description="The complaint a follow-up survey answer is about"
+    )
 
 
 class ResponseRecorded(Event):
@@ -62,6 +65,9 @@ class ComplaintOpenedData(Payload):
     resolution_due: datetime
     response_id: str | None = Field(
         default=None, description="The detractor response that opened the case, if any"
+    )
+    interaction_id: str | None = Field(
+        default=None, description="The support-channel interaction that opened the case, if any"
     )
 
 
@@ -95,10 +101,42 @@ class ComplaintResolved(Event):
     data: ComplaintResolvedData
 
 
+class ComplaintAcknowledgedData(Payload):
+    case_id: str
+    first_response_due: datetime
+    within_sla: bool = Field(description="Acknowledged by the first-response deadline")
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class ComplaintAcknowledged(Event):
+    """Staff answered the customer for the first time (or again, after a reopening)."""
+
+    TOPIC: ClassVar[str] = FEEDBACK_TOPIC
+    type: Literal["complaint.acknowledged"] = "complaint.acknowledged"
+    data: ComplaintAcknowledgedData
+
+
+class ComplaintReopenedData(Payload):
+    case_id: str
+    reopen_count: int = Field(ge=1, description="How many times the case has been reopened")
+    resolution_due: datetime = Field(description="The new resolution deadline")
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class ComplaintReopened(Event):
+    """A resolved case is open again; the resolution clock restarts."""
+
+    TOPIC: ClassVar[str] = FEEDBACK_TOPIC
+    type: Literal["complaint.reopened"] = "complaint.reopened"
+    data: ComplaintReopenedData
+
+
 EVENTS: tuple[type[Event], ...] = (
     SurveyInvitationCreated,
     ResponseRecorded,
     ComplaintOpened,
     ComplaintSlaBreached,
     ComplaintResolved,
+    ComplaintAcknowledged,
+    ComplaintReopened,
 )

@@ -33,8 +33,11 @@ async def test_a_purchase_becomes_points_a_fuller_view_and_a_thank_you_mail(stac
     assert member["balance"] == 123
 
     async def view_with_points():
+        # The view hears the purchase and loyalty's points on different topics, in
+        # either order: wait for both.
         view = await stack.get_json_if_ok("profile", f"/v1/customers/{cid}")
-        return view if view and view.get("loyalty") else None
+        ready = view and view.get("loyalty") and view["lifetime"]["order_count"]
+        return view if ready else None
 
     view = await wait_until(view_with_points)
     assert view["name"] == "Lan Nguyen"

@@ -13,6 +13,8 @@ from services.feedback.schemas import ComplaintCreate, ComplaintTransition
 from services.feedback.service import complaints
 from shared.db import Database
 from shared.events.feedback import (
+    ComplaintAcknowledged,
+    ComplaintReopened,
     ComplaintResolved,
     ComplaintSlaBreached,
     SurveyInvitationCreated,
@@ -152,6 +154,43 @@ async def test_reopening_cancels_the_follow_up_and_restarts_the_resolution_clock
     await scheduler(db, settings, clock).fire_due()
     assert await published(db, SurveyInvitationCreated) == []
     assert await breaches(db) == [("resolution", reopened_at + timedelta(hours=24))]
+
+
+async def test_acknowledging_and_reopening_are_announced(
+    db: Database, settings: FeedbackSettings
+) -> None:
+    case_id = await open_case(db, settings)  # high: first response 4 h, resolution 24 h
+    await move(db, settings, case_id, "acknowledged", T0 + timedelta(hours=5))  # 1 h late
+    await move(db, settings, case_id, "resolved", T0 + timedelta(hours=6))
+    reopened_at = T0 + timedelta(hours=8)
+    await move(db, settings, case_id, "reopened", reopened_at)
+    await move(db, settings, case_id, "acknowledged", T0 + timedelta(hours=9))
+    acks = await published(db, ComplaintAcknowledged)
+    assert [(a.subject, a.time, a.data.case_id) for a in acks] == [
+        ("c-1", T0 + timedelta(hours=5), case_id),
+        ("c-1", T0 + timedelta(hours=9), case_id),
+    ]
+    # within_sla is about the case's first response, which came an hour late
+    assert [(a.data.first_response_due, a.data.within_sla) for a in acks] == [
+        (T0 + timedelta(hours=4), False)
+    ] * 2
+    assert acks[0].id != acks[1].id
+    [reopened] = await published(db, ComplaintReopened)
+    assert (reopened.time, reopened.data.reopen_count, reopened.data.note) == (
+        reopened_at,
+        1,
+        "refunded",
+    )
+    assert reopened.data.resolution_due == reopened_at + timedelta(hours=24)
+
+
+async def test_an_acknowledgement_in_time_is_within_the_sla(
+    db: Database, settings: FeedbackSettings
+) -> None:
+    case_id = await open_case(db, settings, severity="critical")  # first response 1 h
+    await move(db, settings, case_id, "acknowledged", T0 + timedelta(minutes=59))
+    [ack] = await published(db, ComplaintAcknowledged)
+    assert (ack.data.within_sla, ack.data.note) == (True, "refunded")
 
 
 async def test_status_changes_over_the_api_and_invalid_ones_are_409(

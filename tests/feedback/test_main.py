@@ -15,8 +15,13 @@ from services.feedback.config import FeedbackSettings
 from services.feedback.models import Complaint, Invitation, Response, SegmentMember
 from shared.db import Database
 from shared.events import Event, decode
-from shared.events.feedback import SurveyInvitationCreated
-from shared.events.interactions import FeedbackSubmitted, FeedbackSubmittedData
+from shared.events.feedback import ComplaintOpened, SurveyInvitationCreated
+from shared.events.interactions import (
+    FeedbackSubmitted,
+    FeedbackSubmittedData,
+    InteractionRecorded,
+    InteractionRecordedData,
+)
 from shared.events.profile import (
     CustomerErased,
     CustomerErasedData,
@@ -222,3 +227,42 @@ async def _members(db: Database, expected: list[str]) -> bool:
     async with db.unit_of_work() as session:
         found = (await session.execute(select(SegmentMember.customer_id))).scalars().all()
     return list(found) == expected
+
+
+async def test_a_complaint_from_the_support_desk_opens_one_case(
+    broker: str, topics: str, db: Database, feedback_url: str
+) -> None:
+    def call(event_id: str, **attributes: str) -> InteractionRecorded:
+        return InteractionRecorded.create(
+            id=event_id,
+            subject="c-3",
+            source="/support/desk",
+            data=InteractionRecordedData(
+                channel="phone", kind="support_call", summary="rude courier", attributes=attributes
+            ),
+        )
+
+    complaint = call("call-1", complaint="true", category="delivery", severity="high")
+    question = call("call-2")  # an ordinary support call
+    bad = call("call-3", complaint="true", severity="urgent")
+    topic = f"{topics}customer.interactions"
+    async with running(live_settings(feedback_url, broker, topics)):
+        marker = call("call-4")  # handled after the redelivery
+        for event in (complaint, question, bad, complaint, marker):
+            await produce(broker, topic, (b"c-3", event.to_json()))
+        parked = await read_topic(broker, f"{topics}feedback.deadletter", expect=1)
+        await wait_until(lambda: _at_least(processed(db), 3))
+        records = await read_topic(broker, f"{topics}feedback.events", expect=1)
+    [case] = await complaints(db)
+    assert (case.customer_id, case.category, case.severity, case.interaction_id) == (
+        "c-3",
+        "delivery",
+        "high",
+        "call-1",
+    )
+    [opened] = events(records)
+    assert isinstance(opened, ComplaintOpened)
+    assert (opened.data.case_id, opened.data.channel) == (case.id, "phone")
+    assert [decode(r.value).id for r in parked] == ["call-3"]
+    reason = dict(parked[0].headers)["x-dead-letter-reason"].decode()
+    assert "unknown complaint severity 'urgent'" in reason

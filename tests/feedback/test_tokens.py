@@ -42,7 +42,9 @@ def test_changing_the_customer_in_the_payload_breaks_the_signature() -> None:
         tokens.verify(f"{forged}.{signature}", secret=SECRET, now=T0)
 
 
-@pytest.mark.parametrize("garbage", ["", "abc", "abc.", ".abc", "a.b.c", "%%%.!!!"])
+@pytest.mark.parametrize(
+    "garbage", ["", "abc", "abc.", ".abc", "a.b.c", "%%%.!!!", "\ud800bc.AAAA", "é.AAAA"]
+)
 def test_malformed_tokens_are_refused(garbage: str) -> None:
     with pytest.raises(InvalidToken):
         tokens.verify(garbage, secret=SECRET, now=T0)

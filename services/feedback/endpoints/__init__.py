@@ -1,5 +1,5 @@
 """Thin routes, one module per resource."""
 
-from services.feedback.endpoints import analytics, complaints, responses, surveys
+from services.feedback.endpoints import analytics, complaints, reports, responses, surveys
 
-routers = [surveys.router, responses.router, complaints.router, analytics.router]
+routers = [surveys.router, responses.router, complaints.router, analytics.router, reports.router]

@@ -1,20 +1,19 @@
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from services.feedback.endpoints.deps import require_report_reader
+from services.feedback.fields import Instant, Text
 from services.feedback.repository.analytics import (
     ComplaintDimension,
     Period,
     ResponseDimension,
     ResponseFilter,
 )
-from services.feedback.schemas import ComplaintStatsRow, ScoreRow, VerbatimRead
-from services.feedback.service import analytics, as_utc
+from services.feedback.schemas import ComplaintStatsRow, FollowUpRow, ScoreRow, VerbatimRead
+from services.feedback.service import analytics
 from shared.app import SessionDep
 
 router = APIRouter(
@@ -23,18 +22,14 @@ router = APIRouter(
 
 
 def response_filter(
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
-    survey_id: str | None = Query(default=None, max_length=64),
-    store_id: str | None = Query(default=None, max_length=64),
-    channel: str | None = Query(default=None, max_length=16),
-    product_category: str | None = Query(default=None, max_length=100),
+    since: Instant | None = None,
+    until: Instant | None = None,
+    survey_id: Annotated[Text | None, Query(max_length=64)] = None,
+    store_id: Annotated[Text | None, Query(max_length=64)] = None,
+    channel: Annotated[Text | None, Query(max_length=16)] = None,
+    product_category: Annotated[Text | None, Query(max_length=100)] = None,
 ) -> ResponseFilter:
-    return ResponseFilter(_utc(since), _utc(until), survey_id, store_id, channel, product_category)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else as_utc(value)
+    return ResponseFilter(since, until, survey_id, store_id, channel, product_category)
 
 
 FilterDep = Annotated[ResponseFilter, Depends(response_filter)]
@@ -59,18 +54,30 @@ async def get_complaint_stats(
     session: SessionDep,
     by: ComplaintDimension = "none",
     period: Period = "month",
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> list[ComplaintStatsRow]:
     return await analytics.complaint_report(session, by=by, period=period, since=since, until=until)
+
+
+@router.get("/follow-ups", response_model=list[FollowUpRow])
+async def get_follow_ups(
+    session: SessionDep,
+    by: Literal["period", "none"] = "none",
+    period: Period = "month",
+    since: Instant | None = None,
+    until: Instant | None = None,
+) -> list[FollowUpRow]:
+    """Whether customers were won back: answers to the follow-up survey after a resolution."""
+    return await analytics.follow_up_report(session, by=by, period=period, since=since, until=until)
 
 
 @router.get("/verbatims", response_model=list[VerbatimRead])
 async def list_verbatims(
     session: SessionDep,
     where: FilterDep,
-    category: str | None = Query(default=None, max_length=16),
-    contains: str | None = Query(default=None, max_length=200),
+    category: Annotated[Text | None, Query(max_length=16)] = None,
+    contains: Annotated[Text | None, Query(max_length=200)] = None,
     limit: int = Query(default=50, ge=1, le=500),
 ) -> list[VerbatimRead]:
     return await analytics.verbatim_report(

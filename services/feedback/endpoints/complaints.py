@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from services.feedback.endpoints.deps import NowDep, SettingsDep
+from services.feedback.fields import Text
 from services.feedback.schemas import (
     ComplaintCreate,
     ComplaintRead,
@@ -38,7 +39,7 @@ async def create_complaint(
 async def list_complaints(
     session: SessionDep,
     status: ComplaintStatus | None = None,
-    customer_id: str | None = Query(default=None, max_length=64),
+    customer_id: Annotated[Text | None, Query(max_length=64)] = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[ComplaintRead]:
     found = await complaints.list_complaints(
@@ -50,7 +51,7 @@ async def list_complaints(
 @router.get(
     "/{case_id}", response_model=ComplaintRead, dependencies=[Depends(require("feedback:read"))]
 )
-async def get_complaint(case_id: str, session: SessionDep) -> ComplaintRead:
+async def get_complaint(case_id: Text, session: SessionDep) -> ComplaintRead:
     return ComplaintRead.model_validate(await complaints.get_complaint(session, case_id=case_id))
 
 
@@ -60,7 +61,11 @@ async def get_complaint(case_id: str, session: SessionDep) -> ComplaintRead:
     dependencies=[Depends(require("feedback:write"))],
 )
 async def change_complaint_status(
-    case_id: str, body: ComplaintTransition, session: SessionDep, settings: SettingsDep, now: NowDep
+    case_id: Text,
+    body: ComplaintTransition,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
 ) -> ComplaintRead:
     case = await complaints.change_status(
         session, case_id=case_id, change=body, at=now, settings=settings

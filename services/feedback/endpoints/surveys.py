@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, status
 
 from services.feedback.endpoints.deps import NowDep
+from services.feedback.fields import Text
 from services.feedback.schemas import SurveyCreate, SurveyRead, SurveyUpdate
 from services.feedback.service import surveys
 from shared.app import SessionDep
@@ -25,7 +26,7 @@ async def create_survey(body: SurveyCreate, session: SessionDep, now: NowDep) ->
 @router.put(
     "/{survey_id}", response_model=SurveyRead, dependencies=[Depends(require("feedback:admin"))]
 )
-async def update_survey(survey_id: str, body: SurveyUpdate, session: SessionDep) -> SurveyRead:
+async def update_survey(survey_id: Text, body: SurveyUpdate, session: SessionDep) -> SurveyRead:
     survey = await surveys.update_survey(session, survey_id=survey_id, change=body)
     return SurveyRead.model_validate(survey)
 
@@ -38,5 +39,5 @@ async def list_surveys(session: SessionDep) -> list[SurveyRead]:
 @router.get(
     "/{survey_id}", response_model=SurveyRead, dependencies=[Depends(require("feedback:read"))]
 )
-async def get_survey(survey_id: str, session: SessionDep) -> SurveyRead:
+async def get_survey(survey_id: Text, session: SessionDep) -> SurveyRead:
     return SurveyRead.model_validate(await surveys.get_survey(session, survey_id=survey_id))

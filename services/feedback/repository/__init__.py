@@ -82,9 +82,20 @@ async def get_response(session: AsyncSession, response_id: str) -> Response | No
     return await session.get(Response, response_id)
 
 
-async def get_response_by_key(session: AsyncSession, dedupe_key: str) -> Response | None:
+async def get_response_by_key(
+    session: AsyncSession, dedupe_key: str, *, for_update: bool = False
+) -> Response | None:
     stmt = select(Response).where(Response.dedupe_key == dedupe_key)
-    return (await session.execute(stmt)).scalars().first()
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalars().first()
+
+
+async def insert_response(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert a new response; False if one with its dedupe key exists (or just committed)."""
+    stmt = upsertable_insert(session)(Response).values(**values)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Response.id)
+    return (await session.execute(stmt)).first() is not None
 
 
 async def upsert_response(session: AsyncSession, values: dict[str, Any]) -> None:

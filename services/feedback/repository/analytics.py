@@ -10,7 +10,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.feedback.models import Complaint, Response
+from services.feedback.models import Complaint, Invitation, Response
 
 Period = Literal["day", "week", "month"]
 ResponseDimension = Literal["period", "store", "channel", "product_category", "survey", "none"]
@@ -91,12 +91,12 @@ async def nps_counts(
     session: AsyncSession, *, by: ResponseDimension, period: Period, where: ResponseFilter
 ) -> Sequence[Any]:
     """(group, responses, promoters, detractors) per group."""
-    group = _response_group(_dialect(session), by, period)
+    group = _response_group(dialect_of(session), by, period)
     stmt = select(
         _label(group),
         func.count().label("n"),
-        func.sum(case((Response.nps_score >= 9, 1), else_=0)).label("promoters"),
-        func.sum(case((Response.nps_score <= 6, 1), else_=0)).label("detractors"),
+        count_if(Response.nps_score >= 9).label("promoters"),
+        count_if(Response.nps_score <= 6).label("detractors"),
     ).where(Response.nps_score.is_not(None), *where.clauses())
     return list((await session.execute(_grouped(stmt, group))).all())
 
@@ -105,11 +105,11 @@ async def csat_counts(
     session: AsyncSession, *, by: ResponseDimension, period: Period, where: ResponseFilter
 ) -> Sequence[Any]:
     """(group, responses, satisfied) per group; satisfied = CSAT 4 or 5."""
-    group = _response_group(_dialect(session), by, period)
+    group = _response_group(dialect_of(session), by, period)
     stmt = select(
         _label(group),
         func.count().label("n"),
-        func.sum(case((Response.csat_score >= 4, 1), else_=0)).label("satisfied"),
+        count_if(Response.csat_score >= 4).label("satisfied"),
     ).where(Response.csat_score.is_not(None), *where.clauses())
     return list((await session.execute(_grouped(stmt, group))).all())
 
@@ -140,7 +140,7 @@ async def complaint_stats(
     until: datetime | None,
 ) -> dict[str, dict[str, Any]]:
     """Per group: volume, SLA attainment counts, median seconds to respond and to resolve."""
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     group = _complaint_group(dialect, by, period)
     window = _complaint_window(since, until)
     rows = (await session.execute(_attainment(group, window))).all()
@@ -151,6 +151,40 @@ async def complaint_stats(
         for grp, value in (await session.execute(median)).all():
             stats[grp][f"median_{name}"] = value
     return stats
+
+
+async def follow_up_counts(
+    session: AsyncSession,
+    *,
+    by: Literal["period", "none"],
+    period: Period,
+    since: datetime | None,
+    until: datetime | None,
+) -> Sequence[Any]:
+    """Per group of follow-up invitations (by when sent): invited, answered, won back.
+
+    Won back: the answer is not a detractor (NPS 7-10), or without an NPS score a
+    satisfied CSAT (4-5).
+    """
+    i, r = Invitation, Response
+    group = period_group(dialect_of(session), i.created_at, period) if by == "period" else None
+    won = or_(r.nps_score >= 7, and_(r.nps_score.is_(None), r.csat_score >= 4))
+    stmt = (
+        select(
+            _label(group),
+            func.count(i.id).label("invited"),
+            func.count(r.id).label("answered"),
+            count_if(and_(r.id.is_not(None), won)).label("won_back"),
+        )
+        .select_from(i)
+        .outerjoin(r, r.invitation_id == i.id)
+        .where(i.reason == "follow_up")
+    )
+    if since is not None:
+        stmt = stmt.where(i.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(i.created_at < until)
+    return list((await session.execute(_grouped(stmt, group))).all())
 
 
 def _complaint_group(dialect: str, by: ComplaintDimension, period: Period) -> Group | None:
@@ -179,16 +213,16 @@ def _attainment(group: Group | None, window: list[ColumnElement[bool]]) -> Selec
     stmt = select(
         _label(group),
         func.count().label("complaints"),
-        _count(or_(answered, Complaint.first_response_breached)).label("fr_due"),
-        _count(
+        count_if(or_(answered, Complaint.first_response_breached)).label("fr_due"),
+        count_if(
             and_(
                 answered,
                 Complaint.acknowledged_at <= Complaint.first_response_due,
                 ~Complaint.first_response_breached,
             )
         ).label("fr_met"),
-        _count(or_(resolved, Complaint.resolution_breached)).label("res_due"),
-        _count(
+        count_if(or_(resolved, Complaint.resolution_breached)).label("res_due"),
+        count_if(
             and_(
                 resolved,
                 Complaint.resolved_at <= Complaint.resolution_due,
@@ -199,8 +233,10 @@ def _attainment(group: Group | None, window: list[ColumnElement[bool]]) -> Selec
     return _grouped(stmt, group)
 
 
-def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
-    return func.sum(case((condition, 1), else_=0))
+def count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    """How many rows meet ``condition``: 0, not NULL, when no row is aggregated (an
+    ungrouped query over an empty range still answers one row)."""
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
 def _median(
@@ -233,5 +269,5 @@ def _label(group: Group | None) -> Any:
     return (ALL if group is None else group.label).label("grp")
 
 
-def _dialect(session: AsyncSession) -> str:
+def dialect_of(session: AsyncSession) -> str:
     return session.get_bind().dialect.name

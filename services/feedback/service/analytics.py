@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.feedback.repository import analytics as queries
-from services.feedback.schemas import ComplaintStatsRow, ScoreRow, VerbatimRead
+from services.feedback.schemas import ComplaintStatsRow, FollowUpRow, ScoreRow, VerbatimRead
 
 Z95 = 1.959964
 
@@ -107,6 +107,27 @@ def _pct(met: Any, due: Any) -> float | None:
 
 def _seconds(value: Any) -> float | None:
     return None if value is None else round(float(value), 1)
+
+
+async def follow_up_report(
+    session: AsyncSession,
+    *,
+    by: Literal["period", "none"],
+    period: queries.Period,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[FollowUpRow]:
+    rows = await queries.follow_up_counts(session, by=by, period=period, since=since, until=until)
+    return [
+        FollowUpRow(
+            group=r.grp,
+            invited=int(r.invited),
+            answered=int(r.answered),
+            won_back=int(r.won_back or 0),
+            won_back_pct=_pct(r.won_back or 0, r.answered),
+        )
+        for r in rows
+    ]
 
 
 async def verbatim_report(

@@ -73,6 +73,8 @@ def _check(question: dict[str, Any], value: Any) -> None:
     elif kind == "text":
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise InvalidAnswers(f"{qid!r} takes text of at most {MAX_TEXT} characters")
+        if "\x00" in value:
+            raise InvalidAnswers(f"{qid!r} takes text without NUL (\\u0000) characters")
     elif kind == "single_choice":
         if value not in question["choices"]:
             raise InvalidAnswers(f"{qid!r} takes one of {question['choices']}")

@@ -3,7 +3,10 @@
 Status changes: open → acknowledged → resolved; open → resolved (the resolution is
 the first response); resolved → reopened → acknowledged / resolved. Anything else
 is a 409. Deadlines are durable timers (``shared.timers``): a breach fires once,
-on time, even across restarts, and only if the deadline is still unmet.
+on time, even across restarts, and only if the deadline is still unmet. Every
+change is announced (``case_events``): opened, acknowledged, resolved, reopened,
+sla_breached. Cases also open from detractor answers (here) and from support
+interactions (``support``).
 """
 
 from __future__ import annotations
@@ -18,23 +21,14 @@ from services.feedback import repository
 from services.feedback.config import FeedbackSettings
 from services.feedback.models import Complaint, Response
 from services.feedback.schemas import ComplaintCreate, ComplaintTransition
-from services.feedback.service import SOURCE, as_utc, invitations
+from services.feedback.service import case_events, invitations
 from services.feedback.service.errors import ComplaintNotFound, InvalidTransition
 from shared import outbox, timers
 from shared.events import derived_id
-from shared.events.feedback import (
-    ComplaintOpened,
-    ComplaintOpenedData,
-    ComplaintResolved,
-    ComplaintResolvedData,
-    ComplaintSlaBreached,
-    ComplaintSlaBreachedData,
-    Severity,
-)
+from shared.events.feedback import Severity
 
 SLA_TIMER = "complaint_sla"
 FOLLOW_UP_TIMER = "complaint_follow_up"
-ERASED = "erased"  # subject of events about a case whose customer was erased
 ALLOWED: dict[str, frozenset[str]] = {
     "open": frozenset({"acknowledged", "resolved"}),
     "acknowledged": frozenset({"resolved"}),
@@ -51,13 +45,17 @@ async def open_complaint(
     settings: FeedbackSettings,
     opened_by: str | None = None,
     response_id: str | None = None,
+    interaction_id: str | None = None,
+    case_id: str | None = None,
 ) -> Complaint:
-    case_id = derived_id("complaint", response_id) if response_id else str(uuid.uuid4())
+    if case_id is None:
+        case_id = derived_id("complaint", response_id) if response_id else str(uuid.uuid4())
     severity: Severity = complaint.severity
     case = Complaint(
         id=case_id,
         customer_id=complaint.customer_id,
         response_id=response_id,
+        interaction_id=interaction_id,
         category=complaint.category,
         severity=severity,
         channel=complaint.channel,
@@ -75,7 +73,7 @@ async def open_complaint(
     await session.flush()
     await _schedule_sla(session, case, "first_response", case.first_response_due)
     await _schedule_sla(session, case, "resolution", case.resolution_due)
-    await outbox.enqueue(session, _opened(case, complaint.customer_id))
+    await outbox.enqueue(session, case_events.opened(case, complaint.customer_id))
     return case
 
 
@@ -132,10 +130,12 @@ async def change_status(
         )
     if change.status == "acknowledged":
         await _acknowledge(session, case, at)
+        await outbox.enqueue(session, case_events.acknowledged(case, at, change.note))
     elif change.status == "resolved":
         await _resolve(session, case, at, change.note, settings)
     else:
         await _reopen(session, case, at, settings)
+        await outbox.enqueue(session, case_events.reopened(case, at, change.note))
     case.status = change.status
     await session.flush()
     return case
@@ -164,7 +164,7 @@ async def _resolve(
         due_at=at + timedelta(hours=settings.follow_up_delay_hours),
         payload={"case_id": case.id},
     )
-    await outbox.enqueue(session, _resolved(case, at))
+    await outbox.enqueue(session, case_events.resolved(case, at))
 
 
 async def _reopen(
@@ -189,7 +189,7 @@ async def on_sla_due(session: AsyncSession, timer: timers.Timer) -> None:
         case.first_response_breached = True
     else:
         case.resolution_breached = True
-    await outbox.enqueue(session, _breached(case, deadline, timer))
+    await outbox.enqueue(session, case_events.breached(case, deadline, timer))
 
 
 async def on_follow_up_due(
@@ -233,49 +233,3 @@ def _sla_key(case: Complaint, deadline: str) -> str:
 
 def _follow_up_key(case: Complaint) -> str:
     return f"complaint:{case.id}:follow_up:{case.reopen_count}"
-
-
-def _opened(case: Complaint, customer_id: str) -> ComplaintOpened:
-    return ComplaintOpened.create(
-        id=derived_id("complaint.opened", case.id),
-        subject=customer_id,
-        source=SOURCE,
-        time=case.opened_at,
-        data=ComplaintOpenedData(
-            case_id=case.id,
-            category=case.category,
-            severity=case.severity,
-            channel=case.channel,
-            summary=case.summary,
-            first_response_due=case.first_response_due,
-            resolution_due=case.resolution_due,
-            response_id=case.response_id,
-        ),
-    )
-
-
-def _resolved(case: Complaint, at: datetime) -> ComplaintResolved:
-    return ComplaintResolved.create(
-        id=derived_id("complaint.resolved", case.id, str(case.reopen_count)),
-        subject=case.customer_id or ERASED,
-        source=SOURCE,
-        time=at,
-        data=ComplaintResolvedData(case_id=case.id, resolution=case.resolution),
-    )
-
-
-def _breached(case: Complaint, deadline: str, timer: timers.Timer) -> ComplaintSlaBreached:
-    return ComplaintSlaBreached.create(
-        id=derived_id("complaint.sla_breached", timer.key),
-        subject=case.customer_id or ERASED,
-        source=SOURCE,
-        time=timer.due_at,
-        data=ComplaintSlaBreachedData(
-            case_id=case.id,
-            deadline=deadline,
-            due_at=as_utc(
-                case.first_response_due if deadline == "first_response" else case.resolution_due
-            ),
-            severity=case.severity,
-        ),
-    )

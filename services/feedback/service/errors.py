@@ -47,3 +47,8 @@ class InvalidTransition(Conflict):
 
 class ResponseNotFound(NotFound):
     code = "response_not_found"
+
+
+class InvalidRange(AppError):
+    status_code = 422
+    code = "invalid_range"

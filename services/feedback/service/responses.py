@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.feedback import repository
 from services.feedback.config import FeedbackSettings
 from services.feedback.models import Invitation, Response
+from services.feedback.repository import reports
+from services.feedback.repository.reports import ScoreCounts
 from services.feedback.schemas import ResponseSubmit, StaffResponseCreate
 from services.feedback.service import SOURCE, answers, as_utc, complaints, surveys, tokens
 from services.feedback.service.errors import InvalidToken, InvitationNotFound, WrongCustomer
@@ -44,6 +46,7 @@ class Origin:
     language: str | None = None
     submitted_by: str | None = None
     invitation_id: str | None = None
+    case_id: str | None = None
 
 
 async def submit_with_token(
@@ -109,16 +112,49 @@ async def record(
 ) -> Response:
     version = await surveys.get_version(session, survey_id=origin.survey_id, version=origin.version)
     scored = answers.score(version.questions, dict(given))
-    existing = await repository.get_response_by_key(session, origin.key)
-    if existing is not None and _keeps(existing, scored, at):
-        return existing
-    response_id = existing.id if existing else derived_id("response", origin.key)
-    await repository.upsert_response(session, _row(response_id, origin, scored, at, lang))
-    response = await session.get(Response, response_id, populate_existing=True)
-    assert response is not None
+    response, changed = await _store(session, origin, scored, at, lang)
+    if not changed:
+        return response
     await outbox.enqueue(session, _recorded(response, origin, scored, at))
     if scored.category == "detractor":
         await complaints.open_for_detractor(session, response=response, at=at, settings=settings)
+    return response
+
+
+async def _store(
+    session: AsyncSession, origin: Origin, scored: answers.Scored, at: datetime, lang: str | None
+) -> tuple[Response, bool]:
+    """Insert or update the response under ``origin.key``: (the row, whether it changed).
+
+    The stored row is locked before it is compared, so concurrent deliveries of one
+    answer (REST and Kafka at once) count once, in the response and in its day.
+    """
+    existing = await repository.get_response_by_key(session, origin.key, for_update=True)
+    if existing is None:
+        row = _row(derived_id("response", origin.key), origin, scored, at, lang)
+        if await repository.insert_response(session, row):
+            return await _counted(session, str(row["id"]), ScoreCounts()), True
+        # another transaction stored it first: carry on from what it stored
+        existing = await repository.get_response_by_key(session, origin.key, for_update=True)
+        assert existing is not None
+    if _keeps(existing, scored, at):
+        return existing, False
+    before = ScoreCounts.of(existing.nps_score, existing.csat_score)
+    await repository.upsert_response(session, _row(existing.id, origin, scored, at, lang))
+    return await _counted(session, existing.id, before), True
+
+
+async def _counted(session: AsyncSession, response_id: str, before: ScoreCounts) -> Response:
+    """The row as written, with the daily roll-up (``response_days``) moved in step."""
+    response = await session.get(Response, response_id, populate_existing=True)
+    assert response is not None
+    after = ScoreCounts.of(response.nps_score, response.csat_score)
+    await reports.shift_day(
+        session,
+        day=as_utc(response.submitted_at).date(),
+        shard=reports.shard_of(response.id),
+        delta=after.minus(before),
+    )
     return response
 
 
@@ -154,6 +190,7 @@ def _from_invitation(invitation: Invitation, *, source: str, channel: str) -> Or
         store_id=invitation.store_id,
         product_category=invitation.product_category,
         invitation_id=invitation.id,
+        case_id=invitation.case_id,
     )
 
 
@@ -211,5 +248,6 @@ def _recorded(
             channel=response.channel,
             store_id=response.store_id,
             comment=scored.comment[:2000] if scored.comment else None,
+            case_id=origin.case_id,
         ),
     )

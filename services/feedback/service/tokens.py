@@ -43,7 +43,7 @@ def sign(claims: TokenClaims, *, secret: bytes) -> str:
 def verify(token: str, *, secret: bytes, now: datetime) -> TokenClaims:
     """The token's claims, or InvalidToken (tampered, malformed) / TokenExpired."""
     payload, _, signature = token.partition(".")
-    if not payload or not signature:
+    if not token.isascii() or not payload or not signature:
         raise InvalidToken("malformed survey token")
     if not hmac.compare_digest(_unb64(signature), _mac(payload, secret)):
         raise InvalidToken("the survey token's signature does not match; it was altered")
