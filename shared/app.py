@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import http, logs, metrics, outbox
+from shared import http, logs, metrics, outbox, tracing
 from shared.auth import TokenVerifier
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Handlers
@@ -80,6 +80,7 @@ def create_service_app(
         logs.configure(
             settings.service_name, level=settings.log_level, json_format=settings.log_json
         )
+        tracing.configure(settings)
         if migrate_on_start:
             await upgrade_async(migrations_dir, settings.db_url())
         runtime = _build_runtime(settings, handlers, input_topics)

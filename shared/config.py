@@ -64,6 +64,11 @@ class ServiceSettings(BaseSettings):
         default=6000, ge=0, description="Per credential and replica; 0 turns it off"
     )
 
+    tracing_enabled: bool = Field(
+        default=False, description="OpenTelemetry spans; trace context in Kafka headers"
+    )
+    tracing_exporter: Literal["otlp", "console", "none"] = "otlp"
+
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -30,7 +30,7 @@ from sqlalchemy import and_, insert, or_, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import logs, metrics
+from shared import logs, metrics, tracing
 from shared.db import Database
 from shared.events import Event, InvalidEvent, dead_letter_topic, decode
 from shared.outbox import enqueue_raw
@@ -292,8 +292,10 @@ class ConsumerRunner:
             return
         seen.add((event.source, event.id))
         token = logs.event_id.set(event.id)
+        span = {"messaging.message.id": event.id, "cloudevents.event_type": event.type}
         try:
-            await handler(session, event)
+            with tracing.consuming(record.topic, record.headers, span):
+                await handler(session, event)
         finally:
             logs.event_id.reset(token)
         handled.append({"source": event.source, "event_id": event.id, "event_type": event.type})

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import exc as sa_exc
@@ -35,6 +39,20 @@ class NotFound(AppError):
 class Conflict(AppError):
     status_code = 409
     code = "conflict"
+
+
+class EscapedJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: renders any string, even an
+    unpaired surrogate (``"\\ud800"`` is valid JSON but cannot be encoded as UTF-8)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+async def _invalid_request_handler(_request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 body, written so that echoing the bad input can never fail."""
+    assert isinstance(exc, RequestValidationError)
+    return EscapedJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
 
 
 async def _app_error_handler(_request: Request, exc: Exception) -> Response:
@@ -129,6 +147,7 @@ def _route_template(scope: Scope) -> str:
 
 def install(app: FastAPI, *, service: str, checks: dict[str, Check]) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RequestValidationError, _invalid_request_handler)
     app.add_exception_handler(sa_exc.DBAPIError, _database_error_handler)
     app.add_exception_handler(sa_exc.TimeoutError, _database_error_handler)
     app.add_middleware(ObservabilityMiddleware, service=service)

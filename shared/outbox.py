@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.db import Database, mark
 from shared.events import Event
 from shared.plumbing import outbox
@@ -34,6 +34,7 @@ async def enqueue(session: AsyncSession, *events: Event) -> None:
     if not events:
         return
     mark(session, OUTBOX_FLAG)
+    headers = [["content-type", "application/cloudevents+json"], *tracing.outgoing_headers()]
     await session.execute(
         insert(outbox),
         [
@@ -41,7 +42,7 @@ async def enqueue(session: AsyncSession, *events: Event) -> None:
                 "topic": e.TOPIC,
                 "key": e.key,
                 "value": e.to_json(),
-                "headers": [["content-type", "application/cloudevents+json"]],
+                "headers": headers,
                 "event_type": e.type,
             }
             for e in events
