@@ -16,3 +16,8 @@ class ProfileSettings(ServiceSettings):
     segment_sweep_seconds: float = Field(
         default=3600.0, gt=0, description="How often time-based segments are re-evaluated"
     )
+    report_currency: str = Field(
+        default="EUR",
+        pattern=r"^[A-Z]{3}$",
+        description="Currency shown for a segment with no purchases in a report's range",
+    )

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.profile import repository, service
+from services.profile.models import AccessLog
 from services.profile.schemas import (
     CustomerRead,
     CustomerSummaryRead,
@@ -18,21 +19,26 @@ from services.profile.schemas import (
     ResolvedRead,
     SegmentCreate,
     SegmentRead,
+    SegmentsReport,
     TimelineEntryRead,
     TimelineRead,
 )
-from services.profile.service import normalise, segments
+from services.profile.service import normalise, reports, segments
+from shared.access_log import record, staff_reads
 from shared.app import RuntimeDep, SessionDep
-from shared.auth import require
+from shared.auth import Principal, require
 from shared.http import AppError
 
 READ = [Depends(require("customers:read"))]
 WRITE = [Depends(require("customers:write"))]
 ADMIN = [Depends(require("admin"))]
+# Customer-scoped routes: a staff principal's call is written to the access log.
+AUDITED = Depends(staff_reads(AccessLog))
 
 customers_router = APIRouter(prefix="/v1/customers", tags=["customers"])
 segments_router = APIRouter(prefix="/v1/segments", tags=["segments"])
 merges_router = APIRouter(prefix="/v1/merges", tags=["merges"], dependencies=ADMIN)
+reports_router = APIRouter(prefix="/v1/reports", tags=["reports"])
 events_router = APIRouter(
     prefix="/v1/events", tags=["events"], dependencies=[Depends(require("events:write"))]
 )
@@ -83,8 +89,10 @@ async def resolve_customer(
     return ResolvedRead.from_domain(resolved)
 
 
-@customers_router.get("", response_model=list[CustomerSummaryRead], dependencies=READ)
+@customers_router.get("", response_model=list[CustomerSummaryRead])
 async def search_customers(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("customers:read"))],
     session: SessionDep,
     runtime: RuntimeDep,
     identity: Annotated[str | None, Query(description="kind:value, e.g. phone:0901234567")] = None,
@@ -104,6 +112,8 @@ async def search_customers(
                 session, name_prefix=name_prefix, segment=segment, limit=limit
             )
         )
+    ids = [c.customer_id for c in rows]
+    await record(session, AccessLog, principal=principal, request=request, customer_ids=ids)
     return [
         CustomerSummaryRead(customer_id=c.customer_id, name=c.name, email=c.email, phone=c.phone)
         for c in rows
@@ -121,13 +131,15 @@ def _identity(raw: str, region: str) -> tuple[str, str]:
         raise BadQuery(str(exc)) from exc
 
 
-@customers_router.get("/{customer_id}", response_model=CustomerRead, dependencies=READ)
+@customers_router.get("/{customer_id}", response_model=CustomerRead, dependencies=[*READ, AUDITED])
 async def get_customer(customer_id: str, session: SessionDep) -> CustomerRead:
     view = await service.get_customer_view(session, customer_id=customer_id)
     return CustomerRead.from_view(view)
 
 
-@customers_router.get("/{customer_id}/timeline", response_model=TimelineRead, dependencies=READ)
+@customers_router.get(
+    "/{customer_id}/timeline", response_model=TimelineRead, dependencies=[*READ, AUDITED]
+)
 async def get_timeline(
     customer_id: str,
     session: SessionDep,
@@ -165,7 +177,9 @@ def _bad_cursor(raw: str) -> tuple[datetime, int]:
     raise BadQuery(f"before={raw!r} is not a timeline cursor")
 
 
-@customers_router.put("/{customer_id}/preferences", response_model=CustomerRead, dependencies=WRITE)
+@customers_router.put(
+    "/{customer_id}/preferences", response_model=CustomerRead, dependencies=[*WRITE, AUDITED]
+)
 async def update_preferences(
     customer_id: str, body: PreferencesUpdate, session: SessionDep
 ) -> CustomerRead:
@@ -176,12 +190,12 @@ async def update_preferences(
     return CustomerRead.from_view(view)
 
 
-@customers_router.get("/{customer_id}/export", dependencies=READ)
+@customers_router.get("/{customer_id}/export", dependencies=[*READ, AUDITED])
 async def export_customer(customer_id: str, session: SessionDep) -> dict[str, Any]:
     return await service.export(session, customer_id=customer_id)
 
 
-@customers_router.delete("/{customer_id}", status_code=204, dependencies=ADMIN)
+@customers_router.delete("/{customer_id}", status_code=204, dependencies=[*ADMIN, AUDITED])
 async def erase_customer(
     customer_id: str, session: SessionDep, body: ErasureCreate | None = None
 ) -> None:
@@ -241,3 +255,19 @@ async def list_segment_members(
     await segments.get_segment(session, name)
     ids = list(await repository.list_members(session, name, after=after, limit=limit))
     return MembersRead(customer_ids=ids, next_after=ids[-1] if len(ids) == limit else None)
+
+
+@reports_router.get(
+    "/segments", response_model=SegmentsReport, dependencies=[Depends(require("reports:read"))]
+)
+async def segments_report(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    start: Annotated[date | None, Query(alias="from", description="Inclusive, YYYY-MM-DD")] = None,
+    end: Annotated[date | None, Query(alias="to", description="Exclusive, YYYY-MM-DD")] = None,
+) -> dict[str, Any]:
+    """Each segment's current members and what they bought in [from, to), in event time."""
+    now = _now()
+    when = reports.period(start, end, today=now.date())
+    currency = getattr(runtime.settings, "report_currency", "EUR")
+    return await reports.segments_report(session, when, currency=currency, now=now)

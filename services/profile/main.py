@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from services.profile import consumers, endpoints
 from services.profile.config import ProfileSettings
+from services.profile.models import AccessLog
 from services.profile.service import segments
+from shared.access_log import access_log_router
 from shared.app import Runtime, create_service_app
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
             endpoints.segments_router,
             endpoints.merges_router,
             endpoints.events_router,
+            endpoints.reports_router,
+            access_log_router(AccessLog),
         ],
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,

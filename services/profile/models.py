@@ -9,13 +9,14 @@ and spend is kept as two sums (gross and refunded) that converge in any order.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -27,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.access_log import access_log_table
 from shared.db import UtcDateTime, new_metadata
 
 Amount = Numeric(18, 4)
@@ -155,6 +157,10 @@ class TimelineEntry(Base):
         String(128), comment="The purchase, case or outreach the entry is about"
     )
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    amount: Mapped[Decimal | None] = mapped_column(
+        Amount, comment="The money of a purchase or refund entry (reports sum it in SQL)"
+    )
+    currency: Mapped[str | None] = mapped_column(String(3))
     event_source: Mapped[str] = mapped_column(String(256))
     event_id: Mapped[str] = mapped_column(String(128))
 
@@ -199,3 +205,28 @@ class SegmentMember(Base):
     entered_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_segment_members_customer", "customer_id"),)
+
+
+class SegmentSales(Base):
+    """Orders and net revenue per segment, UTC day and currency, of the segment's
+    *current* members (their whole history, by event time).
+
+    A rollup for the segments report: every membership change and every money
+    entry added to, moved between or removed from a timeline adjusts it in the
+    same transaction (``services/profile/rollup.py``), so it always equals the sum
+    over today's members without scanning their purchases.
+    """
+
+    __tablename__ = "segment_sales"
+
+    segment: Mapped[str] = mapped_column(
+        String(64), ForeignKey("segments.name", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    orders: Mapped[int] = mapped_column(Integer, default=0)
+    revenue: Mapped[Decimal] = mapped_column(Amount, default=Decimal(0))
+
+
+# Staff reads of customers (shared.access_log): who looked at whom, when, through which route.
+AccessLog = access_log_table(Base.metadata)

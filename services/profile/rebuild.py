@@ -5,9 +5,9 @@
 1. Migrates the (empty) target database.
 2. With ``--records-from``, copies what profile itself is the source of and no
    topic carries — the customers' record (id, creation time, contact details,
-   preferences, merge and erasure state), identities, consents, merges and
-   segment definitions — from the live database. Without it, only the projection
-   of the topics is rebuilt.
+   preferences, merge and erasure state), identities, consents, merges,
+   segment definitions and the staff access log — from the live database.
+   Without it, only the projection of the topics is rebuilt.
 3. Reads every input topic from the beginning up to its end offsets (with a
    throw-away consumer group: the live group's offsets are untouched) and applies each valid event
    through the service's own handlers, de-duplicated by (source, id) and recorded
@@ -33,7 +33,7 @@ from sqlalchemy import delete, insert, select
 from services.profile import consumers
 from services.profile.config import ProfileSettings
 from services.profile.main import MIGRATIONS
-from services.profile.models import Consent, Customer, Identity, Merge, Segment
+from services.profile.models import AccessLog, Consent, Customer, Identity, Merge, Segment
 from shared.consumer import Handlers
 from shared.db import Database
 from shared.events import InvalidEvent, decode
@@ -81,6 +81,8 @@ async def copy_records(source_url: str, target: Database) -> None:
                 await _insert_all(
                     write, table, [{c: getattr(x, c) for c in columns} for x in found]
                 )
+            audit = (await read.execute(select(AccessLog))).mappings().all()
+            await _insert_all(write, AccessLog, [dict(r) for r in audit])
     finally:
         await source.dispose()
 

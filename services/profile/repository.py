@@ -12,6 +12,7 @@ from sqlalchemy import Numeric, and_, case, cast, delete, exists, func, or_, sel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from services.profile import rollup
 from services.profile.models import (
     Consent,
     Customer,
@@ -213,6 +214,7 @@ async def list_identities(session: AsyncSession, customer_id: str) -> Sequence[I
 
 async def move_customer_rows(session: AsyncSession, absorbed_id: str, survivor_id: str) -> None:
     """Identities, timeline and channels of ``absorbed_id`` move to ``survivor_id``."""
+    await rollup.moving(session, absorbed_id, survivor_id)
     for table in (Identity, TimelineEntry):
         await session.execute(
             update(table).where(table.customer_id == absorbed_id).values(customer_id=survivor_id)
@@ -225,6 +227,7 @@ async def move_customer_rows(session: AsyncSession, absorbed_id: str, survivor_i
 
 
 async def move_back(session: AsyncSession, absorbed_id: str, survivor_id: str) -> None:
+    await rollup.moving(session, survivor_id, absorbed_id, origin_id=absorbed_id)
     for table in (Identity, TimelineEntry):
         await session.execute(
             update(table)
@@ -262,7 +265,10 @@ async def add_timeline(
     """One timeline entry per event (an erased customer's tombstone gets none)."""
     if customer.erased_at is not None:
         return
+    amount, currency = _money(kind, details or {})
     stmt = upsertable_insert(session)(TimelineEntry).values(
+        amount=amount,
+        currency=currency,
         customer_id=customer.customer_id,
         origin_id=event.subject,
         occurred_at=event.time,
@@ -274,7 +280,20 @@ async def add_timeline(
         event_source=event.source,
         event_id=event.id,
     )
-    await session.execute(stmt.on_conflict_do_nothing())
+    added = await session.execute(stmt.on_conflict_do_nothing().returning(TimelineEntry.seq))
+    if amount is not None and currency is not None and added.first() is not None:
+        money = rollup.entry(kind, event.time, amount, currency)
+        await rollup.entry_added(session, customer.customer_id, money)
+
+
+MONEY_KINDS = ("purchase.completed", "purchase.refunded")
+
+
+def _money(kind: str, details: dict[str, Any]) -> tuple[Decimal | None, str | None]:
+    """A purchase's or refund's amount and currency, as typed columns for reports."""
+    if kind not in MONEY_KINDS or details.get("amount") is None or not details.get("currency"):
+        return None, None
+    return Decimal(str(details["amount"])), str(details["currency"])
 
 
 async def list_timeline(
@@ -355,9 +374,11 @@ async def list_segments(session: AsyncSession) -> Sequence[Segment]:
 async def add_member(session: AsyncSession, segment: str, customer_id: str, at: datetime) -> None:
     session.add(SegmentMember(segment=segment, customer_id=customer_id, entered_at=at))
     await session.flush()
+    await rollup.joined(session, segment, customer_id)
 
 
 async def remove_member(session: AsyncSession, segment: str, customer_id: str) -> None:
+    await rollup.left(session, segment, customer_id)
     await session.execute(
         delete(SegmentMember).where(
             SegmentMember.segment == segment, SegmentMember.customer_id == customer_id

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -289,3 +289,23 @@ class SegmentRead(BaseModel):
 class MembersRead(BaseModel):
     customer_ids: list[str]
     next_after: str | None
+
+
+class SegmentFigures(BaseModel):
+    segment: str
+    name: str
+    expression: str
+    customers: int = Field(description="Current members")
+    orders: int = Field(description="Their purchases in the range")
+    revenue: Decimal = Field(description="Purchases minus refunds in the range")
+    currency: str
+    aov: Decimal | None = Field(description="revenue / orders; null without orders")
+    orders_per_customer: float | None
+
+
+class SegmentsReport(BaseModel):
+    report: str
+    from_: date = Field(alias="from")
+    to: date
+    generated_at: datetime
+    segments: list[SegmentFigures]

@@ -11,7 +11,7 @@ from shared.db import Database
 from shared.events import Event
 from shared.events.engagement import ChurnRiskChanged
 from shared.events.feedback import ComplaintOpened, ComplaintResolved, ResponseRecorded
-from shared.events.loyalty import PointsRedeemed, TierChanged
+from shared.events.loyalty import PointsRedeemed, PointsReleased, TierChanged
 from tests.profile.builders import at, interaction, outreach, points, purchase
 from tests.profile.support import app_client, handle, view
 
@@ -89,6 +89,25 @@ async def test_the_view_carries_every_services_latest_word(
         "open_complaints": 1,
     }
     assert seen["loyalty"]["points_balance"] == 50
+
+
+async def test_released_points_update_the_spendable_balance(
+    profile_url: str, profile_db: Database
+) -> None:
+    # Points earned under a lock period leave the spendable balance unchanged
+    # until loyalty releases them.
+    released = PointsReleased.create(
+        subject="c-9",
+        source="keepwell/loyalty",
+        time=at(48),
+        data={"points": 40, "balance": 140, "pending": 0},
+    )
+    await handle(profile_db, points("c-9", 100, when=at(1)), released)
+    async with app_client(profile_url) as client:
+        seen = await view(client, "c-9")
+        timeline = (await client.get("/v1/customers/c-9/timeline")).json()
+    assert seen["loyalty"]["points_balance"] == 140
+    assert [e["kind"] for e in timeline["entries"]] == ["points.released", "points.earned"]
 
 
 async def test_the_timeline_filters_and_pages_newest_first(

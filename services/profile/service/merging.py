@@ -7,8 +7,9 @@ balance is not summed here: loyalty combines balances on ``customer.merged`` and
 its next event for the survivor carries the combined balance.
 
 Undo moves back the identities and timeline entries that came from the absorbed
-id (``origin_id``) and recomputes both customers' purchase figures, channels and
-open complaints from their timelines. Consent on the survivor is left as it is
+id (``origin_id``) and recomputes both customers' purchase figures, channels,
+open complaints and latest tier / churn / NPS / outreach / points from their
+timelines (``restoring``). Consent on the survivor is left as it is
 (an undo never loosens consent); the restored customer gets its own back.
 """
 
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profile import repository
 from services.profile.models import Customer, Merge
-from services.profile.service import segments
+from services.profile.service import restoring, segments
 from services.profile.service.customers import (
     SOURCE,
     announce,
@@ -182,6 +183,7 @@ async def recompute_from_timeline(session: AsyncSession, customer: Customer) -> 
     customer.first_purchase_at, customer.last_purchase_at = figures.first, figures.last
     customer.open_complaints = await repository.count_open_complaints(session, cid)
     await repository.rebuild_channels(session, cid)
+    await restoring.restore_latest(session, customer)
 
 
 def _unmerged_event(record: Merge, now: datetime) -> CustomerUnmerged:

@@ -2,7 +2,8 @@
 
 Erasure keeps an anonymised tombstone: the customer id with its counters and
 ``erased_at``, but no name, contact details, preferences, consent, identities,
-timeline or segment memberships. Late events for the id still move the anonymous
+timeline or segment memberships (open complaints, counted from the timeline,
+drop to zero). Late events for the id still move the anonymous
 counters but never bring personal data back (no contact hints, identities or
 timeline entries are taken for a tombstone).
 """
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.profile import repository
+from services.profile import repository, rollup
 from services.profile.models import (
     Consent,
     Customer,
@@ -66,8 +67,12 @@ async def erase(
         setattr(customer, field, None)
     customer.erased_at = customer.erased_at or now
     await segments.leave_all(session, cid, now=now)
+    await rollup.moving(session, cid, None)  # its money entries leave the segment rollup
     for table in (Identity, Consent, TimelineEntry):
         await session.execute(delete(table).where(table.customer_id == cid))
+    # Counted from the timeline, which is gone: a rebuild (and any later complaint
+    # event) would count zero, so the tombstone says zero too.
+    customer.open_complaints = 0
     erased = CustomerErased.create(
         subject=cid, source=SOURCE, time=now, data=CustomerErasedData(reason=reason)
     )

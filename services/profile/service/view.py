@@ -25,6 +25,7 @@ from shared.events.loyalty import (
     PointsEarned,
     PointsExpired,
     PointsRedeemed,
+    PointsReleased,
     PointsReversed,
     RedemptionCancelled,
     TierChanged,
@@ -32,7 +33,14 @@ from shared.events.loyalty import (
 
 log = logging.getLogger(__name__)
 
-BalanceEvent = PointsEarned | PointsRedeemed | PointsReversed | PointsExpired | RedemptionCancelled
+BalanceEvent = (
+    PointsEarned
+    | PointsReleased
+    | PointsRedeemed
+    | PointsReversed
+    | PointsExpired
+    | RedemptionCancelled
+)
 
 
 async def record_purchase(
@@ -93,7 +101,8 @@ async def record_points(session: AsyncSession, *, event: BalanceEvent) -> Custom
     if event.subject == customer.customer_id:
         customer.points_balance = event.data.balance
         customer.points_updated_at = latest(customer.points_updated_at, event.time)
-    await _timeline(session, customer, event, points=event.data.points)
+    data = event.data
+    await _timeline(session, customer, event, points=data.points, balance=data.balance)
     return customer
 
 
@@ -112,7 +121,16 @@ async def record_churn(session: AsyncSession, *, event: ChurnRiskChanged) -> Cus
         customer.churn_risk, customer.churn_band = data.risk, data.band
         customer.clv, customer.clv_currency = data.clv, data.currency
         customer.churn_updated_at = event.time
-    await _timeline(session, customer, event, band=data.band)
+    clv = None if data.clv is None else str(data.clv)
+    await _timeline(
+        session,
+        customer,
+        event,
+        band=data.band,
+        risk=data.risk,
+        clv=clv,
+        clv_currency=data.currency,
+    )
     return customer
 
 
