@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Date, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.access_log import access_log_table
 from shared.db import UtcDateTime, new_metadata
 
 
@@ -151,3 +152,7 @@ class Complaint(Base):
     resolution_breached: Mapped[bool] = mapped_column(default=False)
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
     opened_by: Mapped[str | None] = mapped_column(String(100))
+
+
+# Staff reads of customers (shared.access_log): who looked at whom, when, through which route.
+AccessLog = access_log_table(Base.metadata)

@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from services.loyalty import consumers
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.endpoints import ROUTERS
+from services.loyalty.models import AccessLog
+from shared.access_log import access_log_router
 from shared.app import create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -20,7 +22,7 @@ def create_app(settings: LoyaltySettings | None = None) -> FastAPI:
         settings=settings,
         title="Keepwell loyalty",
         description="Points ledger, earning rules, tiers and rewards.",
-        routers=ROUTERS,
+        routers=[*ROUTERS, access_log_router(AccessLog)],
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,
         migrations_dir=MIGRATIONS,

@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, orm_insert_sentinel
 
+from shared.access_log import access_log_table
 from shared.db import UtcDateTime, new_metadata
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -244,3 +245,7 @@ class DailyRevenue(Base):
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     orders: Mapped[int] = mapped_column(BigInteger, default=0)
     revenue: Mapped[Decimal] = mapped_column(Numeric(20, 4), default=Decimal(0))
+
+
+# Staff reads of customers (shared.access_log): who looked at whom, when, through which route.
+AccessLog = access_log_table(Base.metadata)

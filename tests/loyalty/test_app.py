@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
@@ -29,8 +31,11 @@ async def test_a_purchase_on_kafka_earns_points_and_a_refund_reverses_them(
         log_json=False,
     )
     app = create_app(settings)
-    bought = purchase("cus-k", "64.90", purchase_id="K-1")
-    returned = refund("cus-k", "K-1", "32.45", refund_id="KR-1")
+    # Bought now: the service's expiry clock is the wall clock, and a purchase dated
+    # long ago would also publish points.expiring for its lot.
+    now = datetime.now(UTC)
+    bought = purchase("cus-k", "64.90", purchase_id="K-1", when=now)
+    returned = refund("cus-k", "K-1", "32.45", refund_id="KR-1", when=now)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
 from services.feedback.endpoints.deps import NowDep, SettingsDep
 from services.feedback.fields import Text
+from services.feedback.models import AccessLog
 from services.feedback.schemas import (
     ComplaintCreate,
     ComplaintRead,
@@ -13,6 +14,7 @@ from services.feedback.schemas import (
     ComplaintTransition,
 )
 from services.feedback.service import complaints
+from shared.access_log import record
 from shared.app import SessionDep
 from shared.auth import Principal, require
 
@@ -33,10 +35,10 @@ async def create_complaint(
     return ComplaintRead.model_validate(case)
 
 
-@router.get(
-    "", response_model=list[ComplaintRead], dependencies=[Depends(require("feedback:read"))]
-)
+@router.get("", response_model=list[ComplaintRead])
 async def list_complaints(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("feedback:read"))],
     session: SessionDep,
     status: ComplaintStatus | None = None,
     customer_id: Annotated[Text | None, Query(max_length=64)] = None,
@@ -45,14 +47,23 @@ async def list_complaints(
     found = await complaints.list_complaints(
         session, status=status, customer_id=customer_id, limit=limit
     )
+    ids = [c.customer_id for c in found if c.customer_id is not None]
+    await record(session, AccessLog, principal=principal, request=request, customer_ids=ids)
     return [ComplaintRead.model_validate(c) for c in found]
 
 
-@router.get(
-    "/{case_id}", response_model=ComplaintRead, dependencies=[Depends(require("feedback:read"))]
-)
-async def get_complaint(case_id: Text, session: SessionDep) -> ComplaintRead:
-    return ComplaintRead.model_validate(await complaints.get_complaint(session, case_id=case_id))
+@router.get("/{case_id}", response_model=ComplaintRead)
+async def get_complaint(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("feedback:read"))],
+    case_id: Text,
+    session: SessionDep,
+) -> ComplaintRead:
+    case = await complaints.get_complaint(session, case_id=case_id)
+    if case.customer_id is not None:
+        ids = [case.customer_id]
+        await record(session, AccessLog, principal=principal, request=request, customer_ids=ids)
+    return ComplaintRead.model_validate(case)
 
 
 @router.post(

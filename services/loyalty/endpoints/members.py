@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 
 from services.loyalty import repository
 from services.loyalty.endpoints.deps import SettingsDep
+from services.loyalty.models import AccessLog
 from services.loyalty.schemas import (
     AdjustmentCreate,
     AdjustmentRead,
@@ -18,6 +19,7 @@ from services.loyalty.schemas import (
     RedemptionRead,
 )
 from services.loyalty.service import codes, members, redemption
+from shared.access_log import staff_reads
 from shared.app import SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
@@ -25,6 +27,8 @@ from shared.http import AppError
 router = APIRouter(prefix="/v1/members", tags=["members"])
 
 Reader = Depends(require("loyalty:read"))
+# Customer-scoped reads: a staff principal's call is written to the access log.
+Audited = Depends(staff_reads(AccessLog))
 Redeemer = Annotated[Principal, Depends(require("loyalty:redeem"))]
 Admin = Annotated[Principal, Depends(require("loyalty:admin"))]
 CustomerId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -33,13 +37,13 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.get("/{customer_id}", response_model=MemberRead, dependencies=[Reader])
+@router.get("/{customer_id}", response_model=MemberRead, dependencies=[Reader, Audited])
 async def get_member(customer_id: CustomerId, session: SessionDep) -> MemberRead:
     member = await members.get_member(session, customer_id=customer_id)
     return MemberRead.model_validate(member)
 
 
-@router.get("/{customer_id}/ledger", response_model=LedgerPage, dependencies=[Reader])
+@router.get("/{customer_id}/ledger", response_model=LedgerPage, dependencies=[Reader, Audited])
 async def list_ledger(
     customer_id: CustomerId,
     session: SessionDep,
@@ -54,7 +58,9 @@ async def list_ledger(
     return LedgerPage(items=items, next_before_id=next_id)
 
 
-@router.get("/{customer_id}/redemptions", response_model=RedemptionPage, dependencies=[Reader])
+@router.get(
+    "/{customer_id}/redemptions", response_model=RedemptionPage, dependencies=[Reader, Audited]
+)
 async def list_redemptions(
     customer_id: CustomerId,
     session: SessionDep,
