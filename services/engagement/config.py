@@ -30,10 +30,27 @@ class EngagementSettings(ServiceSettings):
     sms_webhook_secret: SecretStr = Field(
         default=SecretStr("change-me"), description="HMAC-SHA256 key for the signature header"
     )
+    push_webhook_url: str | None = Field(
+        default=None, description="Push provider's webhook; unset: push is not a usable channel"
+    )
+    push_webhook_secret: SecretStr = Field(default=SecretStr("change-me"))
+    chat_webhook_url: str | None = Field(
+        default=None, description="Chat-app provider's webhook (by phone); unset: not usable"
+    )
+    chat_webhook_secret: SecretStr = Field(default=SecretStr("change-me"))
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    support_email: str = Field(
+        default="support@keepwell.local",
+        description="Where service-recovery alerts for the support team go",
+    )
 
     sender_poll_interval_ms: int = Field(default=200, ge=5)
-    sender_batch_size: int = Field(default=50, ge=1, le=1000)
+    sender_batch_size: int = Field(
+        default=200, ge=1, le=1000, description="Messages claimed per round (per channel)"
+    )
+    sender_concurrency: int = Field(
+        default=8, ge=1, le=100, description="Sends in flight at once (one SMTP connection each)"
+    )
     contact_wait_seconds: float = Field(
         default=3600.0,
         ge=0,
@@ -59,6 +76,18 @@ class EngagementSettings(ServiceSettings):
 
     win_back_delay_seconds: float = Field(
         default=24 * 3600.0, ge=0, description="From churn.risk_changed (high) to the message"
+    )
+    after_sales_delay_seconds: float = Field(
+        default=14 * 24 * 3600.0, ge=0, description="From a purchase to its care reminder"
+    )
+    after_sales_categories: list[str] = Field(
+        default_factory=list,
+        description="Product categories whose purchase earns a care reminder; empty: none",
+    )
+    attribution_window_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="A purchase this soon after a message is attributed to it",
     )
     frequency_cap: int = Field(
         default=3, ge=0, description="Marketing messages per customer per rolling 7 days"

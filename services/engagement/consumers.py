@@ -2,42 +2,78 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import journeys, service
+from services.engagement import care, identity, journeys, recommendations, recovery, service
 from services.engagement.churn import consumers as churn_consumers
 from services.engagement.config import EngagementSettings
 from shared.config import ServiceSettings
 from shared.consumer import Handler, Handlers
 from shared.events import Event
-from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted
+from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted, PurchaseRefunded
 from shared.events.engagement import ENGAGEMENT_TOPIC, ChurnRiskChanged
+from shared.events.feedback import (
+    FEEDBACK_TOPIC,
+    ComplaintOpened,
+    ComplaintResolved,
+    ResponseRecorded,
+    SurveyInvitationCreated,
+)
 from shared.events.loyalty import LOYALTY_TOPIC, PointsExpiring, RewardUnlocked, TierChanged
 from shared.events.profile import (
     PROFILE_TOPIC,
     ConsentChanged,
+    CustomerErased,
+    CustomerMerged,
     CustomerRegistered,
+    CustomerUnmerged,
     CustomerUpdated,
 )
 
-OWN_TOPICS = (PURCHASES_TOPIC, PROFILE_TOPIC, LOYALTY_TOPIC, ENGAGEMENT_TOPIC)
+# Events about one customer: one that names an id merged away acts for its survivor.
+ABOUT_A_CUSTOMER: frozenset[type[Event]] = frozenset(
+    {
+        PurchaseCompleted,
+        PurchaseRefunded,
+        TierChanged,
+        RewardUnlocked,
+        PointsExpiring,
+        ChurnRiskChanged,
+        SurveyInvitationCreated,
+        ResponseRecorded,
+        ComplaintOpened,
+        ComplaintResolved,
+        ConsentChanged,
+    }
+)
+
+OWN_TOPICS = (PURCHASES_TOPIC, PROFILE_TOPIC, LOYALTY_TOPIC, ENGAGEMENT_TOPIC, FEEDBACK_TOPIC)
 INPUT_TOPICS = tuple(dict.fromkeys((*OWN_TOPICS, *churn_consumers.INPUT_TOPICS)))
 
 
 async def on_purchase_completed(
     session: AsyncSession, event: PurchaseCompleted, *, settings: EngagementSettings
 ) -> None:
-    await journeys.exit_win_back(session, event, now=datetime.now(UTC))
-    if settings.thank_you_enabled:
-        await service.plan_thank_you(
-            session,
-            event=event,
-            now=datetime.now(UTC),
-            max_age=timedelta(seconds=settings.thank_you_max_age_seconds),
-        )
+    now = datetime.now(UTC)
+    await journeys.exit_win_back(session, event, now=now)
+    await service.attribute(session, event, window=settings.attribution_window_seconds)
+    await service.plan_thank_you(
+        session,
+        event=event,
+        now=now,
+        max_age=timedelta(seconds=settings.thank_you_max_age_seconds),
+        settings=settings,
+    )
+    await care.plan_after_sales(session, event, now=now, settings=settings)
+    await recommendations.record_purchase(session, event)
+
+
+async def on_purchase_refunded(session: AsyncSession, event: PurchaseRefunded) -> None:
+    await care.exit_after_sales(session, event, now=datetime.now(UTC))
 
 
 async def on_customer_details(
@@ -46,23 +82,62 @@ async def on_customer_details(
     await service.record_contact(session, event=event)
 
 
-async def on_tier_changed(session: AsyncSession, event: TierChanged) -> None:
-    await journeys.plan_tier_up(session, event, now=datetime.now(UTC))
+async def on_tier_changed(
+    session: AsyncSession, event: TierChanged, *, settings: EngagementSettings
+) -> None:
+    await journeys.plan_tier_up(session, event, now=datetime.now(UTC), settings=settings)
 
 
-async def on_reward_unlocked(session: AsyncSession, event: RewardUnlocked) -> None:
-    await journeys.plan_milestone_gift(session, event, now=datetime.now(UTC))
+async def on_reward_unlocked(
+    session: AsyncSession, event: RewardUnlocked, *, settings: EngagementSettings
+) -> None:
+    await journeys.plan_milestone_gift(session, event, now=datetime.now(UTC), settings=settings)
 
 
-async def on_points_expiring(session: AsyncSession, event: PointsExpiring) -> None:
-    await journeys.plan_points_expiring(session, event, now=datetime.now(UTC))
+async def on_points_expiring(
+    session: AsyncSession, event: PointsExpiring, *, settings: EngagementSettings
+) -> None:
+    await journeys.plan_points_expiring(session, event, now=datetime.now(UTC), settings=settings)
 
 
 async def on_churn_risk_changed(
     session: AsyncSession, event: ChurnRiskChanged, *, settings: EngagementSettings
 ) -> None:
-    delay = timedelta(seconds=settings.win_back_delay_seconds)
-    await journeys.plan_win_back(session, event, now=datetime.now(UTC), delay=delay)
+    await journeys.plan_win_back(session, event, now=datetime.now(UTC), settings=settings)
+
+
+async def on_survey_invitation(
+    session: AsyncSession, event: SurveyInvitationCreated, *, settings: EngagementSettings
+) -> None:
+    await care.plan_survey_invitation(session, event, now=datetime.now(UTC), settings=settings)
+
+
+async def on_response_recorded(
+    session: AsyncSession, event: ResponseRecorded, *, settings: EngagementSettings
+) -> None:
+    await recovery.on_response(session, event, now=datetime.now(UTC), settings=settings)
+
+
+async def on_complaint_opened(
+    session: AsyncSession, event: ComplaintOpened, *, settings: EngagementSettings
+) -> None:
+    await recovery.on_complaint(session, event, now=datetime.now(UTC), settings=settings)
+
+
+async def on_complaint_resolved(session: AsyncSession, event: ComplaintResolved) -> None:
+    await recovery.on_resolved(session, event, now=datetime.now(UTC))
+
+
+async def on_customer_merged(session: AsyncSession, event: CustomerMerged) -> None:
+    await identity.merge(session, event)
+
+
+async def on_customer_unmerged(session: AsyncSession, event: CustomerUnmerged) -> None:
+    await identity.unmerge(session, event)
+
+
+async def on_customer_erased(session: AsyncSession, event: CustomerErased) -> None:
+    await identity.erase(session, event, now=datetime.now(UTC))
 
 
 async def on_consent_changed(session: AsyncSession, event: ConsentChanged) -> None:
@@ -71,7 +146,14 @@ async def on_consent_changed(session: AsyncSession, event: ConsentChanged) -> No
 
 def handlers(settings: ServiceSettings) -> Handlers:
     """Outreach's handlers and the churn part's, both run for an event both want."""
-    return combine(outreach_handlers(settings), churn_consumers.handlers(settings))
+    combined = combine(outreach_handlers(settings), churn_consumers.handlers(settings))
+    return {
+        t: partial(_as_survivor, h) if t in ABOUT_A_CUSTOMER else h for t, h in combined.items()
+    }
+
+
+async def _as_survivor(handler: Handler, session: AsyncSession, event: Event) -> None:
+    await handler(session, await identity.act_as_survivor(session, event))
 
 
 def combine(*maps: Handlers) -> Handlers:
@@ -89,13 +171,25 @@ async def _run_all(handlers: list[Handler], session: AsyncSession, event: Event)
 
 def outreach_handlers(settings: ServiceSettings) -> Handlers:
     assert isinstance(settings, EngagementSettings)
-    return {
-        PurchaseCompleted: partial(on_purchase_completed, settings=settings),
-        CustomerRegistered: on_customer_details,
-        CustomerUpdated: on_customer_details,
-        ConsentChanged: on_consent_changed,
+    configured: dict[type[Event], Callable[..., Awaitable[None]]] = {
+        PurchaseCompleted: on_purchase_completed,
         TierChanged: on_tier_changed,
         RewardUnlocked: on_reward_unlocked,
         PointsExpiring: on_points_expiring,
-        ChurnRiskChanged: partial(on_churn_risk_changed, settings=settings),
+        ChurnRiskChanged: on_churn_risk_changed,
+        SurveyInvitationCreated: on_survey_invitation,
+        ResponseRecorded: on_response_recorded,
+        ComplaintOpened: on_complaint_opened,
     }
+    plain: Handlers = {
+        PurchaseRefunded: on_purchase_refunded,
+        CustomerRegistered: on_customer_details,
+        CustomerUpdated: on_customer_details,
+        ConsentChanged: on_consent_changed,
+        ComplaintResolved: on_complaint_resolved,
+        CustomerMerged: on_customer_merged,
+        CustomerUnmerged: on_customer_unmerged,
+        CustomerErased: on_customer_erased,
+    }
+    with_settings: Handlers = {t: partial(h, settings=settings) for t, h in configured.items()}
+    return {**plain, **with_settings}

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement import repository
+from services.engagement.catalog import CHAT, DEFAULT_ORDER, MARKETING, PUSH
+from services.engagement.catalog import EMAIL as EMAIL
+from services.engagement.catalog import SMS as SMS
 from services.engagement.config import EngagementSettings
-from services.engagement.journeys import MARKETING
 from services.engagement.models import (
     FAILED,
     PENDING,
@@ -28,6 +31,7 @@ from services.engagement.models import (
 )
 from services.engagement.notices import (
     SOURCE,
+    deferred_event,
     publish_failed,
     suppressed_event,
 )
@@ -39,15 +43,12 @@ from services.engagement.service import utc
 from shared import outbox
 from shared.events import derived_id
 from shared.events.engagement import (
-    OutreachDeferred,
-    OutreachDeferredData,
     OutreachSent,
     OutreachSentData,
 )
 
-EMAIL: Final = "email"
-SMS: Final = "sms"
 MAX_ERROR_LENGTH = 1000
+EXPIRED: Final = "expired: what it links to is no longer valid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,22 +109,36 @@ class FrequencyCap:
 
 
 async def claim_due(
-    session: AsyncSession, *, now: datetime, limit: int, cap: FrequencyCap | None = None
+    session: AsyncSession,
+    *,
+    now: datetime,
+    limit: int,
+    cap: FrequencyCap | None = None,
+    channels: Sequence[str] = DEFAULT_ORDER,
 ) -> list[Claim]:
-    """Take due e-mails whose customer has an address: ``sending`` from now on.
+    """Take due messages whose customer has an address on their channel: ``sending`` now.
 
     A message due inside the customer's quiet hours is deferred to their end
     (``outreach.deferred``); a marketing message over the frequency cap is
-    suppressed (``outreach.suppressed``). Claims count towards the cap as soon as
-    they are made, so a burst in one batch cannot exceed it.
+    suppressed (``outreach.suppressed``), and so is one whose link expired
+    (``valid_until`` in its context). Claims count towards the cap as soon as
+    they are made, so a burst in one batch cannot exceed it. Messages to a fixed
+    recipient (staff alerts) are claimed first, with no quiet hours or cap.
     """
     cap = cap or FrequencyCap()
-    rows = [
-        *await repository.lock_due_with_contact(session, channel=EMAIL, now=utc(now), limit=limit),
-        *await repository.lock_due_with_contact(session, channel=SMS, now=utc(now), limit=limit),
+    claims = [
+        _claim(outreach, contact, now)
+        for outreach, contact in await repository.lock_due_fixed(session, now=utc(now), limit=limit)
     ]
-    claims = []
+    rows: list[Row[Outreach, Contact]] = []
+    for channel in channels:
+        rows += await repository.lock_due_with_contact(
+            session, channel=channel, now=utc(now), limit=limit
+        )
     for outreach, contact in rows:
+        if _expired(outreach, now):
+            await _suppress(session, outreach, reason=EXPIRED, now=now)
+            continue
         until = quiet_until(
             now, zone=contact.timezone, start=contact.quiet_start, end=contact.quiet_end
         )
@@ -164,22 +179,22 @@ async def _defer(
     await outbox.enqueue(session, deferred_event(outreach, until=until, reason=reason, now=now))
 
 
-def deferred_event(
-    outreach: Outreach, *, until: datetime, reason: str, now: datetime
-) -> OutreachDeferred:
-    return OutreachDeferred.create(
-        id=derived_id("outreach.deferred", outreach.id, until.isoformat()),
-        subject=outreach.customer_id,
-        source=SOURCE,
-        time=now,
-        data=OutreachDeferredData(
-            outreach_id=outreach.id, journey=outreach.journey, reason=reason, until=until
-        ),
-    )
+def _expired(outreach: Outreach, now: datetime) -> bool:
+    valid_until = (outreach.context or {}).get("valid_until")
+    return valid_until is not None and datetime.fromisoformat(valid_until) <= now
 
 
-def _claim(outreach: Outreach, contact: Contact, now: datetime) -> Claim:
-    address = contact.phone if outreach.channel == SMS else contact.email
+def _address(outreach: Outreach, contact: Contact | None) -> str | None:
+    if outreach.to_address is not None:
+        return outreach.to_address
+    assert contact is not None
+    if outreach.channel in (SMS, CHAT):
+        return contact.phone
+    return contact.customer_id if outreach.channel == PUSH else contact.email
+
+
+def _claim(outreach: Outreach, contact: Contact | None, now: datetime) -> Claim:
+    address = _address(outreach, contact)
     assert address is not None
     outreach.status = SENDING
     outreach.claimed_at = utc(now)
@@ -195,8 +210,8 @@ def _claim(outreach: Outreach, contact: Contact, now: datetime) -> Claim:
         attempt=outreach.attempts,
         context=dict(outreach.context),
         address=address,
-        name=contact.name,
-        language=contact.language,
+        name=contact.name if contact else None,
+        language=None if outreach.to_address or contact is None else contact.language,
     )
 
 

@@ -104,3 +104,61 @@ class SmtpMailer:
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise classify(exc) from exc
         return reply
+
+    def connection(self) -> SmtpConnection:
+        """A connection to reuse for a run of messages (one batch worker's)."""
+        return SmtpConnection(self._settings, self._sender)
+
+
+class SmtpConnection:
+    """One SMTP session kept open across messages, reopened after any failure.
+
+    Opening a session (TCP, greeting, EHLO, perhaps TLS and AUTH) costs several
+    round trips; a batch pays it once per worker instead of once per message. Any
+    error closes the session, so the next message starts from a clean one. Each
+    message (including a reconnect) must finish within ``smtp_timeout_seconds``.
+    """
+
+    def __init__(self, settings: EngagementSettings, sender: str) -> None:
+        self._settings = settings
+        self._sender = sender
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def send(self, message: EmailMessage, *, recipient: str) -> str:
+        try:
+            async with asyncio.timeout(self._settings.smtp_timeout_seconds):
+                client = await self._connected()
+                _refused, reply = await client.send_message(
+                    message, sender=self._sender, recipients=[recipient]
+                )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self.close()
+            raise classify(exc) from exc
+        return reply
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        s = self._settings
+        self._client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            use_tls=s.smtp_use_tls,
+            start_tls=s.smtp_starttls,
+            timeout=s.smtp_timeout_seconds,
+        )
+        await self._client.connect()
+        return self._client
+
+    async def close(self) -> None:
+        """QUIT politely if the session is healthy; drop it either way."""
+        client, self._client = self._client, None
+        if client is None or not client.is_connected:
+            return
+        try:
+            async with asyncio.timeout(self._settings.smtp_timeout_seconds):
+                await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.engagement import consumers, endpoints
+from services.engagement import config_endpoints, consumers, endpoints
 from services.engagement.churn import endpoints as churn_endpoints
 from services.engagement.churn import timers as churn_timers
 from services.engagement.config import EngagementSettings
+from services.engagement.dashboard import endpoints as dashboard_endpoints
+from services.engagement.reports import endpoints as report_endpoints
 from services.engagement.sender import outreach_sender
 from shared.app import create_service_app
 
@@ -22,7 +24,13 @@ def create_app(settings: EngagementSettings | None = None) -> FastAPI:
         settings=settings,
         title="Keepwell engagement",
         description="Journeys and personalised outreach: e-mail and SMS under one contact policy.",
-        routers=[endpoints.router, churn_endpoints.router],
+        routers=[
+            endpoints.router,
+            churn_endpoints.router,
+            report_endpoints.router,
+            dashboard_endpoints.router,
+            config_endpoints.router,
+        ],
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,
         migrations_dir=MIGRATIONS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text, func
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UtcDateTime, new_metadata
@@ -56,6 +56,23 @@ class Consent(Base):
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class MergedCustomer(Base):
+    """A customer id profile merged into another: its later events act for the survivor.
+
+    Events keyed by an absorbed id (a till upload that still names the old POS
+    customer) are applied to ``survivor_id``, so its consent, contact and
+    frequency cap are the ones that count. Chains are kept flat: merging the
+    survivor in turn re-points every id that pointed at it. An undo
+    (``customer.unmerged``) removes the row.
+    """
+
+    __tablename__ = "merged_customers"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    survivor_id: Mapped[str] = mapped_column(String(64), index=True)
+    merged_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class ItemPair(Base):
     """How many purchases held both ``sku`` and ``other_sku``: "often bought together".
 
@@ -100,6 +117,96 @@ class Outreach(Base):
     provider_message_id: Mapped[str | None] = mapped_column(
         String(255), comment="The provider's reply on acceptance; names its queue id"
     )
+    to_address: Mapped[str | None] = mapped_column(
+        String(254), comment="Fixed recipient (a staff alert): no contact, consent or quiet hours"
+    )
+    trigger_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime(), index=True, comment="Event time of the trigger (statistics)"
+    )
+
+
+class ItemSequence(Base):
+    """How many times a customer bought ``next_sku`` in the purchase after one holding ``sku``:
+    "often bought after". Kept incrementally from the purchase stream."""
+
+    __tablename__ = "item_sequences"
+
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_name: Mapped[str | None] = mapped_column(String(200))
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class LastBasket(Base):
+    """The items of a customer's latest purchase (event time), to link it to the next one."""
+
+    __tablename__ = "last_baskets"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purchase_key: Mapped[str] = mapped_column(String(300))
+    skus: Mapped[list[str]] = mapped_column(JSON)
+    purchased_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class JourneyConfig(Base):
+    """An operator's settings for one journey; a journey with no row runs on its defaults."""
+
+    __tablename__ = "journey_configs"
+
+    journey: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    delay_seconds: Mapped[float] = mapped_column(Float)
+    channels: Mapped[list[str]] = mapped_column(JSON, comment="Channel order, first usable wins")
+    template: Mapped[str] = mapped_column(String(64))
+    max_lateness_seconds: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class MessageTemplate(Base):
+    """An operator-written template; it overrides the built-in file of the same name."""
+
+    __tablename__ = "message_templates"
+    __table_args__ = (UniqueConstraint("name", "language", "channel"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class ConfigChange(Base):
+    """The audit trail of journey and template changes: who, when, before and after."""
+
+    __tablename__ = "config_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), comment="journey or template")
+    target: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    changed_by: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Conversion(Base):
+    """A purchase attributed to the last message the customer was sent within the window."""
+
+    __tablename__ = "conversions"
+
+    purchase_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    outreach_id: Mapped[str] = mapped_column(String(36), index=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    purchased_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 # The churn/CLV tables live beside their code but on this Base (one metadata, one

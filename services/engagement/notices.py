@@ -1,4 +1,4 @@
-"""Publishing an outreach row's final outcome other than "sent": failed, suppressed.
+"""Publishing an outreach row's outcomes other than "sent": failed, suppressed, deferred.
 
 Event ids derive from the row's id, so settling the same row twice (a retried
 transaction) publishes one event, not two.
@@ -17,6 +17,8 @@ from shared import outbox
 from shared.events import derived_id
 from shared.events.engagement import (
     OutreachChannel,
+    OutreachDeferred,
+    OutreachDeferredData,
     OutreachFailed,
     OutreachFailedData,
     OutreachSuppressed,
@@ -74,3 +76,17 @@ async def _settled_row(session: AsyncSession, outreach_id: str, status: str) -> 
     if row is None or row.status != status:
         raise LookupError(f"outreach {outreach_id!r} is not {status}")
     return row
+
+
+def deferred_event(
+    outreach: Outreach, *, until: datetime, reason: str, now: datetime
+) -> OutreachDeferred:
+    return OutreachDeferred.create(
+        id=derived_id("outreach.deferred", outreach.id, until.isoformat()),
+        subject=outreach.customer_id,
+        source=SOURCE,
+        time=now,
+        data=OutreachDeferredData(
+            outreach_id=outreach.id, journey=outreach.journey, reason=reason, until=until
+        ),
+    )

@@ -1,9 +1,10 @@
-"""Product recommendations from the purchase stream: items often bought together.
+"""Product recommendations from the purchase stream: items bought together, and after.
 
 Every purchase adds one to the count of each pair of distinct items in it (both
-directions). A customer's recommendations are the items most often bought with
-what they just bought, drawn from the purchases seen before theirs. Nothing is
-hard-coded: an empty history recommends nothing.
+directions): "often bought together". It also adds one to each (item of the
+customer's previous purchase, item of this one) pair: "often bought next". A
+customer's recommendations are drawn from the purchases seen before theirs.
+Nothing is hard-coded: an empty history recommends nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement.models import ItemPair
+from services.engagement.models import ItemPair, ItemSequence, LastBasket
 from shared.db import upsertable_insert
-from shared.events.commerce import PurchaseCompletedData
+from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 
 MAX_ITEMS = 20  # pairs grow with the square of a basket's size; large baskets are capped
 
@@ -72,6 +73,77 @@ async def bought_together(
         )
         .group_by(ItemPair.other_sku, ItemPair.other_name)
         .order_by(total.desc(), ItemPair.other_sku)
+        .limit(limit)
+    )
+    return [str(name) for name in (await session.execute(stmt)).scalars()]
+
+
+async def record_purchase(session: AsyncSession, event: PurchaseCompleted) -> None:
+    """Count the purchase into both statistics (after the thank-you drew from them)."""
+    await record_basket(session, event.data)
+    await record_sequence(session, event)
+
+
+async def record_sequence(session: AsyncSession, event: PurchaseCompleted) -> None:
+    """Link the customer's previous purchase to this one, and remember this one as theirs.
+
+    Only a purchase newer (event time) than the stored one counts and replaces it; a
+    late-delivered older purchase changes nothing.
+    """
+    items = _items(event.data)
+    key = f"{event.source}:{event.data.purchase_id}"
+    previous = await session.get(LastBasket, event.subject, with_for_update=True)
+    if previous is not None and (
+        previous.purchased_at >= event.time or previous.purchase_key == key
+    ):
+        return
+    if previous is not None:
+        pairs = [
+            {"sku": before, "next_sku": sku, "next_name": name, "count": 1}
+            for before in previous.skus
+            for sku, name in items.items()
+            if sku != before
+        ]
+        if pairs:
+            await _count_sequences(session, pairs)
+    stmt = upsertable_insert(session)(LastBasket).values(
+        customer_id=event.subject, purchase_key=key, skus=list(items), purchased_at=event.time
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={c: stmt.excluded[c] for c in ("purchase_key", "skus", "purchased_at")},
+        )
+    )
+
+
+async def _count_sequences(session: AsyncSession, pairs: Sequence[dict[str, Any]]) -> None:
+    stmt = upsertable_insert(session)(ItemSequence).values(list(pairs))
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["sku", "next_sku"],
+            set_={"count": ItemSequence.count + 1, "next_name": stmt.excluded.next_name},
+        )
+    )
+
+
+async def recommend_after(
+    session: AsyncSession, data: PurchaseCompletedData, *, limit: int = 3
+) -> list[str]:
+    """Names of up to ``limit`` items customers most often bought next after these."""
+    skus = list(_items(data))
+    if not skus:
+        return []
+    total = func.sum(ItemSequence.count)
+    stmt = (
+        select(ItemSequence.next_name)
+        .where(
+            ItemSequence.sku.in_(skus),
+            ItemSequence.next_sku.not_in(skus),
+            ItemSequence.next_name.is_not(None),
+        )
+        .group_by(ItemSequence.next_sku, ItemSequence.next_name)
+        .order_by(total.desc(), ItemSequence.next_sku)
         .limit(limit)
     )
     return [str(name) for name in (await session.execute(stmt)).scalars()]

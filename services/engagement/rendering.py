@@ -1,11 +1,14 @@
 """Personalised messages from template files, rendered in a sandbox.
 
-A template is ``templates/<name>.<language>.txt``: the first line is the
-subject, the rest the plain-text body. An optional ``<name>.<language>.html``
-beside it is the HTML alternative, autoescaped. The customer's language picks
-the files; ``en`` is the fallback. Templates run in Jinja's sandbox with strict
-undefined variables, so a template (which marketing staff will edit) can reach
-neither Python internals nor silently print nothing for a misspelt name.
+A built-in template is ``templates/<name>.<language>.txt``: the first line is
+the subject, the rest the plain-text body. An optional ``<name>.<language>.html``
+beside it is the HTML alternative, autoescaped. Operators can store templates
+per name, language and channel (``templates_store``); a stored one wins over
+the file of the same language, and a channel with no template of its own uses
+the e-mail one. The customer's language picks; ``en`` is the fallback.
+Templates run in Jinja's sandbox with strict undefined variables, so a template
+(which marketing staff will edit) can reach neither Python internals nor
+silently print nothing for a misspelt name.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,29 @@ class RenderedMessage:
     subject: str
     text: str
     html: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTemplate:
+    """An operator's template as the sender uses it (a snapshot of the row)."""
+
+    id: str
+    name: str
+    language: str
+    channel: str
+    subject: str
+    body: str
+    html: str | None
+    version: int
+
+
+Stored = Mapping[tuple[str, str, str], StoredTemplate]
+
+
+@cache
+def builtin_names(directory: Path = TEMPLATES) -> frozenset[str]:
+    """Names of the built-in templates (``thank_you`` for ``thank_you.en.txt``)."""
+    return frozenset(p.name.split(".")[0] for p in directory.glob("*.txt"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +111,7 @@ class Renderer:
         self._env.filters["money"] = _money_filter
         self._names = frozenset(self._env.list_templates())
         self._compiled: dict[str, tuple[Template, Template]] = {}
+        self._html_env: SandboxedEnvironment | None = None
 
     def language_for(self, template: str, language: str | None) -> str:
         """The customer's language if the template exists in it, else the fallback."""
@@ -93,10 +121,62 @@ class Renderer:
         raise TemplateNotFound(f"{template}.{DEFAULT_LANGUAGE}.txt")
 
     def render(
-        self, template: str, *, language: str | None, context: Mapping[str, Any]
+        self,
+        template: str,
+        *,
+        language: str | None,
+        context: Mapping[str, Any],
+        channel: str = "email",
+        stored: Stored | None = None,
     ) -> RenderedMessage:
-        """Raises ``jinja2.TemplateError`` (a ``SecurityError`` for a sandbox breach)."""
-        chosen = self.language_for(template, language)
+        """Raises ``jinja2.TemplateError`` (a ``SecurityError`` for a sandbox breach).
+
+        Per language in order of preference: a stored template for the channel, a
+        stored e-mail template, then the built-in file.
+        """
+        for candidate in _candidates(language):
+            for kind in dict.fromkeys((channel, "email")):
+                found = (stored or {}).get((template, candidate, kind))
+                if found is not None:
+                    return self.render_stored(found, context=context)
+            if f"{template}.{candidate}.txt" in self._names:
+                return self._render_file(template, candidate, context)
+        raise TemplateNotFound(f"{template}.{DEFAULT_LANGUAGE}.txt")
+
+    def render_stored(
+        self, template: StoredTemplate, *, context: Mapping[str, Any]
+    ) -> RenderedMessage:
+        key = f"stored:{template.id}:{template.version}"
+        if key not in self._compiled:
+            self._compiled[key] = (
+                self._env.from_string(template.subject),
+                self._env.from_string(template.body),
+            )
+        subject, body = self._compiled[key]
+        variables = {**context, "language": template.language}
+        html = None
+        if template.html is not None:
+            html = self.html_env.from_string(template.html).render(variables)
+        return RenderedMessage(
+            subject=" ".join(subject.render(variables).split()),
+            text=body.render(variables).strip() + "\n",
+            html=html,
+        )
+
+    @property
+    def html_env(self) -> SandboxedEnvironment:
+        """The environment for stored HTML: like the file one, but always autoescaped."""
+        if self._html_env is None:
+            self._html_env = self._env.overlay(autoescape=True)
+        return self._html_env
+
+    def check(self, source: str, *, html: bool = False) -> Template:
+        """Compile ``source`` in the sandbox (raises ``TemplateSyntaxError``)."""
+        return (self.html_env if html else self._env).from_string(source)
+
+    def _render_file(
+        self, template: str, chosen: str, context: Mapping[str, Any]
+    ) -> RenderedMessage:
         variables = {**context, "language": chosen}
         subject, body = self._text_parts(f"{template}.{chosen}.txt")
         html_name = f"{template}.{chosen}.html"

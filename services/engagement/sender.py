@@ -1,11 +1,16 @@
-"""The outreach sender: the background task that turns due messages into e-mails.
+"""The outreach sender: the background task that turns due messages into e-mails and
+webhook calls (SMS, push, chat apps).
 
-Each round, in one short transaction: put back claims that stalled, suppress
-messages whose customer never gave an e-mail address, and claim a batch of due
-messages (status ``sending``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
-replicas take disjoint rows). Then, outside any transaction, render and send
-each one, and settle its outcome in a transaction of its own (``sent`` plus an
-``outreach.sent`` event in the outbox, or a retry with backoff, or ``failed``).
+Each round, in one short transaction: put back claims that stalled, route or
+suppress messages by consent, staleness and reachability (under each journey's
+current channel order and lateness), and claim a batch of due messages (status
+``sending``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas take disjoint
+rows), with the operators' stored templates for them. Then, outside any
+transaction, up to ``sender_concurrency`` workers render and send the batch,
+each over one SMTP session it keeps open, and settle each outcome in a
+transaction of its own (``sent`` plus an ``outreach.sent`` event in the outbox,
+or a retry with backoff, or ``failed``). The sender wakes when a transaction
+planned a message or changed a contact (``OUTREACH_FLAG``), else every poll.
 
 Delivery is at-least-once, never at-most-once. Between the SMTP server's "250
 accepted" and the commit that records it, a crash (or a hang past
@@ -24,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -31,12 +38,20 @@ from typing import Any, TypeVar
 
 from jinja2 import TemplateError
 
-from services.engagement import delivery, sweeps
+from services.engagement import catalog, delivery, journey_config, sweeps, templates_store
 from services.engagement.config import EngagementSettings
 from services.engagement.delivery import Claim, FrequencyCap, RetryPolicy
-from services.engagement.mailer import DeliveryFailed, SmtpMailer, build_email, message_id
-from services.engagement.rendering import RenderedMessage, Renderer
-from services.engagement.webhooks import WebhookChannel
+from services.engagement.mailer import (
+    DeliveryFailed,
+    SmtpConnection,
+    SmtpMailer,
+    build_email,
+    message_id,
+)
+from services.engagement.rendering import RenderedMessage, Renderer, Stored
+from services.engagement.repository import config as config_repo
+from services.engagement.service import OUTREACH_FLAG
+from services.engagement.webhooks import WebhookChannel, webhook_channels
 from shared.app import Runtime
 from shared.db import Database
 
@@ -60,9 +75,11 @@ class Sender:
         self._cap = FrequencyCap.from_settings(settings)
         self._renderer = renderer or Renderer()
         self._mailer = mailer or SmtpMailer(settings)
-        self._sms = _sms_channel(settings)
+        self._webhooks: dict[str, WebhookChannel] = webhook_channels(settings)
+        self._channels = (catalog.EMAIL, *self._webhooks)
+        self._stored: Stored = {}
         self._wakeup = asyncio.Event()
-        db.on_commit(self._wakeup.set)
+        db.on_commit(self._wakeup.set, when=OUTREACH_FLAG)
 
     async def run(self) -> None:
         """Rounds until cancelled: at once after a local commit, else every poll interval."""
@@ -91,33 +108,76 @@ class Sender:
     async def run_once(self) -> int:
         """One round; returns how many messages it claimed."""
         claims = await self._claim(datetime.now(UTC))
-        for index, claim in enumerate(claims):
-            try:
-                await _finish_even_if_cancelled(self._deliver(claim))
-            except BaseException:
-                await _finish_even_if_cancelled(self._release(claims[index + 1 :]))
-                raise
+        queue = deque(claims)
+        # A claim still queued this late could be taken over as stalled while we send it:
+        # hand it back instead (``sending_timeout`` outlasts one SMTP exchange).
+        s = self._settings
+        deadline = time.monotonic() + s.sending_timeout_seconds - s.smtp_timeout_seconds
+        try:
+            async with asyncio.TaskGroup() as workers:
+                for _ in range(min(s.sender_concurrency, len(claims))):
+                    workers.create_task(self._work(queue, deadline))
+        except BaseException:
+            await _finish_even_if_cancelled(self._release(list(queue)))
+            raise
+        await self._release(list(queue))
         return len(claims)
+
+    async def _work(self, queue: deque[Claim], deadline: float) -> None:
+        """Send claims from the shared queue over one SMTP session, until none are left
+        or the round's ``deadline`` (monotonic) has passed."""
+        connection = self._mailer.connection()
+        try:
+            while queue and time.monotonic() < deadline:
+                claim = queue.popleft()
+                await _finish_even_if_cancelled(self._deliver(claim, connection))
+        finally:
+            await _finish_even_if_cancelled(connection.close())
 
     async def _claim(self, now: datetime) -> list[Claim]:
         # Not notifying keeps us from waking ourselves; the outreach.failed/suppressed
         # events the sweeps enqueue go out on the relay's next poll.
         async with self._db.unit_of_work(notify=False) as session:
+            journeys = await journey_config.all_effective(session, self._settings)
+            orders = {
+                name: tuple(c for c in j.channels if c in self._channels)
+                for name, j in journeys.items()
+            }
+            lateness = {n: j.max_lateness for n, j in journeys.items() if j.max_lateness}
             retried, failed = await delivery.release_stalled(session, now=now, policy=self._policy)
             suppressed = [
-                *await sweeps.suppress_stale(session, now=now, policy=self._policy),
-                *await sweeps.suppress_opted_out(session, now=now, sms=self._sms is not None),
-                *await sweeps.suppress_unreachable(session, now=now, policy=self._policy),
+                *await sweeps.suppress_stale(
+                    session, now=now, policy=self._policy, lateness=lateness
+                ),
+                *await sweeps.suppress_opted_out(
+                    session,
+                    now=now,
+                    orders=orders,
+                    configured={n: j.channels for n, j in journeys.items()},
+                ),
+                *await sweeps.suppress_unreachable(
+                    session, now=now, policy=self._policy, channels=self._channels
+                ),
             ]
             claims = await delivery.claim_due(
-                session, now=now, limit=self._settings.sender_batch_size, cap=self._cap
+                session,
+                now=now,
+                limit=self._settings.sender_batch_size,
+                cap=self._cap,
+                channels=self._channels,
             )
+            if claims:
+                names = sorted({c.template for c in claims})
+                rows = await config_repo.list_templates(session, names=names)
+                self._stored = {
+                    (r.name, r.language, r.channel): templates_store.snapshot(r) for r in rows
+                }
         _log_sweep(retried, failed, suppressed)
         return claims
 
-    async def _deliver(self, claim: Claim) -> None:
+    async def _deliver(self, claim: Claim, connection: SmtpConnection) -> None:
         try:
-            reply = await self._hand_over(claim)
+            reply = await self._hand_over(claim, connection)
         except DeliveryFailed as failure:
             await self._settle_failure(claim, failure)
             return
@@ -127,14 +187,15 @@ class Sender:
             )
         _log_outcome(claim, "sent" if settled else None)
 
-    async def _hand_over(self, claim: Claim) -> str:
+    async def _hand_over(self, claim: Claim, connection: SmtpConnection) -> str:
         """Give the message to its channel's provider; returns the provider's reply."""
-        if claim.channel == delivery.SMS:
-            if self._sms is None:
-                raise DeliveryFailed("no SMS provider configured", permanent=False)
+        if claim.channel != catalog.EMAIL:
+            webhook = self._webhooks.get(claim.channel)
+            if webhook is None:
+                raise DeliveryFailed(f"no {claim.channel} provider configured", permanent=False)
             text = self._render(claim).text
-            return await self._sms.send(message_id=claim.outreach_id, to=claim.address, text=text)
-        return await self._mailer.send(self._compose(claim), recipient=claim.address)
+            return await webhook.send(message_id=claim.outreach_id, to=claim.address, text=text)
+        return await connection.send(self._compose(claim), recipient=claim.address)
 
     def _render(self, claim: Claim) -> RenderedMessage:
         try:
@@ -142,6 +203,8 @@ class Sender:
                 claim.template,
                 language=claim.language,
                 context={**claim.context, "name": claim.name},
+                channel=claim.channel,
+                stored=self._stored,
             )
         except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
             reason = f"cannot compose the message: {type(exc).__name__}: {exc}"
@@ -216,16 +279,6 @@ def _log_sweep(retried: Sequence[str], failed: Sequence[str], suppressed: Sequen
         log.info(
             "outreach suppressed (stale, opted out, or no address)", extra={"ids": list(suppressed)}
         )
-
-
-def _sms_channel(settings: EngagementSettings) -> WebhookChannel | None:
-    if settings.sms_webhook_url is None:
-        return None
-    return WebhookChannel(
-        url=settings.sms_webhook_url,
-        secret=settings.sms_webhook_secret.get_secret_value(),
-        timeout=settings.webhook_timeout_seconds,
-    )
 
 
 def outreach_sender(runtime: Runtime) -> Coroutine[Any, Any, None]:

@@ -14,15 +14,19 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import recommendations, repository
+from services.engagement import journey_config, recommendations, repository
+from services.engagement.catalog import THANK_YOU
+from services.engagement.config import EngagementSettings
 from services.engagement.models import PENDING, SUPPRESSED, Outreach
 from services.engagement.notices import publish_suppressed
 from services.engagement.policy import known_zone
+from shared.db import mark
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.profile import ConsentChanged, CustomerRegistered, CustomerUpdated
 from shared.http import NotFound
 
-THANK_YOU = "thank_you"
+__all__ = ["THANK_YOU", "OutreachPlan", "schedule_outreach", "utc"]
+OUTREACH_FLAG = "engagement.outreach"  # marks a transaction the sender should wake for
 
 
 class OutreachNotFound(NotFound):
@@ -41,6 +45,8 @@ class OutreachPlan:
     trigger_event_id: str | None = None
     channel: str = "email"
     context: dict[str, Any] = field(default_factory=dict)
+    trigger_at: datetime | None = None
+    to_address: str | None = None
 
 
 def utc(moment: datetime) -> datetime:
@@ -70,6 +76,7 @@ async def record_contact(
     )
     for channel, status in details.consents.items():
         await _record_consent(session, event.subject, channel, status, event.time)
+    mark(session, OUTREACH_FLAG)  # a waiting message may now have an address
 
 
 async def record_consent_change(session: AsyncSession, *, event: ConsentChanged) -> None:
@@ -107,15 +114,24 @@ async def schedule_outreach(
         "context": plan.context,
         "due_at": utc(plan.due_at),
         "created_at": utc(now),
+        "trigger_at": utc(plan.trigger_at) if plan.trigger_at else None,
+        "to_address": plan.to_address,
     }
     inserted = await repository.insert_outreach(session, values)
+    if inserted and not suppressed:
+        mark(session, OUTREACH_FLAG)
     if inserted and suppressed:
         await publish_suppressed(session, str(values["id"]), now=now)
     return inserted
 
 
 async def plan_thank_you(
-    session: AsyncSession, *, event: PurchaseCompleted, now: datetime, max_age: timedelta
+    session: AsyncSession,
+    *,
+    event: PurchaseCompleted,
+    now: datetime,
+    max_age: timedelta,
+    settings: EngagementSettings,
 ) -> bool:
     """A thank-you e-mail for a purchase, due at once; at most one per purchase.
 
@@ -123,22 +139,29 @@ async def plan_thank_you(
     already skips a re-delivered event, and this also catches a till that re-sends
     the same sale under a new event id. Purchases older than ``max_age`` (a replay
     of history) are recorded as suppressed rather than thanked years late.
+    The journey's settings (enabled, delay, first channel, template) apply.
     """
+    config = await journey_config.effective(session, THANK_YOU, settings)
+    if not config.enabled:
+        return False
+    suggestions = {
+        "recommendations": await recommendations.recommend(session, event.data),
+        "bought_after": await recommendations.recommend_after(session, event.data),
+    }
     plan = OutreachPlan(
         customer_id=event.subject,
         journey=THANK_YOU,
-        template=THANK_YOU,
+        template=config.template,
         dedupe_key=f"{THANK_YOU}:{event.source}:{event.data.purchase_id}",
-        due_at=now,
+        due_at=now + config.delay,
         trigger_event_id=event.id,
-        context=thank_you_context(event.data)
-        | {"recommendations": await recommendations.recommend(session, event.data)},
+        channel=config.channels[0],
+        context=thank_you_context(event.data) | suggestions,
+        trigger_at=event.time,
     )
     too_old = now - event.time > max_age
     reason = f"purchase older than {max_age} when processed" if too_old else None
-    planned = await schedule_outreach(session, plan, now=now, suppressed=reason)
-    await recommendations.record_basket(session, event.data)
-    return planned
+    return await schedule_outreach(session, plan, now=now, suppressed=reason)
 
 
 def thank_you_context(data: PurchaseCompletedData) -> dict[str, Any]:
@@ -161,3 +184,15 @@ async def list_outreach(
         if before is None or before.customer_id != customer_id:
             raise OutreachNotFound(f"no outreach {before_id!r} for customer {customer_id!r}")
     return await repository.list_outreach(session, customer_id, limit=limit, before=before)
+
+
+async def attribute(session: AsyncSession, event: PurchaseCompleted, *, window: float) -> None:
+    """Attribute the purchase to the last message sent to the customer within ``window`` s."""
+    at = utc(event.time)
+    await repository.attribute_purchase(
+        session,
+        customer_id=event.subject,
+        purchase_key=f"{event.source}:{event.data.purchase_id}",
+        purchased_at=at,
+        since=at - timedelta(seconds=window),
+    )

@@ -1,4 +1,4 @@
-"""SMS (and later push / chat) through a provider's HTTP webhook.
+"""SMS, push and chat-app messages through each provider's HTTP webhook.
 
 The body is JSON; ``X-Keepwell-Signature: sha256=<hex>`` is HMAC-SHA256 of the
 exact body bytes with the provider's secret, so the provider can verify the
@@ -16,6 +16,7 @@ import json
 
 import httpx
 
+from services.engagement.config import EngagementSettings
 from services.engagement.mailer import DeliveryFailed
 
 SIGNATURE_HEADER = "X-Keepwell-Signature"
@@ -50,3 +51,19 @@ def _outcome(response: httpx.Response) -> str:
         return reply
     transient = code >= 500 or code in (408, 429)
     raise DeliveryFailed(f"provider replied {reply}", permanent=not transient)
+
+
+def webhook_channels(settings: EngagementSettings) -> dict[str, WebhookChannel]:
+    """The webhook channels with a provider configured, by channel name."""
+    configured = {
+        "sms": (settings.sms_webhook_url, settings.sms_webhook_secret),
+        "push": (settings.push_webhook_url, settings.push_webhook_secret),
+        "chat": (settings.chat_webhook_url, settings.chat_webhook_secret),
+    }
+    return {
+        channel: WebhookChannel(
+            url=url, secret=secret.get_secret_value(), timeout=settings.webhook_timeout_seconds
+        )
+        for channel, (url, secret) in configured.items()
+        if url is not None
+    }

@@ -285,6 +285,27 @@ def test_conditional_expectation_matches_numerical_integration(
         )
 
 
+def test_expected_purchases_stay_finite_as_dropout_becomes_homogeneous() -> None:
+    """A fit can run a and b off together (every customer drops out alike): the closed form's
+    underflow times overflow must give way to its limit, which the closed form approaches."""
+    x, t_x, T = (
+        np.array([0.0, 1.0, 5.0, 20.0]),
+        np.array([0.0, 30.0, 50.0, 69.0]),
+        np.array([10.0, 40.0, 60.0, 70.0]),
+    )
+
+    def at_scale(k: float) -> np.ndarray:
+        params = BgNbdParams(r=0.83, alpha=4.8, a=0.064 * k, b=0.936 * k)
+        return np.asarray(expected_purchases(params, 52.0, x, t_x, T))
+
+    near_limit = at_scale(1e6)
+    assert np.all(np.isfinite(near_limit))
+    assert np.all(near_limit > 0)
+    errors = [float(np.max(np.abs(at_scale(k) / near_limit - 1.0))) for k in (1e2, 1e3, 1e4)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 2e-3
+
+
 def test_churn_scores_rank_holdout_silence(
     calibration: CustomerSummary, holdout_counts: np.ndarray, fitted: BgNbdParams, capsys
 ) -> None:

@@ -174,12 +174,12 @@ async def test_a_restart_between_scheduling_and_sending_sends_once(
     engagement_url: str, smtp: Smtp
 ) -> None:
     port, sink = smtp
-    config = settings(win_back_delay_seconds=0.5)
+    config = settings(win_back_delay_seconds=3)  # ample, so a loaded machine is not late
     before = Database(engagement_url)
     await handle(before, customer("c-1"), risk("c-1", "high"), config=config)
     assert await sender(before, port).run_once() == 0  # not due yet
     await before.dispose()  # the process stops
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(3.1)
     after = Database(engagement_url)  # and a new one starts
     try:
         restarted = sender(after, port)

@@ -267,7 +267,7 @@ async def test_stopping_mid_batch_finishes_the_mail_in_hand_and_hands_back_the_r
     port, server = slow_smtp
     for n in range(3):
         await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
-    task = asyncio.create_task(sender(db, port).run())
+    task = asyncio.create_task(sender(db, port, sender_concurrency=1).run())
     await wait_until(_is_set(server.in_data), timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -41,6 +41,7 @@ async def test_a_purchase_plans_one_pending_thank_you(db: Database) -> None:
         "total": {"amount": "42.50", "currency": "EUR"},
         "items": [{"name": "Green tea", "quantity": 1}],
         "recommendations": [],  # nobody bought anything before
+        "bought_after": [],
     }
 
 

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, Float, Integer, Numeric, String, func
+from sqlalchemy import JSON, Boolean, Date, Float, Index, Integer, Numeric, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.engagement.models import Base
@@ -26,6 +26,21 @@ MONEY = Numeric(18, 4)
 
 class ChurnPurchase(Base):
     __tablename__ = "churn_purchases"
+    # The reports' scans: one customer's purchases in time order, and a time range; both
+    # covering (PostgreSQL) so the monthly aggregates read the index only.
+    __table_args__ = (
+        Index(
+            "ix_churn_purchases_customer_id_occurred_at",
+            "customer_id",
+            "occurred_at",
+            postgresql_include=["amount", "refunded"],
+        ),
+        Index(
+            "ix_churn_purchases_occurred_at",
+            "occurred_at",
+            postgresql_include=["customer_id", "amount", "refunded", "currency"],
+        ),
+    )
 
     purchase_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -49,6 +64,10 @@ class ChurnCustomer(Base):
     """Purchase statistics (event time) and the latest scores of one customer."""
 
     __tablename__ = "churn_customers"
+    __table_args__ = (
+        Index("ix_churn_customers_band", "band"),
+        Index("ix_churn_customers_clv", "clv"),
+    )
 
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     currency: Mapped[str | None] = mapped_column(String(3))
@@ -73,6 +92,90 @@ class ChurnCustomer(Base):
     clv: Mapped[Decimal | None] = mapped_column(MONEY)
     model_id: Mapped[int | None] = mapped_column(Integer)
     scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ChurnBandChange(Base):
+    """Every change of a customer's risk band, as scored (for the at-risk and won-back report)."""
+
+    __tablename__ = "churn_band_changes"
+    __table_args__ = (Index("ix_churn_band_changes_band_changed_at", "band", "changed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    band: Mapped[str] = mapped_column(String(8))
+    previous_band: Mapped[str] = mapped_column(String(8))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChurnCustomerMonth(Base):
+    """The UTC months in which a customer bought (purchases not refunded in full).
+
+    Kept by ``churn.months`` from the customer's purchases on every change; ``cohort`` is the
+    customer's first such month and ``prev_active`` says the customer also bought the month
+    before. The reports read it, never ``churn_purchases``, for their monthly figures.
+    """
+
+    __tablename__ = "churn_customer_months"
+    __table_args__ = (
+        Index(
+            "ix_churn_customer_months_month",
+            "month",
+            postgresql_include=["customer_id", "purchases", "revenue", "currency"],
+        ),
+    )
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[int] = mapped_column(Integer, primary_key=True, comment="year * 12 + month - 1")
+    purchases: Mapped[int] = mapped_column(Integer)
+    revenue: Mapped[Decimal] = mapped_column(
+        MONEY, comment="Net of refunds, purchases in the customer's currency only"
+    )
+    currency: Mapped[str] = mapped_column(String(3), comment="The customer's (earliest purchase)")
+    cohort: Mapped[int] = mapped_column(Integer)
+    prev_active: Mapped[bool] = mapped_column(Boolean)
+
+
+class ChurnCustomerCohort(Base):
+    """A buying customer's first month and the month of their second purchase (if any)."""
+
+    __tablename__ = "churn_customer_cohorts"
+    __table_args__ = (
+        Index("ix_churn_customer_cohorts_cohort", "cohort", postgresql_include=["second"]),
+    )
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cohort: Mapped[int] = mapped_column(Integer)
+    second: Mapped[int | None] = mapped_column(Integer, comment="Month of the second purchase")
+
+
+class ChurnCohortMonth(Base):
+    """Customers of a cohort (first month) buying in a month, and how many of them also bought
+    the month before; summed over ``shard`` (spread so that writers rarely wait on a row)."""
+
+    __tablename__ = "churn_cohort_months"
+
+    cohort: Mapped[int] = mapped_column(Integer, primary_key=True)
+    month: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    active: Mapped[int] = mapped_column(Integer)
+    retained: Mapped[int] = mapped_column(Integer)
+
+
+class ChurnMonthBuyers(Base):
+    """Customers buying in a month by the month they last bought before (``since``, 0 for
+    their first purchase), with their purchases and net revenue, per currency; summed over
+    ``shard``. Customers buying in a range of months are those rows' customers with ``since``
+    before the range: each counted once, without reading a row per customer."""
+
+    __tablename__ = "churn_month_buyers"
+
+    month: Mapped[int] = mapped_column(Integer, primary_key=True)
+    since: Mapped[int] = mapped_column(Integer, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customers: Mapped[int] = mapped_column(Integer)
+    purchases: Mapped[int] = mapped_column(Integer)
+    revenue: Mapped[Decimal] = mapped_column(MONEY)
 
 
 class ChurnComplaint(Base):

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement.churn.models import ChurnCustomer, ChurnModel
+from services.engagement.churn.models import ChurnBandChange, ChurnCustomer, ChurnModel
 from services.engagement.churn.risk import History, Population, Score, score
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.scoring import BgNbdParams, GammaGammaParams
@@ -100,6 +100,7 @@ async def rescore_customer(
     await session.flush()
     if previous != result.band:
         await enqueue(session, _changed(customer.customer_id, result, previous, customer, now))
+        await _record_changes(session, [(customer.customer_id, result.band, previous)], now)
 
 
 def _clear(customer: ChurnCustomer) -> None:
@@ -163,7 +164,22 @@ async def rescore_all(session: AsyncSession, *, config: ChurnSettings, now: date
         if (r.band or NO_BAND) != s.band
     ]
     await enqueue(session, *changed)
+    await _record_changes(
+        session, [(e.subject, e.data.band, e.data.previous_band or NO_BAND) for e in changed], now
+    )
     return len(changed)
+
+
+async def _record_changes(
+    session: AsyncSession, changes: list[tuple[str, str, str]], now: datetime
+) -> None:
+    """Keep each band change (the reports count customers entering ``high`` and won back)."""
+    rows = [
+        {"customer_id": c, "band": band, "previous_band": previous, "changed_at": now}
+        for c, band, previous in changes
+    ]
+    for start in range(0, len(rows), 5000):
+        await session.execute(insert(ChurnBandChange), rows[start : start + 5000])
 
 
 async def _store(

@@ -15,8 +15,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from services.engagement.churn import scores
+from services.engagement.churn import months, scores
 from services.engagement.churn.models import (
+    ChurnBandChange,
     ChurnComplaint,
     ChurnCustomer,
     ChurnPurchase,
@@ -26,7 +27,7 @@ from services.engagement.churn.settings import ChurnSettings
 from services.engagement.churn.stats import PurchaseRow, Stats, compute_stats
 from shared.db import upsertable_insert
 
-CUSTOMER_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnCustomer)
+CUSTOMER_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnCustomer, ChurnBandChange)
 
 
 async def record_purchase(
@@ -110,6 +111,7 @@ async def refresh(
         [PurchaseRow(r.purchase_id, r.day, r.amount, r.currency, r.refunded) for r in rows],
         config.cadence_percentile,
     )
+    await months.refresh_months(session, customer_id, rows)
     customer = await customer_row(session, customer_id)
     _apply_stats(customer, stats)
     await session.flush()
@@ -205,10 +207,11 @@ async def merge(
     """Fold the merged customer's purchases, refunds and complaints into the survivor."""
     if survivor == merged:
         return
-    for table in (ChurnPurchase, ChurnRefund, ChurnComplaint):
+    for table in (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnBandChange):
         await session.execute(
             update(table).where(table.customer_id == merged).values(customer_id=survivor)
         )
+    await months.refresh_months(session, merged, [])  # its months now count for the survivor
     old = await session.get(ChurnCustomer, merged)
     customer = await customer_row(session, survivor)
     if old is not None:
@@ -227,5 +230,6 @@ def _fold_feedback(customer: ChurnCustomer, old: ChurnCustomer) -> None:
 
 
 async def erase(session: AsyncSession, *, customer_id: str) -> None:
+    await months.refresh_months(session, customer_id, [])
     for table in CUSTOMER_TABLES:
         await session.execute(delete(table).where(table.customer_id == customer_id))

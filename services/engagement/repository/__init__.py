@@ -1,4 +1,5 @@
-"""Every query engagement runs."""
+"""Every query engagement runs: here the outreach life cycle; the sweeps, statistics,
+configuration and identity queries in the modules beside it (re-exported where shared)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,47 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, exists, func, or_, select, update
+from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.models import (
     PENDING,
     SENDING,
     SENT,
-    SUPPRESSED,
     Consent,
     Contact,
     Outreach,
+)
+from services.engagement.repository.addresses import address as _address
+from services.engagement.repository.stats import JourneyStats as JourneyStats
+from services.engagement.repository.stats import attribute_purchase as attribute_purchase
+from services.engagement.repository.stats import list_journey_stats as list_journey_stats
+from services.engagement.repository.sweeps import (
+    move_channel as move_channel,
+)
+from services.engagement.repository.sweeps import (
+    pending_on_channels as pending_on_channels,
+)
+from services.engagement.repository.sweeps import (
+    reroute_opted_out as reroute_opted_out,
+)
+from services.engagement.repository.sweeps import (
+    suppress_on_channel as suppress_on_channel,
+)
+from services.engagement.repository.sweeps import (
+    suppress_opted_out as suppress_opted_out,
+)
+from services.engagement.repository.sweeps import (
+    suppress_pending as suppress_pending,
+)
+from services.engagement.repository.sweeps import (
+    suppress_pending_keys as suppress_pending_keys,
+)
+from services.engagement.repository.sweeps import (
+    suppress_stale as suppress_stale,
+)
+from services.engagement.repository.sweeps import (
+    suppress_unreachable as suppress_unreachable,
 )
 from shared.db import upsertable_insert
 
@@ -49,26 +80,6 @@ async def upsert_consent(session: AsyncSession, values: dict[str, Any]) -> None:
 async def consents(session: AsyncSession, customer_id: str) -> dict[str, str]:
     stmt = select(Consent.channel, Consent.status).where(Consent.customer_id == customer_id)
     return {channel: status for channel, status in (await session.execute(stmt)).all()}
-
-
-async def suppress_opted_out(
-    session: AsyncSession, *, channel: str, now: datetime, reason: str
-) -> Sequence[str]:
-    """Due pending messages on ``channel`` to a customer who opted out of it."""
-    opted_out = _consent_is(channel, "opt_out")
-    stmt = (
-        update(Outreach)
-        .where(
-            Outreach.status == PENDING,
-            Outreach.channel == channel,
-            Outreach.due_at <= now,
-            opted_out,
-        )
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def get_contact(session: AsyncSession, customer_id: str) -> Contact | None:
@@ -116,6 +127,7 @@ async def lock_due_with_contact(
             Outreach.status == PENDING,
             Outreach.channel == channel,
             Outreach.due_at <= now,
+            Outreach.to_address.is_(None),
             _address(channel).is_not(None),
         )
         .order_by(Outreach.due_at)
@@ -125,41 +137,24 @@ async def lock_due_with_contact(
     return (await session.execute(stmt)).all()
 
 
-def _address(channel: str) -> Any:
-    return Contact.phone if channel == "sms" else Contact.email
-
-
-async def reroute_opted_out(
-    session: AsyncSession, *, from_channel: str, to_channel: str, now: datetime
-) -> Sequence[str]:
-    """Due messages whose customer opted out of ``from_channel`` but can be reached, with
-    consent not refused, on ``to_channel``: moved there (the journey's next channel)."""
-    reachable = exists().where(
-        Contact.customer_id == Outreach.customer_id, _address(to_channel).is_not(None)
-    )
+async def lock_due_fixed(
+    session: AsyncSession, *, now: datetime, limit: int
+) -> Sequence[Row[Outreach, Contact | None]]:
+    """Due pending messages to a fixed recipient (staff alerts), with the customer's contact
+    if known (for their name), locked like ``lock_due_with_contact``."""
     stmt = (
-        update(Outreach)
+        select(Outreach, Contact)
+        .outerjoin(Contact, Contact.customer_id == Outreach.customer_id)
         .where(
             Outreach.status == PENDING,
-            Outreach.channel == from_channel,
             Outreach.due_at <= now,
-            _consent_is(from_channel, "opt_out"),
-            ~_consent_is(to_channel, "opt_out"),
-            reachable,
+            Outreach.to_address.is_not(None),
         )
-        .values(channel=to_channel)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
+        .order_by(Outreach.due_at)
+        .limit(limit)
+        .with_for_update(of=Outreach, skip_locked=True)
     )
-    return (await session.execute(stmt)).scalars().all()
-
-
-def _consent_is(channel: str, status: str) -> Any:
-    return exists().where(
-        Consent.customer_id == Outreach.customer_id,
-        Consent.channel == channel,
-        Consent.status == status,
-    )
+    return (await session.execute(stmt)).all()
 
 
 async def settle_claim(
@@ -203,60 +198,6 @@ async def update_stalled(
             out_of_attempts if exhausted else ~out_of_attempts,
         )
         .values(**values)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalars().all()
-
-
-async def suppress_unreachable(
-    session: AsyncSession, *, channel: str, due_before: datetime, reason: str
-) -> Sequence[str]:
-    """Pending messages on a channel, due before ``due_before``, whose customer has no e-mail."""
-    reachable = exists().where(
-        Contact.customer_id == Outreach.customer_id, Contact.email.is_not(None)
-    )
-    stmt = (
-        update(Outreach)
-        .where(
-            Outreach.status == PENDING,
-            Outreach.channel == channel,
-            Outreach.due_at < due_before,
-            ~reachable,
-        )
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalars().all()
-
-
-async def suppress_pending(
-    session: AsyncSession, *, customer_id: str, journey: str, reason: str
-) -> Sequence[str]:
-    """A customer's pending messages of one journey, decided against (an exit condition)."""
-    stmt = (
-        update(Outreach)
-        .where(
-            Outreach.customer_id == customer_id,
-            Outreach.journey == journey,
-            Outreach.status == PENDING,
-        )
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalars().all()
-
-
-async def suppress_stale(
-    session: AsyncSession, *, due_before: datetime, reason: str
-) -> Sequence[str]:
-    """Pending messages that came due before ``due_before`` (a catch-up after downtime)."""
-    stmt = (
-        update(Outreach)
-        .where(Outreach.status == PENDING, Outreach.due_at < due_before)
-        .values(status=SUPPRESSED, last_error=reason)
         .returning(Outreach.id)
         .execution_options(synchronize_session=False)
     )

@@ -1,0 +1,60 @@
+"""Profile's identity events: ``customer.merged`` and ``customer.erased``.
+
+* Merged: the merged customer's messages, conversions, consents and latest basket
+  move to the survivor (``subject``), so the history, the frequency cap and the
+  exits see one person. The survivor's contact details win; the merged customer's
+  are adopted only if the survivor had none. Per channel the strictest consent
+  wins (an opt-out on either side stays). Events that still name the merged id
+  afterwards act for the survivor (``act_as_survivor``).
+* Erased: pending messages are cancelled (``outreach.suppressed``, reason
+  ``customer erased``), then contact details, consents and the latest basket are
+  deleted and every message row is stripped of its context, recipient and
+  provider reply (error texts that may quote an address go too). The rows' bare
+  journey, channel, status and times remain for statistics.
+* Unmerged: the restored id's later events are its own again; the rows moved at
+  the merge stay with the survivor (engagement cannot tell which were whose).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.engagement.notices import publish_suppressed
+from services.engagement.repository import identity as repo
+from shared.events import Event
+from shared.events.profile import CustomerErased, CustomerMerged, CustomerUnmerged
+
+ERASED = "customer erased"
+
+
+async def merge(session: AsyncSession, event: CustomerMerged) -> None:
+    old, new = event.data.merged_id, event.subject
+    if old == new:
+        return
+    await repo.record_merge(session, old=old, new=new, at=event.time)
+    await repo.rekey_history(session, old=old, new=new)
+    await repo.merge_contact(session, old=old, new=new)
+    await repo.merge_consents(session, old=old, new=new)
+    await repo.merge_last_basket(session, old=old, new=new)
+
+
+async def unmerge(session: AsyncSession, event: CustomerUnmerged) -> None:
+    await repo.forget_merge(session, event.data.restored_id)
+
+
+async def act_as_survivor(session: AsyncSession, event: Event) -> Event:
+    """The event as the customer it now concerns: a merged id's event names its survivor."""
+    survivor = await repo.survivor_of(session, event.subject)
+    if survivor is None:
+        return event
+    return event.model_copy(update={"subject": survivor})
+
+
+async def erase(session: AsyncSession, event: CustomerErased, *, now: datetime) -> int:
+    cancelled = await repo.cancel_pending(session, event.subject, ERASED)
+    for outreach_id in cancelled:
+        await publish_suppressed(session, outreach_id, now=now)
+    await repo.erase(session, event.subject)
+    return len(cancelled)

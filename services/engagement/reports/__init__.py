@@ -1,0 +1,1 @@
+"""Engagement's reports (retention, value, engagement): SQL aggregates over event time."""
