@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-postgres lint format schema bench lock clean k8s-validate test-chaos
+.PHONY: install run test test-postgres lint format schema bench lock clean k8s-validate test-chaos demo
 
 $(VENV)/.installed: requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Keepwell needs Python 3.11, found " + sys.version'
@@ -19,6 +19,9 @@ install: $(VENV)/.installed
 
 run: install ## the whole platform on embedded defaults (Ctrl-C stops it all)
 	$(PY) -m tools.devstack
+
+demo: install ## a simulated retailer through a running `make run`; prints the dashboard URL
+	$(PY) -m tools.demo
 
 test: install ## the whole suite: real broker, SQLite, SMTP sink
 	$(PY) -m pytest -q

@@ -90,16 +90,27 @@ def start_services(
     bootstrap: str, prefix: str, smtp_port: int, secret: str
 ) -> list[ServiceProcess]:
     base = int(os.environ.get("KEEPWELL_PORT_BASE", "8000"))
+    ports = {name: base + i + 1 for i, name in enumerate(SERVICE_NAMES)}
+    # The dashboard (in engagement) reads the other services' reports where they run.
+    upstreams = {
+        f"ENGAGEMENT_{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}"
+        for name in ("profile", "loyalty", "feedback")
+    }
     services = [
         ServiceProcess(
             name=name,
-            port=base + i + 1,
+            port=ports[name],
             env=service_env(
-                name, bootstrap=bootstrap, prefix=prefix, smtp_port=smtp_port, auth_secret=secret
+                name,
+                bootstrap=bootstrap,
+                prefix=prefix,
+                smtp_port=smtp_port,
+                auth_secret=secret,
+                extra=upstreams if name == "engagement" else None,
             ),
             log_path=VAR / "logs" / f"{name}.log",
         ).start()
-        for i, name in enumerate(SERVICE_NAMES)
+        for name in SERVICE_NAMES
     ]
     for service in services:
         service.wait_ready()

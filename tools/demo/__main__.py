@@ -1,0 +1,3 @@
+from tools.demo import main
+
+main()
