@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic_settings import BaseSettings
+
 import functools
 import json
 import os
@@ -182,7 +184,19 @@ class ServiceFacts:
         return str(self.settings_cls.model_config.get("env_prefix", ""))
 
     def env_names(self) -> set[str]:
-        return {(self.prefix + field).upper() for field in self.settings_cls.model_fields}
+        names = {(self.prefix + field).upper() for field in self.settings_cls.model_fields}
+        for extra in self.extra_settings():
+            prefix = str(extra.model_config.get("env_prefix", ""))
+            names |= {(prefix + field).upper() for field in extra.model_fields}
+        return names
+
+    def extra_settings(self) -> tuple[type[BaseSettings], ...]:
+        """Settings read by a part of the service outside its main settings class."""
+        if self.name == "engagement":
+            from services.engagement.dashboard.settings import DashboardSettings
+
+            return (DashboardSettings,)
+        return ()
 
     @property
     def input_topics(self) -> tuple[str, ...]:

@@ -119,11 +119,14 @@ def test_api_pods_reach_exactly_their_dependencies(
     assert not allowed(policies, pod, "Egress", Peer(external=True), 443)
     for other in SERVICES:
         other_pod = pod_labels(overlay, "Deployment", other.name)
-        assert not allowed(policies, pod, "Egress", Peer(other_pod), 8000)
+        # Only the dashboard (in engagement) calls other services: their reports.
+        expected = service.name == "engagement" and other.name != "engagement"
+        assert allowed(policies, pod, "Egress", Peer(other_pod), 8000) == expected
+        assert not allowed(policies, pod, "Egress", Peer(other_pod), 8001)
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
-def test_api_pods_accept_http_from_ingress_and_prometheus_only(
+def test_api_pods_accept_http_from_ingress_prometheus_and_the_dashboard_only(
     overlay: Rendered, service: ServiceFacts
 ) -> None:
     policies = find(overlay, "NetworkPolicy")
@@ -133,9 +136,9 @@ def test_api_pods_accept_http_from_ingress_and_prometheus_only(
     assert allowed(policies, pod, "Ingress", PROMETHEUS, port)
     assert not allowed(policies, pod, "Ingress", INGRESS, port + 1)
     for other in SERVICES:
-        assert not allowed(
-            policies, pod, "Ingress", Peer(pod_labels(overlay, "Deployment", other.name)), port
-        )
+        caller = Peer(pod_labels(overlay, "Deployment", other.name))
+        expected = other.name == "engagement" and service.name != "engagement"
+        assert allowed(policies, pod, "Ingress", caller, port) == expected
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
