@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic_settings import BaseSettings
-
 import functools
 import json
 import os
@@ -20,6 +18,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import referencing
 import yaml
+from pydantic_settings import BaseSettings
 
 from shared.config import ServiceSettings
 from shared.events import SERVICES
