@@ -127,11 +127,15 @@ def access_log_router(table: Table, *, prefix: str = "/v1/access-log") -> APIRou
     @router.get("", response_model=AccessPage, dependencies=[Depends(require("admin"))])
     async def list_access(
         session: SessionDep,
-        customer_id: Annotated[str | None, Query(max_length=64)] = None,
-        actor: Annotated[str | None, Query(max_length=256)] = None,
+        customer_id: Annotated[
+            str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+        ] = None,
+        actor: Annotated[str | None, Query(max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
         since: Annotated[AwareDatetime | None, Query(description="Inclusive")] = None,
         until: Annotated[AwareDatetime | None, Query(description="Exclusive")] = None,
-        before: Annotated[int | None, Query(ge=1, description="next_before of a page")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, le=2**63 - 1, description="next_before of a page")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> AccessPage:
         if since is not None and until is not None and since >= until:

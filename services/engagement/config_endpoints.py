@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from services.engagement import catalog, journey_config, preview, repository, templates_store
 from services.engagement.config import EngagementSettings
@@ -25,7 +25,9 @@ from services.engagement.config_schemas import (
     TemplateRead,
     TemplateUpdate,
 )
+from services.engagement.models import AccessLog
 from services.engagement.repository import config as config_repo
+from shared.access_log import record
 from shared.app import RuntimeDep, SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
@@ -99,7 +101,12 @@ async def update_journey(
 
 @router.post("/v1/journeys/{name}/preview")
 async def preview_journey(
-    name: str, body: JourneyPreviewRequest, _: Reader, session: SessionDep, runtime: RuntimeDep
+    name: str,
+    body: JourneyPreviewRequest,
+    who: Reader,
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
 ) -> PreviewRead:
     """What the journey would send (to the customer, or with sample data); nothing is sent."""
     result = await preview.journey(
@@ -111,6 +118,7 @@ async def preview_journey(
         overrides=body.context,
         settings=_settings(runtime),
     )
+    await _log_read(session, who, request, body.customer_id)
     return _preview(result)
 
 
@@ -160,13 +168,22 @@ async def delete_template(template_id: str, who: Admin, session: SessionDep) -> 
 
 @router.post("/v1/templates/{template_id}/preview")
 async def preview_template(
-    template_id: str, body: PreviewRequest, _: Reader, session: SessionDep
+    template_id: str, body: PreviewRequest, who: Reader, request: Request, session: SessionDep
 ) -> PreviewRead:
     """Render the template for a customer (or with sample data); nothing is sent."""
     result = await preview.template(
         session, template_id, customer_id=body.customer_id, overrides=body.context
     )
+    await _log_read(session, who, request, body.customer_id)
     return _preview(result)
+
+
+async def _log_read(
+    session: SessionDep, who: Principal, request: Request, customer_id: str | None
+) -> None:
+    """A preview for a real customer shows their data: a staff caller's read is logged."""
+    if customer_id is not None:
+        await record(session, AccessLog, principal=who, request=request, customer_ids=[customer_id])
 
 
 @router.get("/v1/config/changes")

@@ -5,7 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from services.engagement import service
+from services.engagement.models import AccessLog
 from services.engagement.schemas import OutreachPage, OutreachRead
+from shared.access_log import staff_reads
 from shared.app import SessionDep
 from shared.auth import require
 
@@ -14,7 +16,11 @@ router = APIRouter(
 )
 
 
-@router.get("/{customer_id}/outreach", response_model=OutreachPage)
+@router.get(
+    "/{customer_id}/outreach",
+    response_model=OutreachPage,
+    dependencies=[Depends(staff_reads(AccessLog))],
+)
 async def list_outreach(
     customer_id: str,
     session: SessionDep,

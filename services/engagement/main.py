@@ -11,8 +11,10 @@ from services.engagement.churn import endpoints as churn_endpoints
 from services.engagement.churn import timers as churn_timers
 from services.engagement.config import EngagementSettings
 from services.engagement.dashboard import endpoints as dashboard_endpoints
+from services.engagement.models import AccessLog
 from services.engagement.reports import endpoints as report_endpoints
 from services.engagement.sender import outreach_sender
+from shared.access_log import access_log_router
 from shared.app import create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -30,6 +32,7 @@ def create_app(settings: EngagementSettings | None = None) -> FastAPI:
             report_endpoints.router,
             dashboard_endpoints.router,
             config_endpoints.router,
+            access_log_router(AccessLog),
         ],
         handlers=consumers.handlers,
         input_topics=consumers.INPUT_TOPICS,

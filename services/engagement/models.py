@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.access_log import access_log_table
 from shared.db import UtcDateTime, new_metadata
 
 PENDING = "pending"
@@ -212,3 +213,6 @@ class Conversion(Base):
 # The churn/CLV tables live beside their code but on this Base (one metadata, one
 # migration history); imported last because they subclass Base.
 from services.engagement.churn import models as _churn_models  # noqa: E402, F401
+
+# Staff reads of customers (shared.access_log): who looked at whom, when, through which route.
+AccessLog = access_log_table(Base.metadata)

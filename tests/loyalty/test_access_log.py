@@ -74,3 +74,12 @@ async def test_the_log_filters_by_customer_and_is_for_admins_only(
         denied = await api.get("/v1/access-log", headers=headers)
         assert denied.status_code == 403, denied.text
     assert (await api.get("/v1/access-log")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["before=32589158477190044730", "customer_id=c%00", "actor=agent%0A7", "limit=0"],
+)
+async def test_bad_log_queries_are_422s(api: httpx.AsyncClient, query: str) -> None:
+    response = await api.get(f"/v1/access-log?{query}", headers=ADMIN)
+    assert response.status_code == 422, response.text

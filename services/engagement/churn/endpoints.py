@@ -10,6 +10,8 @@ from services.engagement.churn import fitting, schedule, scores
 from services.engagement.churn.models import ChurnCustomer, ChurnModel
 from services.engagement.churn.schemas import ModelRead, RefitCreate, ScoresRead
 from services.engagement.churn.settings import churn_settings
+from services.engagement.models import AccessLog
+from shared.access_log import staff_reads
 from shared.app import SessionDep
 from shared.auth import require
 from shared.http import NotFound
@@ -28,7 +30,7 @@ class NoModel(NotFound):
 
 @router.get(
     "/v1/customers/{customer_id}/scores",
-    dependencies=[Depends(require("engagement:read"))],
+    dependencies=[Depends(require("engagement:read")), Depends(staff_reads(AccessLog))],
 )
 async def get_customer_scores(session: SessionDep, customer_id: str = CustomerPath) -> ScoresRead:
     customer = await session.get(ChurnCustomer, customer_id)

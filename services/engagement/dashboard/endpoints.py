@@ -23,10 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.engagement.churn.models import ChurnCustomer
 from services.engagement.dashboard.settings import dashboard_settings
 from services.engagement.dashboard.upstream import Panel, fetch, ok, unavailable
+from services.engagement.models import AccessLog
 from services.engagement.reports import activity, retention, value
 from services.engagement.reports.endpoints import PeriodDep
 from services.engagement.reports.period import Period
 from services.engagement.reports.value import money
+from shared.access_log import staff_reads
 from shared.app import SessionDep
 from shared.auth import require
 from shared.http import NotFound
@@ -98,7 +100,10 @@ async def _local(session: AsyncSession, p: Period) -> dict[str, Panel]:
     }
 
 
-@router.get("/v1/dashboard/customers/{customer_id}", dependencies=READ)
+@router.get(
+    "/v1/dashboard/customers/{customer_id}",
+    dependencies=[*READ, Depends(staff_reads(AccessLog))],
+)
 async def customer_view(
     session: SessionDep,
     authorization: Annotated[str, Header()],
