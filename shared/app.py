@@ -45,6 +45,7 @@ class Runtime:
     scheduler: Scheduler | None = None
     producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: bool = False
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -143,7 +144,7 @@ def _build_runtime(
 def _start_tasks(runtime: Runtime, extra: Sequence[Callable[[Runtime], Any]]) -> None:
     def spawn(coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(_report_crash)
+        task.add_done_callback(lambda done: _report_stop(runtime, done))
         runtime.tasks.append(task)
 
     if runtime.settings.relay_enabled:
@@ -157,9 +158,24 @@ def _start_tasks(runtime: Runtime, extra: Sequence[Callable[[Runtime], Any]]) ->
         spawn(factory(runtime), getattr(factory, "__name__", "task"))
 
 
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
+def _report_stop(runtime: Runtime, task: asyncio.Task[None]) -> None:
+    """Every background task runs until shutdown: ending any other way is an error, and
+    readiness says so (``_checks``), including a cancellation nobody asked for."""
+    if runtime.stopping:
+        return
+    if task.cancelled():
+        log.error("background task %s was cancelled while the service runs", task.get_name())
+    elif task.exception() is not None:
         log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+    else:
+        log.error("background task %s returned while the service runs", task.get_name())
+
+
+def stopped_tasks(runtime: Runtime) -> list[str]:
+    """Background tasks that ended although the service is not shutting down."""
+    if runtime.stopping:
+        return []
+    return [t.get_name() for t in runtime.tasks if t.done()]
 
 
 async def _run_relay(runtime: Runtime) -> None:
@@ -205,7 +221,12 @@ def _checks(app: FastAPI) -> dict[str, http.Check]:
         if runner is not None and runner.finished.is_set() and not runner.stopping:
             raise RuntimeError("the event consumer has stopped")
 
-    return {"database": database, "broker": broker, "consumer": consumer}
+    async def tasks() -> None:
+        stopped = stopped_tasks(app.state.runtime)
+        if stopped:
+            raise RuntimeError(f"background task(s) stopped: {', '.join(sorted(stopped))}")
+
+    return {"database": database, "broker": broker, "consumer": consumer, "tasks": tasks}
 
 
 async def _shutdown(runtime: Runtime) -> None:
@@ -215,6 +236,7 @@ async def _shutdown(runtime: Runtime) -> None:
     scheduler finish their current unit of work; the relay goes last so it drains
     what they committed.
     """
+    runtime.stopping = True
     by_name = {t.get_name(): t for t in runtime.tasks}
     producers_of_work = [by_name[n] for n in ("consumer", "scheduler") if n in by_name]
     relay = [by_name["outbox-relay"]] if "outbox-relay" in by_name else []

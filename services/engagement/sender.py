@@ -94,6 +94,15 @@ class Sender:
                 log.exception("outreach round failed (%d in a row)", failures)
                 await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
                 continue
+            except asyncio.CancelledError:
+                if _cancel_requested():
+                    raise
+                # A CancelledError nobody asked for (a library's internal timeout racing
+                # its own cancellation) must not end the sender silently.
+                failures += 1
+                log.error("outreach round ended by a stray cancellation (%d in a row)", failures)
+                await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
+                continue
             if handled < self._settings.sender_batch_size:
                 await self._wait()
 
@@ -242,6 +251,11 @@ class Sender:
         if claims:
             async with self._db.unit_of_work(notify=False) as session:
                 await delivery.release_unsent(session, claims=claims)
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 async def _finish_even_if_cancelled(coro: Coroutine[Any, Any, T]) -> T:

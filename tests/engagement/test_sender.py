@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -284,3 +285,34 @@ def _is_set(flag: threading.Event) -> Callable[[], Awaitable[bool]]:
         return flag.is_set()
 
     return check
+
+
+async def test_a_stray_cancellation_does_not_end_the_sender(
+    db: Database, smtp: Smtp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CancelledError raised from within a round (not a cancel of the sender's task)
+    is a failed round: the sender carries on and sends."""
+    port, sink = smtp
+    await handle(db, customer("c-1", email="lan@example.com"), purchase("c-1"))
+    the_sender = sender(db, port, sender_poll_interval_ms=10)
+    real_round = the_sender.run_once
+    rounds = 0
+
+    async def flaky_round() -> int:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise asyncio.CancelledError  # e.g. a library's timeout racing its own cancel
+        return await real_round()
+
+    monkeypatch.setattr(the_sender, "run_once", flaky_round)
+    task = asyncio.create_task(the_sender.run())
+    try:
+        mails = await asyncio.to_thread(sink.wait_for, 1, 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(mails) == 1
+    assert rounds >= 2
+    assert task.cancelled()  # a real cancel still stops it
