@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-postgres lint format schema bench lock clean k8s-validate test-chaos demo
+.PHONY: install run test test-postgres lint format schema bench bench-rest lock clean k8s-validate test-chaos demo
 
 $(VENV)/.installed: requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Keepwell needs Python 3.11, found " + sys.version'
@@ -49,6 +49,9 @@ schema: install ## regenerate the published event schema from the models
 
 bench: install ## the purchase-pipeline benchmark (prints a table)
 	$(PY) -m bench.pipeline
+
+bench-rest: install ## REST p50/p99 with wrk, server and wrk on separate cores (apt-get install wrk)
+	$(PY) -m bench.rest
 
 lock: ## re-pin dependencies from the current virtualenv
 	(echo "# Pinned runtime + development dependencies (Python 3.11). Regenerate with \`make lock\`."; \
