@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.service import (
+    birthdays,
     codes,
     earning,
     expiry,
@@ -22,8 +23,14 @@ from shared.config import ServiceSettings
 from shared.consumer import Handlers
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted, PurchaseRefunded
 from shared.events.interactions import INTERACTIONS_TOPIC, InteractionRecorded
-from shared.events.profile import PROFILE_TOPIC, CustomerErased, CustomerMerged
-from shared.timers import Timer, TimerHandler
+from shared.events.profile import (
+    PROFILE_TOPIC,
+    CustomerErased,
+    CustomerMerged,
+    CustomerRegistered,
+    CustomerUpdated,
+)
+from shared.timers import Clock, Timer, TimerHandler, wall_clock
 
 INPUT_TOPICS = (PURCHASES_TOPIC, INTERACTIONS_TOPIC, PROFILE_TOPIC)
 
@@ -74,6 +81,13 @@ async def on_customer_erased(session: AsyncSession, event: CustomerErased) -> No
     await members.erase(session, event=event)
 
 
+async def on_customer_details(
+    session: AsyncSession, event: CustomerRegistered | CustomerUpdated
+) -> None:
+    await _unbatched(session)
+    await birthdays.record(session, event=event)
+
+
 def handlers(settings: ServiceSettings) -> Handlers:
     assert isinstance(settings, LoyaltySettings)
     return {
@@ -82,6 +96,8 @@ def handlers(settings: ServiceSettings) -> Handlers:
         InteractionRecorded: partial(on_interaction_recorded, settings=settings),
         CustomerMerged: partial(on_customer_merged, settings=settings),
         CustomerErased: on_customer_erased,
+        CustomerRegistered: on_customer_details,
+        CustomerUpdated: on_customer_details,
     }
 
 
@@ -89,7 +105,10 @@ async def on_expiry_due(session: AsyncSession, timer: Timer) -> None:
     await expiry.expire_due(session, timer)
 
 
-def timer_handlers(settings: ServiceSettings) -> Mapping[str, TimerHandler]:
+def timer_handlers(
+    settings: ServiceSettings, clock: Clock = wall_clock
+) -> Mapping[str, TimerHandler]:
+    """``clock`` is the scheduler's: the birthday timer awards the year it fires in."""
     assert isinstance(settings, LoyaltySettings)
     return {
         schedule.EXPIRE: on_expiry_due,
@@ -97,4 +116,5 @@ def timer_handlers(settings: ServiceSettings) -> Mapping[str, TimerHandler]:
         schedule.TIER_REVIEW: partial(tiers.review, settings=settings),
         schedule.RELEASE: pending.release_due,
         schedule.CODE_EXPIRY: partial(codes.expire_code, settings=settings),
+        schedule.BIRTHDAY: partial(birthdays.award_due, settings=settings, clock=clock),
     }

@@ -54,6 +54,13 @@ class Member(Base):
     next_notice_at: Mapped[datetime | None] = mapped_column(Tz)
     next_review_at: Mapped[datetime | None] = mapped_column(Tz)
     next_release_at: Mapped[datetime | None] = mapped_column(Tz)
+    birthday: Mapped[date | None] = mapped_column(
+        Date, comment="From profile; nothing else personal"
+    )
+    next_birthday_at: Mapped[datetime | None] = mapped_column(Tz)
+    birthday_bonus_year: Mapped[int | None] = mapped_column(
+        Integer, comment="Last calendar year a birthday bonus was awarded"
+    )
     merged_into: Mapped[str | None] = mapped_column(String(64), index=True)
     erased_at: Mapped[datetime | None] = mapped_column(Tz)
     created_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now())

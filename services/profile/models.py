@@ -50,6 +50,7 @@ class Customer(Base):
     phone: Mapped[str | None] = mapped_column(String(32))
     language: Mapped[str | None] = mapped_column(String(8))
     timezone: Mapped[str | None] = mapped_column(String(64))
+    birthday: Mapped[date | None] = mapped_column(Date)
     contact_seen_at: Mapped[datetime | None] = mapped_column(
         UtcDateTime, comment="Event time of the newest contact details applied"
     )

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 RECORD_COLUMNS = (
     "customer_id", "created_at", "name", "name_folded", "email", "phone", "language",
-    "timezone", "contact_seen_at", "preferred_channel", "quiet_start", "quiet_end",
+    "timezone", "birthday", "contact_seen_at", "preferred_channel", "quiet_start", "quiet_end",
     "merged_into", "erased_at",
 )  # fmt: skip
 RECORD_TABLES = (Segment, Identity, Consent, Merge)

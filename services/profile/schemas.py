@@ -72,6 +72,7 @@ class CustomerRead(BaseModel):
     phone: str | None
     language: str | None
     timezone: str | None
+    birthday: date | None
     created_at: datetime
     erased: bool
     preferences: PreferencesRead
@@ -95,6 +96,7 @@ class CustomerRead(BaseModel):
             phone=c.phone,
             language=c.language,
             timezone=c.timezone,
+            birthday=c.birthday,
             created_at=c.created_at,
             erased=c.erased_at is not None,
             preferences=_preferences(view),
@@ -198,6 +200,7 @@ class PreferencesUpdate(BaseModel):
 
     language: Language | None = None
     timezone: str | None = Field(default=None, max_length=64)
+    birthday: date | None = Field(default=None, description="YYYY-MM-DD, 1900 to today")
     preferred_channel: ContactChannel | None = None
     quiet_hours: QuietHours | None = None
     consents: dict[ContactChannel, ConsentStatus] = Field(default_factory=dict)
@@ -205,8 +208,10 @@ class PreferencesUpdate(BaseModel):
 
     def to_domain(self) -> PreferencesChange:
         sent = self.model_fields_set
-        fields: dict[str, str | None] = {
-            f: getattr(self, f) for f in ("language", "timezone", "preferred_channel") if f in sent
+        fields: dict[str, str | date | None] = {
+            f: getattr(self, f)
+            for f in ("language", "timezone", "birthday", "preferred_channel")
+            if f in sent
         }
         if "quiet_hours" in sent:
             quiet = self.quiet_hours

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -35,6 +35,9 @@ class CustomerDetails(Payload):
     )
     preferred_channel: ContactChannel | None = None
     quiet_hours: QuietHours | None = None
+    birthday: date | None = Field(
+        default=None, description="Calendar date of birth (YYYY-MM-DD); absent when unknown"
+    )
 
 
 class CustomerRegistered(Event):

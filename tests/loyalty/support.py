@@ -187,7 +187,7 @@ class Loyalty:
     def scheduler(self, clock: Clock) -> Scheduler:
         return Scheduler(
             db=self.db,
-            handlers=consumers.timer_handlers(self.settings),
+            handlers=consumers.timer_handlers(self.settings, clock),
             service="loyalty",
             clock=clock,
         )

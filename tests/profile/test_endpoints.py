@@ -192,6 +192,7 @@ async def test_the_view_follows_the_events_of_every_service(
         "phone": None,
         "language": None,
         "timezone": None,
+        "birthday": None,
         "created_at": view["created_at"],
         "erased": False,
         "preferences": {

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.models import LedgerEntry, Lot, Member
-from services.loyalty.service import ledger, rulebook, schedule
+from services.loyalty.service import birthdays, ledger, rulebook, schedule
 from services.loyalty.service.common import SOURCE, utc
 from services.loyalty.service.errors import InsufficientPoints, MemberNotFound, ReferenceReused
 from services.loyalty.service.ledger import Why
@@ -132,6 +132,8 @@ async def merge(session: AsyncSession, *, event: CustomerMerged, settings: Loyal
             survivor,
             merged.next_review_at and utc(merged.next_review_at),
         )
+    if birthdays.merge(merged, survivor):
+        await birthdays.arm(session, survivor, since=at.date())
     await schedule.cancel_all(session, merged)
     merged.merged_into = survivor.customer_id
     merged.lifetime_earned = merged.purchase_count = merged.pending = 0
@@ -207,7 +209,7 @@ async def erase(session: AsyncSession, *, event: CustomerErased) -> None:
         await session.execute(
             update(Member)
             .where(Member.customer_id == anonymous)
-            .values(erased_at=utc(event.time), merged_into=None)
+            .values(erased_at=utc(event.time), merged_into=None, birthday=None)
         )
     session.expunge_all()
     repository.forget_locks(session)

@@ -83,6 +83,12 @@ class RuleSetBody(RuleModel):
     redemption_code_days: int | None = Field(
         default=None, ge=1, description="A redemption code unused this long expires"
     )
+    birthday_bonus: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_POINTS,
+        description="Points each member earns on their birthday, once a year; None = off",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RuleSetBody:

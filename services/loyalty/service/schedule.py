@@ -1,8 +1,9 @@
-"""The durable timers a member needs: expiry, expiring notice, tier review, release.
+"""The durable timers a member needs: expiry, expiring notice, tier review, release, birthday.
 
 At most one live timer of each kind per member; its due time is kept on the member
-row (``next_expiry_at``, ``next_notice_at``, ``next_review_at``, ``next_release_at``). The key holds
-the due time, so a handler can arm the next timer while its own row is deleted.
+row (``next_expiry_at``, ``next_notice_at``, ``next_review_at``, ``next_release_at``,
+``next_birthday_at``). The key holds the due time, so a handler can arm the next timer
+while its own row is deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ NOTICE = "loyalty.expiring"
 TIER_REVIEW = "loyalty.tier_review"
 RELEASE = "loyalty.release"
 CODE_EXPIRY = "loyalty.code_expiry"
+BIRTHDAY = "loyalty.birthday"
 
 
 def key(kind: str, customer_id: str, due: datetime) -> str:
@@ -84,7 +86,7 @@ async def move(
 
 
 async def cancel_all(session: AsyncSession, member: Member) -> None:
-    for kind in (EXPIRE, NOTICE, TIER_REVIEW, RELEASE):
+    for kind in (EXPIRE, NOTICE, TIER_REVIEW, RELEASE, BIRTHDAY):
         await move(session, kind, member, None)
 
 
@@ -95,6 +97,8 @@ def _current(kind: str, member: Member) -> datetime | None:
         return maybe_utc(member.next_notice_at)
     if kind == RELEASE:
         return maybe_utc(member.next_release_at)
+    if kind == BIRTHDAY:
+        return maybe_utc(member.next_birthday_at)
     return maybe_utc(member.next_review_at)
 
 
@@ -105,5 +109,7 @@ def _set(kind: str, member: Member, due: datetime | None) -> None:
         member.next_notice_at = due
     elif kind == RELEASE:
         member.next_release_at = due
+    elif kind == BIRTHDAY:
+        member.next_birthday_at = due
     else:
         member.next_review_at = due

@@ -134,6 +134,7 @@ def details(customer: Customer, consents: list[Consent] | None = None) -> Custom
             "phone": customer.phone,
             "language": customer.language,
             "timezone": customer.timezone,
+            "birthday": customer.birthday,
             "consents": {c.channel: c.status for c in consents or ()},
             "preferred_channel": customer.preferred_channel,
             "quiet_hours": quiet,

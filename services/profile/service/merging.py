@@ -51,7 +51,10 @@ STAMPED = (
     ("last_nps_at", ("last_nps",)),
     ("last_outreach_at", ("last_outreach_journey",)),
 )
-FILLED = ("name", "name_folded", "email", "phone", "language", "timezone", "preferred_channel")
+FILLED = (
+    "name", "name_folded", "email", "phone", "language", "timezone", "birthday",
+    "preferred_channel",
+)  # fmt: skip
 
 
 class MergeNotFound(NotFound):

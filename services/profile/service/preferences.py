@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,10 @@ from services.profile.service.customers import SOURCE, announce, live_customer
 from shared import outbox
 from shared.events.profile import ConsentChanged, ConsentStatus, ContactChannel, CustomerUpdated
 from shared.http import AppError
+
+EARLIEST_BIRTHDAY = date(1900, 1, 1)
+AHEAD_OF_UTC = timedelta(hours=14)
+"""The earliest time zone (UTC+14) may already be on the next calendar day."""
 
 
 class PreferencesRejected(AppError):
@@ -34,7 +38,7 @@ class CustomerErased(AppError):
 class PreferencesChange:
     """What to change; ``fields`` holds only the preference fields the caller sent."""
 
-    fields: dict[str, str | None]
+    fields: dict[str, str | date | None]
     consents: dict[ContactChannel, ConsentStatus]
     source: str
 
@@ -45,6 +49,7 @@ async def update_preferences(
     """Apply the change; publish ``consent.changed`` per changed channel and, if anything
     changed, ``customer.updated`` with the full details."""
     _check_timezone(change.fields.get("timezone"))
+    _check_birthday(change.fields.get("birthday"), now)
     customer = await live_customer(session, customer_id)
     if customer.erased_at is not None:
         raise CustomerErased(f"customer {customer_id!r} was erased")
@@ -60,8 +65,8 @@ async def update_preferences(
     return customer
 
 
-def _check_timezone(zone: str | None) -> None:
-    if zone is None:
+def _check_timezone(zone: object) -> None:
+    if not isinstance(zone, str):
         return
     try:
         ZoneInfo(zone)
@@ -69,7 +74,16 @@ def _check_timezone(zone: str | None) -> None:
         raise PreferencesRejected(f"timezone {zone!r} is not an IANA time zone") from exc
 
 
-def _apply_fields(customer: Customer, fields: dict[str, str | None]) -> bool:
+def _check_birthday(birthday: object, now: datetime) -> None:
+    if not isinstance(birthday, date):
+        return
+    if birthday > (now + AHEAD_OF_UTC).date():
+        raise PreferencesRejected(f"birthday {birthday.isoformat()} is in the future")
+    if birthday < EARLIEST_BIRTHDAY:
+        raise PreferencesRejected(f"birthday {birthday.isoformat()} is before 1900")
+
+
+def _apply_fields(customer: Customer, fields: dict[str, str | date | None]) -> bool:
     changed = False
     for field, value in fields.items():
         if getattr(customer, field) != value:

@@ -29,7 +29,7 @@ from shared import outbox
 from shared.events.profile import CustomerErased, CustomerErasedData
 
 PERSONAL = (
-    "name", "name_folded", "email", "phone", "language", "timezone",
+    "name", "name_folded", "email", "phone", "language", "timezone", "birthday",
     "preferred_channel", "quiet_start", "quiet_end",
 )  # fmt: skip
 EXPORT_LIMIT = 100_000
