@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import http, logs, metrics, outbox, tracing
+from shared import http, logs, metrics, outbox, taskdump, tracing
 from shared.auth import TokenVerifier
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Handlers
@@ -94,6 +94,7 @@ def create_service_app(
             )
         app.state.runtime = runtime
         _start_tasks(runtime, extra_tasks)
+        taskdump.install()
         log.info("started", extra={"consumer_group": settings.consumer_group()})
         try:
             yield
