@@ -52,5 +52,5 @@ def install() -> None:
         return
     try:
         asyncio.get_running_loop().add_signal_handler(sigusr1, dump_tasks)
-    except (NotImplementedError, RuntimeError) as exc:  # not the main thread, or no support
+    except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread
         log.info("task dump on SIGUSR1 not available: %s", exc)

@@ -48,3 +48,24 @@ async def test_sigusr1_logs_every_task(caplog: pytest.LogCaptureFixture) -> None
     assert any(
         line.startswith("task sender is waiting in:") and "stuck_inside" in line for line in lines
     )
+
+
+def test_outside_the_main_thread_there_is_no_dump_and_no_error() -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_install_only())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert errors == []
+
+
+async def _install_only() -> None:
+    taskdump.install()
