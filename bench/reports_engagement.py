@@ -13,20 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import statistics
 import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
+from bench.report_timing import ranges, reader_headers, timed, vacuum_analyze
 from services.engagement.config import EngagementSettings
 from services.engagement.main import create_app
-from shared.auth import issue_token
 from shared.db import Database
 from tools.databases import DatabaseMaker
 from tools.stack import migrate
@@ -145,24 +142,7 @@ async def fill(url: str, *, customers: int, purchases: int, end: datetime) -> No
                 )
     finally:
         await db.dispose()
-    # VACUUM (outside a transaction) sets the visibility map: index-only scans.
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn)
-    try:
-        for table in TABLES:
-            await conn.execute(f"VACUUM ANALYZE {table}")
-    finally:
-        await conn.close()
-
-
-def add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    await vacuum_analyze(url, TABLES)
 
 
 async def time_reports(url: str, runs: int, today: date) -> None:
@@ -173,14 +153,7 @@ async def time_reports(url: str, runs: int, today: date) -> None:
         relay_enabled=False,
         log_json=False,
     )
-    token = issue_token(secret=SECRET, subject="bench", scopes=["reports:read"])
-    headers = {"Authorization": f"Bearer {token}"}
-    month = today.replace(day=1)
-    ranges = {
-        "default (13 months)": "",
-        "two years": f"?from={add_months(month, -23)}&to={add_months(month, 1)}",
-        "one month": f"?from={month}&to={add_months(month, 1)}",
-    }
+    headers = reader_headers(SECRET)
     app = create_app(settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     transport = httpx.ASGITransport(app=app)
@@ -189,19 +162,9 @@ async def time_reports(url: str, runs: int, today: date) -> None:
         httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as client,
     ):
         for name in REPORTS:
-            for label, query in ranges.items():
-                path = f"/v1/reports/{name}{query}"
-                (await client.get(path, headers=headers)).raise_for_status()  # warm-up
-                found = []
-                for _ in range(runs):
-                    started = time.perf_counter()
-                    got = await client.get(path, headers=headers)
-                    found.append(time.perf_counter() - started)
-                    got.raise_for_status()
-                print(
-                    f"  {name:11} {label:20} p50 {statistics.median(found) * 1000:7.1f} ms"
-                    f"  p95 {pct(found, 0.95) * 1000:7.1f} ms  {summary(name, got.json())}"
-                )
+            for label, query in ranges(today).items():
+                figures, body = await timed(client, f"/v1/reports/{name}{query}", headers, runs)
+                print(f"  {name:11} {label:20} {figures}  {summary(name, body)}")
 
 
 def summary(name: str, body: dict[str, object]) -> str:

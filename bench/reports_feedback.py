@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
+from bench.report_timing import ranges, reader_headers, timed, vacuum_analyze
 from services.feedback.config import FeedbackSettings
 from services.feedback.main import create_app
 from services.feedback.repository import reports
-from services.feedback.service.reports import add_months
-from shared.auth import issue_token
 from shared.db import Database
 from tools.databases import DatabaseMaker
 from tools.stack import migrate
@@ -97,19 +93,7 @@ async def fill(url: str, *, customers: int, rows: int, cases: int, end: datetime
             await reports.rebuild_response_days(session)  # the daily roll-up, set-based
     finally:
         await db.dispose()
-    # VACUUM (outside a transaction) and fresh statistics, as a settled database has.
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn)
-    try:
-        for table in ("responses", "response_days", "complaints"):
-            await conn.execute(f"VACUUM ANALYZE {table}")
-    finally:
-        await conn.close()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    await vacuum_analyze(url, ("responses", "response_days", "complaints"))
 
 
 async def time_reports(url: str, runs: int, today: date) -> None:
@@ -120,32 +104,18 @@ async def time_reports(url: str, runs: int, today: date) -> None:
         relay_enabled=False,
         log_json=False,
     )
-    token = issue_token(secret=SECRET, subject="bench", scopes=["reports:read"])
-    headers = {"Authorization": f"Bearer {token}"}
-    month = today.replace(day=1)
-    ranges = {
-        "default (13 months)": "",
-        "two years": f"?from={add_months(month, -23)}&to={add_months(month, 1)}",
-        "one month": f"?from={month}&to={add_months(month, 1)}",
-    }
+    headers = reader_headers(SECRET)
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
     ):
-        for label, query in ranges.items():
-            await client.get(f"/v1/reports/feedback{query}", headers=headers)  # warm-up
-            found = []
-            for _ in range(runs):
-                started = time.perf_counter()
-                got = await client.get(f"/v1/reports/feedback{query}", headers=headers)
-                found.append(time.perf_counter() - started)
-                got.raise_for_status()
-            overall = got.json()["overall"]
+        for label, query in ranges(today).items():
+            figures, body = await timed(client, f"/v1/reports/feedback{query}", headers, runs)
+            overall = body["overall"]
             print(
-                f"  {label:20} p50 {statistics.median(found) * 1000:7.1f} ms"
-                f"  p95 {pct(found, 0.95) * 1000:7.1f} ms"
+                f"  {label:20} {figures}"
                 f"  ({overall['nps_responses']:,} NPS, {overall['csat_responses']:,} CSAT,"
                 f" {overall['complaints']:,} cases)"
             )

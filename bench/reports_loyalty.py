@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
+from bench.report_timing import ranges, reader_headers, timed, vacuum_analyze
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.main import create_app
-from shared.auth import issue_token
 from shared.db import Database
 from tools.databases import DatabaseMaker
 from tools.stack import migrate
@@ -143,26 +140,8 @@ async def fill(url: str, *, customers: int, purchases: int, end: datetime) -> di
                 await session.execute(text(rollup))
     finally:
         await db.dispose()
-    # VACUUM (outside a transaction) sets the visibility map, so the covering indexes
-    # answer the aggregates without visiting the tables.
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn)
-    try:
-        for table in ("members", "tier_changes", "daily_points", "daily_revenue"):
-            await conn.execute(f"VACUUM ANALYZE {table}")
-    finally:
-        await conn.close()
+    await vacuum_analyze(url, ("members", "tier_changes", "daily_points", "daily_revenue"))
     return {kind: rows for kind, (rows, _, _) in plan.items()}
-
-
-def add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def time_reports(url: str, runs: int, today: date) -> None:
@@ -173,34 +152,19 @@ async def time_reports(url: str, runs: int, today: date) -> None:
         relay_enabled=False,
         log_json=False,
     )
-    token = issue_token(secret=SECRET, subject="bench", scopes=["reports:read"])
-    headers = {"Authorization": f"Bearer {token}"}
-    month = today.replace(day=1)
-    ranges = {
-        "default (13 months)": "",
-        "two years": f"?from={add_months(month, -23)}&to={add_months(month, 1)}",
-        "one month": f"?from={month}&to={add_months(month, 1)}",
-    }
+    headers = reader_headers(SECRET)
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
     ):
-        for label, query in ranges.items():
-            await client.get(f"/v1/reports/loyalty{query}", headers=headers)  # warm-up
-            found = []
-            for _ in range(runs):
-                started = time.perf_counter()
-                got = await client.get(f"/v1/reports/loyalty{query}", headers=headers)
-                found.append(time.perf_counter() - started)
-                got.raise_for_status()
-            body = got.json()
+        for label, query in ranges(today).items():
+            figures, body = await timed(client, f"/v1/reports/loyalty{query}", headers, runs)
             issued = sum(m["issued"] for m in body["months"])
             orders = sum(r["orders"] for r in body["revenue_by_tier"])
             print(
-                f"  {label:20} p50 {statistics.median(found) * 1000:7.1f} ms"
-                f"  p95 {pct(found, 0.95) * 1000:7.1f} ms"
+                f"  {label:20} {figures}"
                 f"  ({orders:,} orders, {issued:,} points issued,"
                 f" liability {body['liability']['value']} {body['liability']['currency']})"
             )
