@@ -89,6 +89,13 @@ class EngagementSettings(ServiceSettings):
         gt=0,
         description="A purchase this soon after a message is attributed to it",
     )
+    # Where the dashboard reads the other services' reports (defaults: `make run`).
+    profile_url: str = Field(default="http://127.0.0.1:8001", description="Profile's base URL")
+    loyalty_url: str = Field(default="http://127.0.0.1:8002", description="Loyalty's base URL")
+    feedback_url: str = Field(default="http://127.0.0.1:8004", description="Feedback's base URL")
+    upstream_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Deadline of one call to another service's report"
+    )
     frequency_cap: int = Field(
         default=3, ge=0, description="Marketing messages per customer per rolling 7 days"
     )

@@ -18,7 +18,6 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import referencing
 import yaml
-from pydantic_settings import BaseSettings
 
 from shared.config import ServiceSettings
 from shared.events import SERVICES
@@ -183,19 +182,7 @@ class ServiceFacts:
         return str(self.settings_cls.model_config.get("env_prefix", ""))
 
     def env_names(self) -> set[str]:
-        names = {(self.prefix + field).upper() for field in self.settings_cls.model_fields}
-        for extra in self.extra_settings():
-            prefix = str(extra.model_config.get("env_prefix", ""))
-            names |= {(prefix + field).upper() for field in extra.model_fields}
-        return names
-
-    def extra_settings(self) -> tuple[type[BaseSettings], ...]:
-        """Settings read by a part of the service outside its main settings class."""
-        if self.name == "engagement":
-            from services.engagement.dashboard.settings import DashboardSettings
-
-            return (DashboardSettings,)
-        return ()
+        return {(self.prefix + field).upper() for field in self.settings_cls.model_fields}
 
     @property
     def input_topics(self) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.churn.models import ChurnCustomer
-from services.engagement.dashboard.settings import dashboard_settings
+from services.engagement.config import EngagementSettings
 from services.engagement.dashboard.upstream import Panel, fetch, ok, unavailable
 from services.engagement.models import AccessLog
 from services.engagement.reports import activity, retention, value
@@ -29,7 +29,7 @@ from services.engagement.reports.endpoints import PeriodDep
 from services.engagement.reports.period import Period
 from services.engagement.reports.value import money
 from shared.access_log import staff_reads
-from shared.app import SessionDep
+from shared.app import Runtime, RuntimeDep, SessionDep
 from shared.auth import require
 from shared.http import NotFound
 
@@ -72,10 +72,13 @@ async def asset(name: str) -> FileResponse:
 
 @router.get("/v1/dashboard/overview", dependencies=READ)
 async def overview(
-    p: PeriodDep, session: SessionDep, authorization: Annotated[str, Header()]
+    p: PeriodDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    authorization: Annotated[str, Header()],
 ) -> dict[str, Panel]:
     """The engagement reports, and the other services' reports fetched with the caller's token."""
-    config = dashboard_settings()
+    config = _settings(runtime)
     params = {"from": p.start.isoformat(), "to": p.end.isoformat()}
     remote = {
         "loyalty": f"{config.loyalty_url}/v1/reports/loyalty",
@@ -106,10 +109,11 @@ async def _local(session: AsyncSession, p: Period) -> dict[str, Panel]:
 )
 async def customer_view(
     session: SessionDep,
+    runtime: RuntimeDep,
     authorization: Annotated[str, Header()],
     customer_id: str = CustomerPath,
 ) -> dict[str, Panel]:
-    config = dashboard_settings()
+    config = _settings(runtime)
     async with httpx.AsyncClient(timeout=config.upstream_timeout_seconds) as client:
         profile, member = await asyncio.gather(
             fetch(
@@ -149,3 +153,9 @@ def _score_fields(c: ChurnCustomer) -> dict[str, Any]:
         "last_purchase": c.last_day.isoformat() if c.last_day else None,
         "usual_gap_days": c.gap_median_days,
     }
+
+
+def _settings(runtime: Runtime) -> EngagementSettings:
+    settings = runtime.settings
+    assert isinstance(settings, EngagementSettings)
+    return settings
