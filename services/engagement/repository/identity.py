@@ -18,6 +18,7 @@ from services.engagement.models import (
     MergedCustomer,
     Outreach,
 )
+from services.engagement.repository.sweeps import suppress_where
 
 OPT_OUT = "opt_out"
 
@@ -116,14 +117,9 @@ async def merge_last_basket(session: AsyncSession, *, old: str, new: str) -> Non
 
 
 async def cancel_pending(session: AsyncSession, customer_id: str, reason: str) -> Sequence[str]:
-    stmt = (
-        update(Outreach)
-        .where(Outreach.customer_id == customer_id, Outreach.status == PENDING)
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
+    return await suppress_where(
+        session, reason, Outreach.customer_id == customer_id, Outreach.status == PENDING
     )
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def erase(session: AsyncSession, customer_id: str) -> None:

@@ -23,16 +23,23 @@ async def suppress_opted_out(
 ) -> Sequence[str]:
     """Due pending messages on ``channel`` to a customer who opted out of it."""
     opted_out = _consent_is(channel, "opt_out")
+    return await suppress_where(
+        session,
+        reason,
+        Outreach.status == PENDING,
+        Outreach.channel == channel,
+        Outreach.due_at <= now,
+        Outreach.to_address.is_(None),
+        _in_journeys(journeys),
+        opted_out,
+    )
+
+
+async def suppress_where(session: AsyncSession, reason: str, *conditions: Any) -> Sequence[str]:
+    """Suppress (with ``reason``) the messages matching ``conditions``; their ids."""
     stmt = (
         update(Outreach)
-        .where(
-            Outreach.status == PENDING,
-            Outreach.channel == channel,
-            Outreach.due_at <= now,
-            Outreach.to_address.is_(None),
-            _in_journeys(journeys),
-            opted_out,
-        )
+        .where(*conditions)
         .values(status=SUPPRESSED, last_error=reason)
         .returning(Outreach.id)
         .execution_options(synchronize_session=False)
@@ -132,20 +139,15 @@ async def suppress_on_channel(
     session: AsyncSession, *, channel: str, journeys: Sequence[str], now: datetime, reason: str
 ) -> Sequence[str]:
     """Due pending messages of ``journeys`` on ``channel`` (one they cannot use)."""
-    stmt = (
-        update(Outreach)
-        .where(
-            Outreach.status == PENDING,
-            Outreach.channel == channel,
-            Outreach.due_at <= now,
-            Outreach.to_address.is_(None),
-            Outreach.journey.in_(journeys),
-        )
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
+    return await suppress_where(
+        session,
+        reason,
+        Outreach.status == PENDING,
+        Outreach.channel == channel,
+        Outreach.due_at <= now,
+        Outreach.to_address.is_(None),
+        Outreach.journey.in_(journeys),
     )
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def suppress_unreachable(
@@ -156,52 +158,40 @@ async def suppress_unreachable(
     reachable = exists().where(
         Contact.customer_id == Outreach.customer_id, _address(channel).is_not(None)
     )
-    stmt = (
-        update(Outreach)
-        .where(
-            Outreach.status == PENDING,
-            Outreach.channel == channel,
-            Outreach.due_at < due_before,
-            Outreach.to_address.is_(None),
-            ~reachable,
-        )
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
+    return await suppress_where(
+        session,
+        reason,
+        Outreach.status == PENDING,
+        Outreach.channel == channel,
+        Outreach.due_at < due_before,
+        Outreach.to_address.is_(None),
+        ~reachable,
     )
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def suppress_pending(
     session: AsyncSession, *, customer_id: str, journey: str, reason: str
 ) -> Sequence[str]:
     """A customer's pending messages of one journey, decided against (an exit condition)."""
-    stmt = (
-        update(Outreach)
-        .where(
-            Outreach.customer_id == customer_id,
-            Outreach.journey == journey,
-            Outreach.status == PENDING,
-        )
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
+    return await suppress_where(
+        session,
+        reason,
+        Outreach.customer_id == customer_id,
+        Outreach.journey == journey,
+        Outreach.status == PENDING,
     )
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def suppress_pending_keys(
     session: AsyncSession, *, keys: Sequence[str], reason: str
 ) -> Sequence[str]:
     """Pending messages with these dedupe keys, decided against (an exit condition)."""
-    stmt = (
-        update(Outreach)
-        .where(Outreach.dedupe_key.in_(keys), Outreach.status == PENDING)
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
+    return await suppress_where(
+        session,
+        reason,
+        Outreach.dedupe_key.in_(keys),
+        Outreach.status == PENDING,
     )
-    return (await session.execute(stmt)).scalars().all()
 
 
 async def suppress_stale(
@@ -214,16 +204,11 @@ async def suppress_stale(
 ) -> Sequence[str]:
     """Pending messages that came due before ``due_before`` (a catch-up after downtime),
     of ``journeys`` (None: any) but not of ``other_than``."""
-    stmt = (
-        update(Outreach)
-        .where(
-            Outreach.status == PENDING,
-            Outreach.due_at < due_before,
-            _in_journeys(journeys),
-            Outreach.journey.not_in(other_than),
-        )
-        .values(status=SUPPRESSED, last_error=reason)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
+    return await suppress_where(
+        session,
+        reason,
+        Outreach.status == PENDING,
+        Outreach.due_at < due_before,
+        _in_journeys(journeys),
+        Outreach.journey.not_in(other_than),
     )
-    return (await session.execute(stmt)).scalars().all()
