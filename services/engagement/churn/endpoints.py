@@ -78,9 +78,7 @@ async def create_refit(session: SessionDep, body: RefitCreate | None = None) -> 
     now = datetime.now(UTC)
     end = body.calibration_end if body and body.calibration_end else now.date()
     config = churn_settings()
-    model = await fitting.refit(
-        session, calibration_end=end, min_customers=config.min_customers_to_fit
-    )
+    model = await fitting.refit(session, calibration_end=end, config=config)
     await schedule.rescore_soon(session, reason=f"model-{model.id}", now=now)
     return _model(model)
 

@@ -17,8 +17,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement.churn import scores
+from services.engagement.churn import calibration, scores
 from services.engagement.churn.models import ChurnModel, ChurnPurchase
+from services.engagement.churn.settings import ChurnSettings
 from services.engagement.scoring import GammaGammaFit, fit_bgnbd, fit_gamma_gamma, summarise
 from shared.http import Conflict
 
@@ -35,15 +36,19 @@ class Purchases:
     currency: str | None
 
 
-async def refit(session: AsyncSession, *, calibration_end: date, min_customers: int) -> ChurnModel:
-    """Fit both models on purchases up to ``calibration_end`` (inclusive); store the result."""
+async def refit(
+    session: AsyncSession, *, calibration_end: date, config: ChurnSettings
+) -> ChurnModel:
+    """Fit both models, and the risk combiner, on purchases up to ``calibration_end``
+    (inclusive); store the result."""
     data = await _load(session, calibration_end)
     customers = len(set(data.customer_ids))
-    if customers < min_customers:
+    needed = config.min_customers_to_fit
+    if customers < needed:
         raise NotEnoughData(
-            f"{customers} customers bought by {calibration_end}; need at least {min_customers}"
+            f"{customers} customers bought by {calibration_end}; need at least {needed}"
         )
-    model = await asyncio.to_thread(_fit, data, calibration_end)
+    model = await asyncio.to_thread(_fit, data, calibration_end, config)
     session.add(model)
     await session.flush()
     session.info[scores.MODEL_KEY] = model
@@ -80,10 +85,9 @@ def _arrays(rows: Sequence[Any]) -> Purchases:
     )
 
 
-def _fit(data: Purchases, end: date) -> ChurnModel:
-    summary = summarise(
-        np.array(data.customer_ids, dtype=object), data.days, data.amounts, float(end.toordinal())
-    )
+def _fit(data: Purchases, end: date, config: ChurnSettings) -> ChurnModel:
+    ids = np.array(data.customer_ids, dtype=object)
+    summary = summarise(ids, data.days, data.amounts, float(end.toordinal()))
     fit = fit_bgnbd(summary.x, summary.t_x, summary.T)
     spend = _fit_spend(summary.x, summary.monetary_value)
     p = fit.params
@@ -99,7 +103,25 @@ def _fit(data: Purchases, end: date) -> ChurnModel:
         fit_seconds=fit.fit_seconds,
         currency=data.currency,
         spend=_spend_json(spend),
+        combiner=_combiner(ids, data.days, end, config),
     )
+
+
+def _combiner(
+    ids: np.ndarray[Any, Any], days: np.ndarray[Any, Any], end: date, config: ChurnSettings
+) -> dict[str, Any] | None:
+    if not config.calibrate:
+        return None
+    learned = calibration.learn(
+        ids,
+        days,
+        end,
+        horizon_days=config.horizon_days,
+        percentile=config.cadence_percentile,
+        min_gaps=config.cadence_min_gaps,
+        min_customers=config.min_customers_to_fit,
+    )
+    return learned.to_json() if learned is not None else None
 
 
 def _fit_spend(x: np.ndarray[Any, Any], z: np.ndarray[Any, Any]) -> GammaGammaFit | None:

@@ -207,3 +207,6 @@ class ChurnModel(Base):
     spend: Mapped[dict[str, Any] | None] = mapped_column(
         JSON, comment="Gamma-Gamma p, q, gamma, log_likelihood, n_customers (or null)"
     )
+    combiner: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, comment="Risk weights learned in a backtest (calibration.Combiner), or null"
+    )

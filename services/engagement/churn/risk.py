@@ -1,13 +1,18 @@
 """Churn risk, band, reasons and CLV for many customers at once (pure, vectorised).
 
-Risk combines independent signals as a noisy-or, ``1 - prod(1 - s_i)``:
+Risk combines the signals drawn from purchases with those drawn from feedback:
 
 * the population model: P(no purchase within the horizon | x, t_x, T) from BG/NBD;
 * the customer's own cadence: with at least ``cadence_min_gaps`` gaps between purchase days,
-  a gap since the last purchase beyond their ``cadence_percentile`` gap adds up to
-  ``cadence_weight`` (in full once the gap is twice that percentile);
-* feedback: a detractor NPS answer in the last ``detractor_memory_days`` adds
-  ``detractor_weight``; any open complaint adds ``complaint_weight``.
+  a gap since the last purchase beyond their ``cadence_percentile`` gap is "overdue", from
+  0 at that gap to 1 at twice it;
+* how often the customer has come back (repeat purchase days).
+
+With a combiner learned at the last refit (``calibration``), those go through its weights;
+without one, the model and the cadence combine as a noisy-or, ``1 - (1 - m)(1 - w c)`` with
+``w = cadence_weight``. Feedback then adds to either, noisy-or: a detractor NPS answer in
+the last ``detractor_memory_days`` adds ``detractor_weight``; any open complaint adds
+``complaint_weight``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from decimal import Decimal
 import numpy as np
 import numpy.typing as npt
 
+from services.engagement.churn.calibration import Combiner, overdue
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.scoring import (
     BgNbdParams,
@@ -41,6 +47,7 @@ class Population:
     bgnbd: BgNbdParams
     spend: GammaGammaParams | None
     currency: str | None
+    combiner: Combiner | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,22 @@ def score(
     expected = expected_purchases(population.bgnbd, horizon, x, t_x, T)
     values = _clv(population, histories, x, t_x, T, config)
     since = end - last
+    late = overdue(
+        since,
+        np.array([h.gap_count for h in histories], dtype=np.float64),
+        np.array([np.nan if h.gap_p90_days is None else h.gap_p90_days for h in histories]),
+        config.cadence_min_gaps,
+    )
+    combiner = population.combiner if config.calibrate else None
+    if combiner is not None:
+        base = combiner.risk(silent, x, late)
+    else:
+        base = 1.0 - (1.0 - silent) * (1.0 - config.cadence_weight * late)
     return [
-        _one(h, float(s), float(a), float(e), v, int(d), today, config)
-        for h, s, a, e, v, d in zip(histories, silent, alive, expected, values, since, strict=True)
+        _one(h, float(r), float(s), float(a), float(e), v, float(c), int(d), today, config)
+        for h, r, s, a, e, v, c, d in zip(
+            histories, base, silent, alive, expected, values, late, since, strict=True
+        )
     ]
 
 
@@ -115,10 +135,12 @@ def _clv(
 
 def _one(
     h: History,
+    base: float,
     silent: float,
     alive: float,
     expected: float,
     value: Decimal | None,
+    late: float,
     since: int,
     today: int,
     config: ChurnSettings,
@@ -127,28 +149,19 @@ def _one(
         f"{silent:.0%} chance of no purchase in the next {config.horizon_days} days "
         f"(buy-till-you-die model; P(alive) {alive:.0%})"
     ]
-    keep = 1.0 - silent
-    for signal, reason in _other_signals(h, since, today, config):
+    if late > 0.0:
+        usual = h.gap_median_days or h.gap_p90_days
+        reasons.append(f"usually buys every {usual:g} days; {since} days since the last purchase")
+    keep = 1.0 - base
+    for signal, reason in _feedback_signals(h, today, config):
         keep *= 1.0 - signal
         reasons.append(reason)
     risk = min(1.0, max(0.0, 1.0 - keep))
     return Score(risk, band_of(risk, config), reasons, alive, expected, value)
 
 
-def _other_signals(
-    h: History, since: int, today: int, config: ChurnSettings
-) -> list[tuple[float, str]]:
+def _feedback_signals(h: History, today: int, config: ChurnSettings) -> list[tuple[float, str]]:
     found = []
-    p90 = h.gap_p90_days
-    if h.gap_count >= config.cadence_min_gaps and p90 is not None and since > p90:
-        overdue = min(1.0, since / max(p90, 1.0) - 1.0)
-        usual = h.gap_median_days or p90
-        found.append(
-            (
-                config.cadence_weight * overdue,
-                f"usually buys every {usual:g} days; {since} days since the last purchase",
-            )
-        )
     memory = config.detractor_memory_days
     if h.detractor_day is not None and today - h.detractor_day.toordinal() <= memory:
         said = f"score ({h.detractor_score})" if h.detractor_score is not None else "answer"

@@ -25,6 +25,21 @@ class SpendModelRead(BaseModel):
     converged: bool
 
 
+class CombinerRead(BaseModel):
+    """How the combined risk weighs its signals, learned in a backtest at the refit."""
+
+    intercept: float
+    model: float = Field(description="Weight on the log-odds of the model's P(no purchase)")
+    repeat: float = Field(description="Weight on log(1 + repeat purchase days)")
+    cadence: float = Field(description="Weight on the own-cadence overdue signal (0-1)")
+    as_of: date = Field(description="The backtest scored customers as of this day ...")
+    days: int = Field(description="... and looked for purchases in this many days after it")
+    customers: int
+    silent_share: float = Field(description="Share of them who bought nothing in that window")
+    auc: float = Field(description="AUC of the combined risk in the backtest")
+    model_auc: float = Field(description="AUC of the model alone in the backtest")
+
+
 class ModelRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -41,6 +56,9 @@ class ModelRead(BaseModel):
     fit_seconds: float
     currency: str | None
     spend: SpendModelRead | None
+    combiner: CombinerRead | None = Field(
+        description="Null when the backtest had too little history or calibration is off"
+    )
 
 
 class ScoresRead(BaseModel):

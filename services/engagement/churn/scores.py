@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.engagement.churn.calibration import Combiner
 from services.engagement.churn.models import ChurnBandChange, ChurnCustomer, ChurnModel
 from services.engagement.churn.risk import History, Population, Score, score
 from services.engagement.churn.settings import ChurnSettings
@@ -64,6 +65,7 @@ def population(model: ChurnModel) -> Population:
         bgnbd=BgNbdParams(r=model.r, alpha=model.alpha, a=model.a, b=model.b),
         spend=GammaGammaParams(p=spend["p"], q=spend["q"], gamma=spend["gamma"]) if spend else None,
         currency=model.currency,
+        combiner=Combiner.from_json(model.combiner) if model.combiner else None,
     )
 
 

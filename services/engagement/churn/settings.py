@@ -25,7 +25,15 @@ class ChurnSettings(BaseSettings):
     )
     cadence_percentile: float = Field(default=90.0, gt=0, le=100)
     cadence_weight: float = Field(
-        default=0.5, ge=0, le=1, description="Risk added (noisy-or) when a gap doubles the usual"
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Without a learned combiner: risk added (noisy-or) at twice the usual gap",
+    )
+    calibrate: bool = Field(
+        default=True,
+        description="Learn how to combine model, cadence and repeat count from a backtest "
+        "at each refit (off: fixed noisy-or with cadence_weight)",
     )
     detractor_weight: float = Field(default=0.3, ge=0, le=1)
     detractor_memory_days: int = Field(default=180, ge=1)

@@ -29,9 +29,7 @@ async def on_refit(
 ) -> None:
     now = clock()
     try:
-        await fitting.refit(
-            session, calibration_end=now.date(), min_customers=config.min_customers_to_fit
-        )
+        await fitting.refit(session, calibration_end=now.date(), config=config)
     except fitting.NotEnoughData as exc:
         log.info("scheduled refit skipped: %s", exc.message)  # tried again next slot
     await schedule.schedule_next(session, schedule.REFIT, config=config, now=now)

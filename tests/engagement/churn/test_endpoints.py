@@ -51,6 +51,9 @@ async def test_refit_then_model_and_scores_are_visible(
     assert model["n_customers"] == 40
     assert model["spend"]["n_customers"] > 0
     assert model["fit_seconds"] > 0
+    combiner = model["combiner"]  # 40 customers: the backtest window is half the history
+    assert (combiner["as_of"], combiner["days"], combiner["customers"]) == ("2025-04-04", 87, 40)
+    assert combiner["model"] > 0
     current = (await client.get("/v1/models/current", headers=READ)).json()
     assert current == model
     async with db.unit_of_work() as session:

@@ -39,7 +39,7 @@ RANK = {"low": 0, "medium": 1, "high": 2}
 
 async def fit(db: Database, end: date = FIT_DAY) -> ChurnModel:
     async with db.unit_of_work() as session:
-        return await fitting.refit(session, calibration_end=end, min_customers=5)
+        return await fitting.refit(session, calibration_end=end, config=CONFIG)
 
 
 async def rescore(db: Database, day: date) -> int:
