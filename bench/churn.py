@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert
 
-from services.engagement.churn import consumers, scores
+from services.engagement.churn import calibration, consumers, scores
 from services.engagement.churn.models import ChurnCustomer, ChurnModel
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.main import MIGRATIONS
@@ -63,6 +63,45 @@ def fit_time(n: int) -> str:
         f"fit n={n:>7,}: {took:6.2f} s (BG/NBD {fit.fit_seconds:.2f} s, converged={fit.converged}; "
         f"r={p.r:.3f} alpha={p.alpha:.2f} a={p.a:.3f} b={p.b:.3f}; "
         f"Gamma-Gamma on {spend.n_customers:,} repeat buyers)"
+    )
+
+
+def purchase_log(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, date]:
+    """Purchase days of n customers of a 12-week cohort over 39 weeks (BG/NBD process)."""
+    ids: list[str] = []
+    days: list[int] = []
+    first = START.toordinal()
+    end = first + 273
+    for i, (lam, p, start) in enumerate(
+        zip(
+            rng.gamma(CDNOW.r, 1.0 / CDNOW.alpha, n) / 7.0,  # per day
+            rng.beta(CDNOW.a, CDNOW.b, n),
+            rng.integers(0, 84, n),
+            strict=True,
+        )
+    ):
+        day = first + int(start)
+        while day <= end:
+            ids.append(f"c{i}")
+            days.append(day)
+            if rng.random() < p or lam <= 0:
+                break
+            day += 1 + int(rng.exponential(1.0 / lam))
+    return np.array(ids, dtype=object), np.array(days, dtype=np.float64), date.fromordinal(end)
+
+
+def combiner_time(n: int) -> str:
+    ids, days, end = purchase_log(n, np.random.default_rng(n))
+    started = time.perf_counter()
+    learned = calibration.learn(
+        ids, days, end, horizon_days=90, percentile=90.0, min_gaps=3, min_customers=20
+    )
+    took = time.perf_counter() - started
+    if learned is None:
+        return f"risk combiner n={n:>7,}: none learned ({took:.2f} s)"
+    return (
+        f"risk combiner n={n:>7,}: {took:6.2f} s ({len(days):,} purchases; backtest of "
+        f"{learned.days} days, AUC {learned.auc:.3f} vs model alone {learned.model_auc:.3f})"
     )
 
 
@@ -177,6 +216,7 @@ def main() -> None:
     if not args.skip_fit:
         for n in (2_357, 100_000):
             print(fit_time(n), flush=True)
+            print(combiner_time(n), flush=True)
     asyncio.run(database_part(args.db, args.rescore, args.events))
 
 

@@ -115,20 +115,21 @@ def learn(
     if window < MIN_BACKTEST_DAYS:
         return None
     as_of = end_day - window
+    _, codes = np.unique(customer_ids, return_inverse=True)  # integers from here on
     before = days <= as_of
-    summary = summarise(customer_ids[before], days[before], np.zeros(int(before.sum())), as_of)
+    summary = summarise(codes[before], days[before], np.zeros(int(before.sum())), as_of)
     if summary.n_customers < min_customers:
         return None
-    after = (days > as_of) & (days <= end_day)
-    bought_after = np.isin(summary.customer_ids, np.unique(customer_ids[after]))
-    label = (~bought_after).astype(np.float64)
+    returned = np.zeros(int(codes.max()) + 1, dtype=bool)
+    returned[codes[(days > as_of) & (days <= end_day)]] = True
+    label = (~returned[summary.customer_ids]).astype(np.float64)
     n_silent = int(label.sum())
     if min(n_silent, label.size - n_silent) < MIN_EACH_OUTCOME:
         return None
     params = fit_bgnbd(summary.x, summary.t_x, summary.T).params
     silent = p_no_purchase_within(params, window / WEEK, summary.x, summary.t_x, summary.T)
     since = (summary.T - summary.t_x) * WEEK
-    count, p90 = _gaps(summary.customer_ids, customer_ids[before], days[before], percentile)
+    count, p90 = _gaps(summary.customer_ids, codes[before], days[before], percentile)
     late = overdue(since, count, p90, min_gaps)
     weights = _logistic(features(silent, summary.x, late), label)
     combiner = Combiner(
@@ -148,22 +149,29 @@ def learn(
 
 
 def _gaps(
-    ids: npt.NDArray[Any], customer_ids: npt.NDArray[Any], days: FloatArray, percentile: float
+    ids: npt.NDArray[np.int64], codes: npt.NDArray[np.int64], days: FloatArray, percentile: float
 ) -> tuple[FloatArray, FloatArray]:
-    """Per customer of ``ids`` (sorted): gaps between purchase days and their percentile."""
-    codes = np.searchsorted(ids, customer_ids)
-    pairs = np.unique(np.column_stack([codes, np.floor(days)]), axis=0)
+    """Per customer of ``ids`` (sorted codes): how many gaps lie between their purchase
+    days, and the ``percentile`` of those gaps (linear interpolation, as numpy's default;
+    NaN without a gap)."""
+    where = np.searchsorted(ids, codes)
+    pairs = np.unique(np.column_stack([where, np.floor(days)]), axis=0)  # by customer, day
     same = pairs[1:, 0] == pairs[:-1, 0]
-    gap_codes = pairs[1:, 0][same].astype(np.int64)
+    owner = pairs[1:, 0][same].astype(np.int64)
     gaps = np.diff(pairs[:, 1])[same]
-    count = np.bincount(gap_codes, minlength=ids.size).astype(np.float64)
+    count = np.bincount(owner, minlength=ids.size).astype(np.float64)
+    order = np.lexsort((gaps, owner))  # each customer's gaps, ascending
+    owner, gaps = owner[order], gaps[order]
+    start = np.searchsorted(owner, np.arange(ids.size))
+    size = count.astype(np.int64)
+    has = size > 0
+    position = percentile / 100.0 * (size[has] - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, size[has] - 1)
+    base = start[has]
+    below, above = gaps[base + low], gaps[base + high]
     p90 = np.full(ids.size, np.nan)
-    order = np.argsort(gap_codes, kind="stable")
-    gap_codes, gaps = gap_codes[order], gaps[order]
-    bounds = np.flatnonzero(np.diff(gap_codes)) + 1
-    for group_codes, group in zip(np.split(gap_codes, bounds), np.split(gaps, bounds), strict=True):
-        if group.size:
-            p90[group_codes[0]] = np.percentile(group, percentile)
+    p90[has] = below + (above - below) * (position - low)
     return count, p90
 
 
