@@ -47,8 +47,8 @@ k8s-validate: install ## validate deploy/k8s against Kubernetes and CRD schemas,
 schema: install ## regenerate the published event schema from the models
 	$(PY) -m shared.events.schema > docs/events.schema.json
 
-bench: install ## the purchase-pipeline benchmark (prints a table)
-	$(PY) -m bench.pipeline
+bench: install ## pipeline + REST benchmarks on SQLite and PostgreSQL, one summary table (needs wrk)
+	$(PY) -m bench.all
 
 bench-rest: install ## REST p50/p99 with wrk, server and wrk on separate cores (apt-get install wrk)
 	$(PY) -m bench.rest

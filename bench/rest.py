@@ -413,7 +413,14 @@ def cores() -> tuple[int | None, int | None]:
     return usable[0], usable[1]
 
 
-async def main(args: argparse.Namespace) -> None:
+@dataclass
+class RestResult:
+    db: str
+    outcomes: list[Outcome]
+    rss: dict[str, float]
+
+
+async def main(args: argparse.Namespace) -> RestResult:
     wrk_version = require_wrk()
     server_core, wrk_core = cores()
     port = tansu.free_port()
@@ -499,6 +506,7 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.sleep(1)
         rss = {s.name: peak_rss_mb(s.proc.pid) for s in services.values() if s.proc}
         report(args, wrk_version, server_core, wrk_core, seed_seconds, outcomes, rss)
+        return RestResult(args.db, outcomes, rss)
     finally:
         for s in services.values():
             s.stop()
@@ -586,7 +594,7 @@ def report(
         )
 
 
-def parse() -> argparse.Namespace:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--rate", type=int, default=500, help="paced 360° view req/s")
@@ -594,7 +602,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=20, help="length of each scenario")
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=16, help="closed-loop connections")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,151 @@
+"""The whole benchmark of issue 9 in one command: `make bench`.
+
+Runs the purchase pipeline (bench.pipeline) and the REST latency benchmark (bench.rest,
+wrk pinned to one core, the services to the other) on SQLite and then on PostgreSQL,
+each against its own freshly started stack, prints each benchmark's own table as it
+goes, and at the end one summary table with a column per database and the targets.
+
+    PYTHONPATH=. .venv/bin/python -m bench.all [--db sqlite|postgres|both]
+        [--purchases 3000] [--rate 200] [--seconds 15] [--customers 2000]
+
+It takes about 15-25 minutes on the 2-core machine. Needs wrk (`apt-get install -y wrk`)
+and, for the PostgreSQL column, PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth),
+where it creates and drops its own databases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+from bench import pipeline, rest
+
+TARGETS = {
+    "end to end": "≥ 1,000/s",
+    "points p99 @200": "< 500 ms",
+    "e-mail p99 @200": "< 1,000 ms",
+    "view p99": "< 20 ms at 500 req/s",
+    "rss": "< 300 MB each",
+}
+
+
+_NO_REST = rest.RestResult("", [], {})
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--purchases", type=int, default=3000, help="pipeline burst size")
+    parser.add_argument("--rate", type=int, default=200, help="pipeline fixed offered load")
+    parser.add_argument("--seconds", type=int, default=15, help="each paced or wrk run")
+    parser.add_argument("--customers", type=int, default=2000, help="REST seed size")
+    return parser.parse_args()
+
+
+def _ms(values: list[float], q: float) -> str:
+    return f"{pipeline.pct(values, q):,.0f}" if values else "-"
+
+
+def _lat(run: pipeline.Paced | None, values_of: str) -> str:
+    if run is None:
+        return "-"
+    values: list[float] = getattr(run, values_of)
+    shown = "/".join(_ms(values, q) for q in (50, 95, 99))
+    return f"{shown} ({len(values)}/{run.sent})"
+
+
+def _rest(result: rest.RestResult, mode: str, paced: bool) -> str:
+    for o in result.outcomes:
+        if o.scenario.mode == mode and bool(o.scenario.rate) == paced:
+            p50, p99 = o.percentiles.get("50"), o.percentiles.get("99")
+            if p50 is None or p99 is None:
+                return f"{o.rps:.0f}/s, no percentiles"
+            return f"{o.rps:.0f}/s {p50:.1f}/{p99:.1f} ms, wrk {o.wrk_cpu:.0f}%"
+    return "-"
+
+
+def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) -> None:
+    dbs = [p.db for p in pipes]
+    rows: list[tuple[str, list[str], str]] = []
+
+    def add(label: str, values: list[str], target: str = "") -> None:
+        rows.append((label, values, target))
+
+    add("raw broker produce→consume, msg/s", [f"{p.floor:,.0f}" for p in pipes])
+    add("burst: purchase → points, /s", [f"{p.burst.points:,.1f}" for p in pipes])
+    add("burst: purchase → 360° view, /s", [f"{p.burst.profile:,.1f}" for p in pipes])
+    add("burst: purchase → e-mail, /s", [f"{p.burst.mail:,.1f}" for p in pipes])
+    add(
+        "end to end, /s (ratio to raw)",
+        [f"{p.burst.end_to_end:,.1f} ({p.burst.end_to_end / p.floor:.2%})" for p in pipes],
+        TARGETS["end to end"],
+    )
+    for index, label in ((0, "80 % of max"), (1, "fixed rate")):
+        runs = [p.runs[index] if len(p.runs) > index else None for p in pipes]
+        rate = next((f"{r.rate:.0f}/s" for r in runs if r is not None), "")
+        target = TARGETS["points p99 @200"] if index else ""
+        add(f"{label} {rate}: → points p50/p95/p99 ms", [_lat(r, "points") for r in runs], target)
+        target = TARGETS["e-mail p99 @200"] if index else ""
+        add(f"{label} {rate}: → e-mail p50/p95/p99 ms", [_lat(r, "mails") for r in runs], target)
+    by_db = {r.db: r for r in rests}
+    for mode, paced, label in (
+        ("view", False, "360° view, closed loop"),
+        ("view", True, "360° view, paced"),
+        ("redeem", True, "redemption, paced"),
+        ("redeem", False, "redemption, closed loop"),
+    ):
+        add(
+            f"REST {label}: rate p50/p99",
+            [_rest(by_db[db], mode, paced) if db in by_db else "-" for db in dbs],
+            TARGETS["view p99"] if (mode, paced) == ("view", True) else "",
+        )
+    for name in pipes[0].rss:
+        add(
+            f"peak RSS {name}, MB (pipeline / REST)",
+            [
+                f"{p.rss.get(name, float('nan')):.0f} / "
+                + (f"{by_db[p.db].rss[name]:.0f}" if name in by_db.get(p.db, _NO_REST).rss else "-")
+                for p in pipes
+            ],
+            TARGETS["rss"],
+        )
+
+    width = max(len(label) for label, _, _ in rows)
+    cols = [max(len(db), *(len(v[i]) for _, v, _ in rows)) for i, db in enumerate(dbs)]
+    head = f"{'':<{width}}  " + "  ".join(f"{db:<{c}}" for db, c in zip(dbs, cols, strict=True))
+    when = time.strftime("%Y-%m-%d %H:%M")
+    print(f"\nKeepwell benchmark summary — {os.cpu_count()} CPUs, {when}")
+    print(head + "  target")
+    print("-" * (len(head) + 8))
+    for label, values, target in rows:
+        cells = "  ".join(f"{v:<{c}}" for v, c in zip(values, cols, strict=True))
+        print(f"{label:<{width}}  {cells}  {target}")
+
+
+async def run(args: argparse.Namespace) -> None:
+    pipe_args = pipeline.parse(
+        [
+            "--db",
+            args.db,
+            "--purchases",
+            str(args.purchases),
+            "--rate",
+            str(args.rate),
+            "--seconds",
+            str(args.seconds),
+        ]
+    )
+    pipes = await pipeline.run_all(pipe_args)
+    rests = []
+    for db in [p.db for p in pipes]:
+        rest_args = rest.parse(
+            ["--db", db, "--customers", str(args.customers), "--seconds", str(args.seconds)]
+        )
+        rests.append(await rest.main(rest_args))
+    summary(pipes, rests)
+
+
+if __name__ == "__main__":
+    asyncio.run(run(parse()))
