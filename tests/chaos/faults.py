@@ -187,11 +187,15 @@ def schedule(rng: random.Random, window: float) -> list[Fault]:
     return sorted(faults, key=lambda f: f.at)
 
 
-async def inject(stack: ChaosStack, faults: list[Fault], log: FaultLog) -> None:
+async def inject(
+    stack: ChaosStack, faults: list[Fault], log: FaultLog, say: Callable[[str], None]
+) -> None:
     """Run the faults one after another, each at its moment (or as soon as the last ends)."""
     started = time.monotonic()
     for fault in faults:
         await asyncio.sleep(max(0.0, fault.at - (time.monotonic() - started)))
         begun = time.monotonic() - started
+        say(f"fault {fault.kind} {fault.target} begins at {begun:.1f} s")
         await fault.action(stack)
         log.done.append((fault.kind, fault.target, begun, time.monotonic() - started))
+        say(f"fault {fault.kind} {fault.target} over at {time.monotonic() - started:.1f} s")

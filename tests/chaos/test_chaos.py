@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
+import sys
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
+from shared import taskdump
 from tests.chaos import checks, redeem
 from tests.chaos.faults import FaultLog, inject, schedule
 from tests.chaos.harness import LOG_DIR, ChaosStack, consumed_topics
@@ -29,7 +34,34 @@ SEED = int(os.environ.get("CHAOS_SEED", "9"))
 PURCHASES = int(os.environ.get("CHAOS_PURCHASES", "1000"))
 PRODUCE_SECONDS = float(os.environ.get("CHAOS_PRODUCE_SECONDS", "30"))
 DRAIN_TIMEOUT = float(os.environ.get("CHAOS_DRAIN_TIMEOUT", "120"))
+# Producing, the faults and the redemptions together; past this the test fails and
+# prints where each unfinished part was waiting instead of hanging.
+PHASE_TIMEOUT = float(os.environ.get("CHAOS_PHASE_TIMEOUT", "1800"))
 CHUNK = 100
+
+
+def say(text: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def dump_tasks() -> None:
+    """On SIGUSR1: where every task of the test process is waiting."""
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        say(f"task {task.get_name()}: " + " -> ".join(taskdump.await_chain(task)))
+
+
+async def workload_phase(*parts: tuple[str, Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run the parts together; if they are not all done in PHASE_TIMEOUT, fail naming
+    the unfinished ones and where each waits."""
+    tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts}
+    _, pending = await asyncio.wait(tasks, timeout=PHASE_TIMEOUT)
+    if pending:
+        where = [f"{tasks[t]}: {' -> '.join(taskdump.await_chain(t))}" for t in pending]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        pytest.fail(f"not done after {PHASE_TIMEOUT:.0f} s:\n" + "\n".join(where))
+    return [t.result() for t in tasks]
 
 
 async def produce_paced(stack: ChaosStack, messages: list[Message], seconds: float) -> None:
@@ -79,13 +111,17 @@ async def test_no_loss_and_no_double_counting_under_faults(
     log = FaultLog()
     await redeem.create_reward(chaos)
     attempts = max(1, PURCHASES // 10)
-    _, _, redemptions = await asyncio.gather(
-        produce_paced(chaos, workload.messages, PRODUCE_SECONDS),
-        inject(chaos, faults, log),
-        redeem.drive(chaos, workload.oracle, SEED, attempts, PRODUCE_SECONDS),
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
+    say(f"{len(workload.messages)} messages over {PRODUCE_SECONDS:.0f} s, {len(faults)} faults")
+    _, _, redemptions = await workload_phase(
+        ("produce", produce_paced(chaos, workload.messages, PRODUCE_SECONDS)),
+        ("faults", inject(chaos, faults, log, say)),
+        ("redemptions", redeem.drive(chaos, workload.oracle, SEED, attempts, PRODUCE_SECONDS)),
     )
     assert not chaos.down - {"loyalty-b"}, f"still down after the faults: {chaos.down}"
+    say("workload and faults done; waiting for the drain")
     drain, pending = await checks.wait_drained(chaos, workload.oracle, topics, DRAIN_TIMEOUT)
+    say(f"drain: {drain:.0f} s {pending or 'drained'}; checking invariants")
     oracle = workload.oracle
     mail_problems, resent = checks.emails(chaos, oracle)
     mismatches = {
