@@ -41,7 +41,8 @@ CHUNK = 100
 
 
 def say(text: str) -> None:
-    print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+    """Progress, live: to the real stderr, past the test's capsys capture."""
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", file=sys.__stderr__, flush=True)
 
 
 def dump_tasks() -> None:
