@@ -33,6 +33,10 @@ REWARD_COST = 150
 # cores keeps loyalty busy for minutes after a database outage, so it can be raised.
 ATTEMPT_DEADLINE = float(os.environ.get("CHAOS_REDEEM_DEADLINE", "240"))
 RETRYABLE = {429, 500, 502, 503, 504}
+# Attempts in flight at once. A fleet of tills has a bounded number of requests open; and
+# a thousand requests queued inside one httpx pool (100 connections) cost the test
+# process a core in httpcore's request-to-connection matching at 10,000 purchases.
+IN_FLIGHT = 32
 
 
 class RedemptionUnanswered(Exception):
@@ -81,7 +85,12 @@ def _record(oracle: Oracle, log: RedemptionLog, customer: str, status: int, body
 
 
 async def attempt(
-    stack: ChaosStack, oracle: Oracle, log: RedemptionLog, rng: random.Random, n: int
+    stack: ChaosStack,
+    oracle: Oracle,
+    log: RedemptionLog,
+    rng: random.Random,
+    n: int,
+    slots: asyncio.Semaphore,
 ) -> None:
     customer = rng.choice(sorted(oracle.earned))
     mode = rng.choices(("single", "double-tap", "race"), weights=(6, 2, 2))[0]
@@ -89,7 +98,8 @@ async def attempt(
     keys = [f"chaos-{n}-a"] * (2 if mode == "double-tap" else 1)
     if mode == "race":
         keys.append(f"chaos-{n}-b")
-    answers = await asyncio.gather(*(redeem(stack, customer, k) for k in keys))
+    async with slots:  # the seeded choices above are made in attempt order
+        answers = await asyncio.gather(*(redeem(stack, customer, k) for k in keys))
     if mode == "double-tap":
         ids = {body.get("id") for status, body in answers if status == 201}
         if len(ids) > 1:
@@ -107,10 +117,11 @@ async def drive(
     rng = random.Random(seed * 7919)
     log = RedemptionLog()
     tasks: list[asyncio.Task[None]] = []
+    slots = asyncio.Semaphore(IN_FLIGHT)
     started = time.monotonic()
     for n in range(count):
         await asyncio.sleep(max(0.0, n * seconds / max(count, 1) - (time.monotonic() - started)))
-        tasks.append(asyncio.create_task(attempt(stack, oracle, log, rng, n)))
+        tasks.append(asyncio.create_task(attempt(stack, oracle, log, rng, n, slots)))
     for outcome in await asyncio.gather(*tasks, return_exceptions=True):
         if isinstance(outcome, BaseException):
             log.problems.append(f"{type(outcome).__name__}: {outcome}")
