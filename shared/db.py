@@ -12,12 +12,14 @@ from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 # Shared naming convention so Alembic migrations name constraints the same on every DB.
 NAMING_CONVENTION = {
@@ -94,7 +96,51 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        record_info = conn.connection.info
+        if conn.get_execution_options().get(READ_ONLY):
+            # Deferred: takes no lock until it reads, and WAL lets readers run beside the
+            # one writer. query_only makes any write in it fail (SQLITE_READONLY).
+            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("PRAGMA query_only=ON")
+            record_info[_QUERY_ONLY] = True
+            return
+        if record_info.pop(_QUERY_ONLY, False):
+            conn.exec_driver_sql("PRAGMA query_only=OFF")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY = "keepwell_read_only"
+"""Execution option marking a connection's transaction read-only (see ``Database.read_only``)."""
+_QUERY_ONLY = "keepwell_query_only"  # on a pooled SQLite connection: PRAGMA query_only is ON
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A read-only unit of work tried to write."""
+
+
+def _refused_write(exc: DBAPIError) -> bool:
+    """The database refused a write because the transaction is read-only.
+
+    Told apart so it surfaces as the bug it is (a 500), not as a "busy, retry" 503
+    (an SQLite OperationalError is otherwise taken for a transient failure).
+    """
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code == "25006":  # PostgreSQL: read_only_sql_transaction
+        return True
+    return getattr(exc.orig, "sqlite_errorcode", None) == _SQLITE_READONLY
+
+
+_SQLITE_READONLY = 8
+
+
+class _ReadOnlySession(Session):
+    """The sync session behind ``Database.read_only``: an ORM flush of changes is refused."""
+
+
+@event.listens_for(_ReadOnlySession, "before_flush")
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlyViolation("a read-only unit of work tried to write (ORM flush)")
 
 
 def upsertable_insert(session: AsyncSession) -> Any:
@@ -119,6 +165,9 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=_ReadOnlySession
+        )
         self._after_commit: list[tuple[str | None, Callable[[], None]]] = []
 
     @property
@@ -142,6 +191,31 @@ class Database:
                 for when, callback in self._after_commit:
                     if when is None or session.info.get(when):
                         callback()
+
+    @asynccontextmanager
+    async def read_only(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that only reads: no write lock, and any write in it fails.
+
+        On SQLite it is a deferred ``BEGIN`` with ``PRAGMA query_only`` on (reset when
+        the connection next begins a writing transaction), so it never queues behind the
+        consumer, the relay or the timers for the write lock: in WAL mode it reads the
+        last committed state while they write. On PostgreSQL the transaction is
+        ``READ ONLY``. An ORM flush of pending changes is refused on every backend.
+        Nothing is committed, so no ``on_commit`` callback runs.
+        """
+        options: dict[str, Any] = {READ_ONLY: True}
+        if not self.sqlite:
+            options["postgresql_readonly"] = True
+        async with self.read_sessions() as session:
+            try:
+                async with session.begin():
+                    await session.connection(execution_options=options)
+                    yield session
+            except DBAPIError as exc:
+                if _refused_write(exc):
+                    message = f"a read-only unit of work tried to write: {exc.orig}"
+                    raise ReadOnlyViolation(message) from exc
+                raise
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
