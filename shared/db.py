@@ -64,7 +64,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, read_only: bool = False
+) -> AsyncEngine:
+    """The engine for ``url``; on SQLite, ``read_only`` gives one whose connections cannot
+    write and whose transactions take no lock until they read (see ``Database.read_only``)."""
     if not is_sqlite(url):
         return create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
@@ -73,16 +77,20 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, read_only=read_only)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, read_only: bool = False) -> None:
     """WAL, a busy timeout, and BEGIN IMMEDIATE so writers queue instead of deadlocking.
 
     pysqlite's own transaction handling is switched off so SQLAlchemy's BEGIN is the
-    one that runs (this also makes SAVEPOINT work).
+    one that runs (this also makes SAVEPOINT work). A ``read_only`` engine's
+    connections have ``PRAGMA query_only`` on (any write fails with SQLITE_READONLY) and
+    begin deferred: in WAL mode such a transaction reads the last committed state while
+    the one writer holds the write lock, instead of queueing for it.
     """
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -92,26 +100,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        record_info = conn.connection.info
-        if conn.get_execution_options().get(READ_ONLY):
-            # Deferred: takes no lock until it reads, and WAL lets readers run beside the
-            # one writer. query_only makes any write in it fail (SQLITE_READONLY).
-            conn.exec_driver_sql("BEGIN")
-            conn.exec_driver_sql("PRAGMA query_only=ON")
-            record_info[_QUERY_ONLY] = True
-            return
-        if record_info.pop(_QUERY_ONLY, False):
-            conn.exec_driver_sql("PRAGMA query_only=OFF")
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-READ_ONLY = "keepwell_read_only"
-"""Execution option marking a connection's transaction read-only (see ``Database.read_only``)."""
-_QUERY_ONLY = "keepwell_query_only"  # on a pooled SQLite connection: PRAGMA query_only is ON
+        conn.exec_driver_sql(begin)
 
 
 class ReadOnlyViolation(RuntimeError):
@@ -165,8 +160,16 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite: read-only units of work get their own engine (pool) whose connections
+        # cannot write; PostgreSQL: the same pool, each transaction begun READ ONLY.
+        self.read_engine = (
+            create_engine(url, pool_size=pool_size, echo=echo, read_only=True)
+            if self.sqlite
+            else self.engine
+        )
+        self._read_options: dict[str, Any] = {} if self.sqlite else {"postgresql_readonly": True}
         self.read_sessions = async_sessionmaker(
-            self.engine, expire_on_commit=False, sync_session_class=_ReadOnlySession
+            self.read_engine, expire_on_commit=False, sync_session_class=_ReadOnlySession
         )
         self._after_commit: list[tuple[str | None, Callable[[], None]]] = []
 
@@ -196,20 +199,18 @@ class Database:
     async def read_only(self) -> AsyncIterator[AsyncSession]:
         """A unit of work that only reads: no write lock, and any write in it fails.
 
-        On SQLite it is a deferred ``BEGIN`` with ``PRAGMA query_only`` on (reset when
-        the connection next begins a writing transaction), so it never queues behind the
-        consumer, the relay or the timers for the write lock: in WAL mode it reads the
-        last committed state while they write. On PostgreSQL the transaction is
-        ``READ ONLY``. An ORM flush of pending changes is refused on every backend.
-        Nothing is committed, so no ``on_commit`` callback runs.
+        On SQLite it runs on ``read_engine``: a deferred ``BEGIN`` on a connection with
+        ``PRAGMA query_only`` on, so it never queues behind the consumer, the relay or
+        the timers for the write lock (in WAL mode it reads the last committed state
+        while they write). On PostgreSQL the transaction is ``READ ONLY``. An ORM flush
+        of pending changes is refused on every backend; a statement that writes fails
+        with ``ReadOnlyViolation``. No ``on_commit`` callback runs.
         """
-        options: dict[str, Any] = {READ_ONLY: True}
-        if not self.sqlite:
-            options["postgresql_readonly"] = True
         async with self.read_sessions() as session:
             try:
                 async with session.begin():
-                    await session.connection(execution_options=options)
+                    if self._read_options:
+                        await session.connection(execution_options=self._read_options)
                     yield session
             except DBAPIError as exc:
                 if _refused_write(exc):
@@ -223,3 +224,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
