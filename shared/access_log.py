@@ -11,13 +11,18 @@ A service adopts it in three steps:
 
 The row is written in the request's own unit of work, so a read that commits is
 always logged, and a read that fails (404, 422, a crash) leaves no row and
-revealed nothing. Only principals whose token carries ``staff: true`` are logged:
-machine clients (POS, storefront) are not people reading a customer.
+revealed nothing. Routes reading through a read-only session (``ReadSessionDep``,
+which cannot write) use ``audited_read(AccessLog)`` instead of ``staff_reads``: once
+the route has answered without error, the row is written in a unit of work of its
+own, before the response leaves (a failure to write it fails the request). Routes
+returning several customers call ``record_apart`` after their read. Only principals
+whose token carries ``staff: true`` are logged: machine clients (POS, storefront) are
+not people reading a customer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,7 +32,7 @@ from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Tab
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import logs
-from shared.app import SessionDep
+from shared.app import ReadSessionDep, Runtime, RuntimeDep, SessionDep
 from shared.auth import Principal, current_principal, require
 from shared.db import UtcDateTime
 from shared.http import AppError
@@ -100,6 +105,46 @@ def staff_reads(table: Table, *, param: str = "customer_id") -> Callable[..., Aw
     return log_staff_read
 
 
+async def record_apart(
+    runtime: Runtime,
+    table: Table,
+    *,
+    principal: Principal,
+    request: Request,
+    customer_ids: Iterable[str],
+) -> int:
+    """``record`` in a unit of work of its own (for routes whose session is read-only)."""
+    if not principal.staff:
+        return 0
+    async with runtime.db.unit_of_work() as session:
+        return await record(
+            session, table, principal=principal, request=request, customer_ids=customer_ids
+        )
+
+
+def audited_read(table: Table, *, param: str = "customer_id") -> Any:
+    """Like ``Depends(staff_reads(table))``, for routes whose session is read-only.
+
+    Declare it in the route's ``dependencies`` (so it is entered before the route's
+    session and left after it): the row is written only if the route and its read
+    transaction ended without error, and before the response is sent.
+    """
+
+    async def log_staff_read_after(
+        request: Request,
+        principal: Annotated[Principal, Depends(current_principal)],
+        runtime: RuntimeDep,
+    ) -> AsyncIterator[None]:
+        yield
+        customer_id = request.path_params.get(param)
+        if customer_id:
+            await record_apart(
+                runtime, table, principal=principal, request=request, customer_ids=[customer_id]
+            )
+
+    return Depends(log_staff_read_after, scope="function")
+
+
 class AccessRead(BaseModel):
     id: int
     at: datetime
@@ -126,7 +171,7 @@ def access_log_router(table: Table, *, prefix: str = "/v1/access-log") -> APIRou
 
     @router.get("", response_model=AccessPage, dependencies=[Depends(require("admin"))])
     async def list_access(
-        session: SessionDep,
+        session: ReadSessionDep,
         customer_id: Annotated[
             str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
         ] = None,

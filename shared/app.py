@@ -59,8 +59,25 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only transaction per request (``Database.read_only``): on SQLite it does not
+    wait for the write lock. Any write in it fails; a GET that must write (the staff
+    access log) writes in a unit of work of its own (``shared.access_log.audited_read``)."""
+    async with get_runtime(request).db.read_only() as session:
+        yield session
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+
+
+async def _runtime_dependency(request: Request) -> Runtime:
+    """``get_runtime`` as a coroutine: FastAPI runs a plain ``def`` dependency in its
+    thread pool, a thread hop per request for a dictionary lookup."""
+    return get_runtime(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 
 
 def create_service_app(

@@ -12,12 +12,14 @@ from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 # Shared naming convention so Alembic migrations name constraints the same on every DB.
 NAMING_CONVENTION = {
@@ -62,7 +64,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, read_only: bool = False
+) -> AsyncEngine:
+    """The engine for ``url``; on SQLite, ``read_only`` gives one whose connections cannot
+    write and whose transactions take no lock until they read (see ``Database.read_only``)."""
     if not is_sqlite(url):
         return create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
@@ -71,16 +77,20 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, read_only=read_only)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, read_only: bool = False) -> None:
     """WAL, a busy timeout, and BEGIN IMMEDIATE so writers queue instead of deadlocking.
 
     pysqlite's own transaction handling is switched off so SQLAlchemy's BEGIN is the
-    one that runs (this also makes SAVEPOINT work).
+    one that runs (this also makes SAVEPOINT work). A ``read_only`` engine's
+    connections have ``PRAGMA query_only`` on (any write fails with SQLITE_READONLY) and
+    begin deferred: in WAL mode such a transaction reads the last committed state while
+    the one writer holds the write lock, instead of queueing for it.
     """
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -90,11 +100,42 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A read-only unit of work tried to write."""
+
+
+def _refused_write(exc: DBAPIError) -> bool:
+    """The database refused a write because the transaction is read-only.
+
+    Told apart so it surfaces as the bug it is (a 500), not as a "busy, retry" 503
+    (an SQLite OperationalError is otherwise taken for a transient failure).
+    """
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code == "25006":  # PostgreSQL: read_only_sql_transaction
+        return True
+    return getattr(exc.orig, "sqlite_errorcode", None) == _SQLITE_READONLY
+
+
+_SQLITE_READONLY = 8
+
+
+class _ReadOnlySession(Session):
+    """The sync session behind ``Database.read_only``: an ORM flush of changes is refused."""
+
+
+@event.listens_for(_ReadOnlySession, "before_flush")
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlyViolation("a read-only unit of work tried to write (ORM flush)")
 
 
 def upsertable_insert(session: AsyncSession) -> Any:
@@ -119,6 +160,17 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite: read-only units of work get their own engine (pool) whose connections
+        # cannot write; PostgreSQL: the same pool, each transaction begun READ ONLY.
+        self.read_engine = (
+            create_engine(url, pool_size=pool_size, echo=echo, read_only=True)
+            if self.sqlite
+            else self.engine
+        )
+        self._read_options: dict[str, Any] = {} if self.sqlite else {"postgresql_readonly": True}
+        self.read_sessions = async_sessionmaker(
+            self.read_engine, expire_on_commit=False, sync_session_class=_ReadOnlySession
+        )
         self._after_commit: list[tuple[str | None, Callable[[], None]]] = []
 
     @property
@@ -143,9 +195,34 @@ class Database:
                     if when is None or session.info.get(when):
                         callback()
 
+    @asynccontextmanager
+    async def read_only(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that only reads: no write lock, and any write in it fails.
+
+        On SQLite it runs on ``read_engine``: a deferred ``BEGIN`` on a connection with
+        ``PRAGMA query_only`` on, so it never queues behind the consumer, the relay or
+        the timers for the write lock (in WAL mode it reads the last committed state
+        while they write). On PostgreSQL the transaction is ``READ ONLY``. An ORM flush
+        of pending changes is refused on every backend; a statement that writes fails
+        with ``ReadOnlyViolation``. No ``on_commit`` callback runs.
+        """
+        async with self.read_sessions() as session:
+            try:
+                async with session.begin():
+                    if self._read_options:
+                        await session.connection(execution_options=self._read_options)
+                    yield session
+            except DBAPIError as exc:
+                if _refused_write(exc):
+                    message = f"a read-only unit of work tried to write: {exc.orig}"
+                    raise ReadOnlyViolation(message) from exc
+                raise
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

@@ -24,16 +24,18 @@ from services.profile.schemas import (
     TimelineRead,
 )
 from services.profile.service import normalise, reports, segments
-from shared.access_log import record, staff_reads
-from shared.app import RuntimeDep, SessionDep
+from shared.access_log import audited_read, record_apart, staff_reads
+from shared.app import ReadSessionDep, RuntimeDep, SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
 
 READ = [Depends(require("customers:read"))]
 WRITE = [Depends(require("customers:write"))]
 ADMIN = [Depends(require("admin"))]
-# Customer-scoped routes: a staff principal's call is written to the access log.
+# Customer-scoped routes: a staff principal's call is written to the access log (in the
+# route's own transaction for writes, in one of its own after a read-only route).
 AUDITED = Depends(staff_reads(AccessLog))
+AUDITED_READ = audited_read(AccessLog)
 
 customers_router = APIRouter(prefix="/v1/customers", tags=["customers"])
 segments_router = APIRouter(prefix="/v1/segments", tags=["segments"])
@@ -93,7 +95,7 @@ async def resolve_customer(
 async def search_customers(
     request: Request,
     principal: Annotated[Principal, Depends(require("customers:read"))],
-    session: SessionDep,
+    session: ReadSessionDep,
     runtime: RuntimeDep,
     identity: Annotated[str | None, Query(description="kind:value, e.g. phone:0901234567")] = None,
     name_prefix: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -113,7 +115,7 @@ async def search_customers(
             )
         )
     ids = [c.customer_id for c in rows]
-    await record(session, AccessLog, principal=principal, request=request, customer_ids=ids)
+    await record_apart(runtime, AccessLog, principal=principal, request=request, customer_ids=ids)
     return [
         CustomerSummaryRead(customer_id=c.customer_id, name=c.name, email=c.email, phone=c.phone)
         for c in rows
@@ -131,18 +133,20 @@ def _identity(raw: str, region: str) -> tuple[str, str]:
         raise BadQuery(str(exc)) from exc
 
 
-@customers_router.get("/{customer_id}", response_model=CustomerRead, dependencies=[*READ, AUDITED])
-async def get_customer(customer_id: str, session: SessionDep) -> CustomerRead:
+@customers_router.get(
+    "/{customer_id}", response_model=CustomerRead, dependencies=[*READ, AUDITED_READ]
+)
+async def get_customer(customer_id: str, session: ReadSessionDep) -> CustomerRead:
     view = await service.get_customer_view(session, customer_id=customer_id)
     return CustomerRead.from_view(view)
 
 
 @customers_router.get(
-    "/{customer_id}/timeline", response_model=TimelineRead, dependencies=[*READ, AUDITED]
+    "/{customer_id}/timeline", response_model=TimelineRead, dependencies=[*READ, AUDITED_READ]
 )
 async def get_timeline(
     customer_id: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     channel: Annotated[str | None, Query(max_length=16)] = None,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     before: Annotated[str | None, Query(description="A cursor from a previous page")] = None,
@@ -190,8 +194,8 @@ async def update_preferences(
     return CustomerRead.from_view(view)
 
 
-@customers_router.get("/{customer_id}/export", dependencies=[*READ, AUDITED])
-async def export_customer(customer_id: str, session: SessionDep) -> dict[str, Any]:
+@customers_router.get("/{customer_id}/export", dependencies=[*READ, AUDITED_READ])
+async def export_customer(customer_id: str, session: ReadSessionDep) -> dict[str, Any]:
     return await service.export(session, customer_id=customer_id)
 
 
@@ -240,7 +244,7 @@ async def create_segment(body: SegmentCreate, session: SessionDep) -> SegmentRea
 
 
 @segments_router.get("", response_model=list[SegmentRead], dependencies=READ)
-async def list_segments(session: SessionDep) -> list[SegmentRead]:
+async def list_segments(session: ReadSessionDep) -> list[SegmentRead]:
     rows = await repository.list_segments(session)
     return [SegmentRead.model_validate(s, from_attributes=True) for s in rows]
 
@@ -248,7 +252,7 @@ async def list_segments(session: SessionDep) -> list[SegmentRead]:
 @segments_router.get("/{name}/members", response_model=MembersRead, dependencies=READ)
 async def list_segment_members(
     name: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> MembersRead:
@@ -261,7 +265,7 @@ async def list_segment_members(
     "/segments", response_model=SegmentsReport, dependencies=[Depends(require("reports:read"))]
 )
 async def segments_report(
-    session: SessionDep,
+    session: ReadSessionDep,
     runtime: RuntimeDep,
     start: Annotated[date | None, Query(alias="from", description="Inclusive, YYYY-MM-DD")] = None,
     end: Annotated[date | None, Query(alias="to", description="Exclusive, YYYY-MM-DD")] = None,

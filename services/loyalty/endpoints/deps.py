@@ -12,7 +12,8 @@ from shared.app import RuntimeDep
 from shared.auth import Forbidden, Principal, current_principal
 
 
-def get_settings(runtime: RuntimeDep) -> LoyaltySettings:
+async def get_settings(runtime: RuntimeDep) -> LoyaltySettings:
+    """A coroutine, so FastAPI calls it on the event loop rather than in its thread pool."""
     assert isinstance(runtime.settings, LoyaltySettings)
     return runtime.settings
 

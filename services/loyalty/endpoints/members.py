@@ -19,16 +19,17 @@ from services.loyalty.schemas import (
     RedemptionRead,
 )
 from services.loyalty.service import codes, members, redemption
-from shared.access_log import staff_reads
-from shared.app import SessionDep
+from shared.access_log import audited_read
+from shared.app import ReadSessionDep, SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 
 Reader = Depends(require("loyalty:read"))
-# Customer-scoped reads: a staff principal's call is written to the access log.
-Audited = Depends(staff_reads(AccessLog))
+# Customer-scoped reads: a staff principal's call is written to the access log (in a unit
+# of work of its own once the read-only route has answered).
+Audited = audited_read(AccessLog)
 Redeemer = Annotated[Principal, Depends(require("loyalty:redeem"))]
 Admin = Annotated[Principal, Depends(require("loyalty:admin"))]
 CustomerId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -38,7 +39,7 @@ IdempotencyKey = Annotated[
 
 
 @router.get("/{customer_id}", response_model=MemberRead, dependencies=[Reader, Audited])
-async def get_member(customer_id: CustomerId, session: SessionDep) -> MemberRead:
+async def get_member(customer_id: CustomerId, session: ReadSessionDep) -> MemberRead:
     member = await members.get_member(session, customer_id=customer_id)
     return MemberRead.model_validate(member)
 
@@ -46,7 +47,7 @@ async def get_member(customer_id: CustomerId, session: SessionDep) -> MemberRead
 @router.get("/{customer_id}/ledger", response_model=LedgerPage, dependencies=[Reader, Audited])
 async def list_ledger(
     customer_id: CustomerId,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> LedgerPage:
@@ -63,7 +64,7 @@ async def list_ledger(
 )
 async def list_redemptions(
     customer_id: CustomerId,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[str | None, Query(max_length=36, description="next_before of a page")] = None,
 ) -> RedemptionPage:

@@ -10,7 +10,7 @@ from services.loyalty.endpoints.deps import SettingsDep, require_any
 from services.loyalty.schemas import LiabilityRead, LoyaltyReportRead
 from services.loyalty.service import loyalty_report, reports
 from services.loyalty.service.period import Period
-from shared.app import SessionDep
+from shared.app import ReadSessionDep
 from shared.auth import require
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/reports", tags=["reports"])
     response_model=LiabilityRead,
     dependencies=[Depends(require_any("reports:read", "loyalty:admin"))],
 )
-async def get_liability(session: SessionDep, settings: SettingsDep) -> LiabilityRead:
+async def get_liability(session: ReadSessionDep, settings: SettingsDep) -> LiabilityRead:
     report = await reports.liability(session, settings=settings)
     return LiabilityRead.model_validate(asdict(report))
 
@@ -33,7 +33,7 @@ async def get_liability(session: SessionDep, settings: SettingsDep) -> Liability
     dependencies=[Depends(require("reports:read"))],
 )
 async def get_loyalty_report(
-    session: SessionDep,
+    session: ReadSessionDep,
     settings: SettingsDep,
     start: Annotated[date | None, Query(alias="from", description="Inclusive, YYYY-MM-DD")] = None,
     end: Annotated[date | None, Query(alias="to", description="Exclusive, YYYY-MM-DD")] = None,

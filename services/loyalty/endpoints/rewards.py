@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path
 from services.loyalty import repository
 from services.loyalty.models import Reward
 from services.loyalty.schemas import RewardRead, RewardWrite
-from shared.app import SessionDep
+from shared.app import ReadSessionDep, SessionDep
 from shared.auth import require
 
 router = APIRouter(prefix="/v1/rewards", tags=["rewards"])
@@ -16,7 +16,7 @@ RewardId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-
 
 
 @router.get("", response_model=list[RewardRead], dependencies=[Depends(require("loyalty:read"))])
-async def list_rewards(session: SessionDep) -> list[RewardRead]:
+async def list_rewards(session: ReadSessionDep) -> list[RewardRead]:
     return [RewardRead.model_validate(r) for r in await repository.list_rewards(session)]
 
 

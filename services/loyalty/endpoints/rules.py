@@ -11,14 +11,14 @@ from services.loyalty.schemas import ComponentRead, RuleSetRead, SimulationRead,
 from services.loyalty.service import rulebook, simulation
 from services.loyalty.service.errors import RuleSetConflict
 from services.loyalty.service.rules import RuleSetBody
-from shared.app import SessionDep
+from shared.app import ReadSessionDep, SessionDep
 from shared.auth import Principal, require
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
 
 @router.get("", response_model=RuleSetRead, dependencies=[Depends(require("loyalty:read"))])
-async def get_rules(session: SessionDep, settings: SettingsDep) -> RuleSetRead:
+async def get_rules(session: ReadSessionDep, settings: SettingsDep) -> RuleSetRead:
     rules = await rulebook.current(session, settings)
     return RuleSetRead(version=rules.version, rules=rules.body)
 
