@@ -29,7 +29,7 @@ test: install ## the whole suite: real broker, SQLite, SMTP sink
 test-postgres: install ## the database-backed tests again, on PostgreSQL
 	KEEPWELL_TEST_DB=postgres $(PY) -m pytest -q -m "(db or e2e) and not chaos"
 
-test-chaos: install ## fault injection against the whole stack (CHAOS_PURCHASES to size it)
+test-chaos: install ## fault injection, 10,000 purchases (CHAOS_PURCHASES=1000 for a quick run)
 	$(PY) -m pytest -q -s -m chaos tests/chaos
 
 lint: install
