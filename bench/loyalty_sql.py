@@ -1,0 +1,116 @@
+"""SQL statements per purchase in a loyalty consumer batch: `python -m bench.loyalty_sql`.
+
+Deterministic companion to ``bench.loyalty``: no broker, no clock. Builds the same
+purchases as the benchmark, feeds them to the real runner's batch transaction
+(``ConsumerRunner._apply_batch``) in batches of ``--batch`` and counts what reaches
+the driver (a ``before_cursor_execute`` listener: one count per execute or
+executemany call, i.e. per round trip on asyncpg). The first batch creates the
+members; the next ones are the steady state the benchmark mostly measures.
+``--floor`` counts the benchmark's floor consumer instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from sqlalchemy import event
+
+from bench.loyalty import floor_database, floor_handler, loyalty_database, make_purchase
+from services.loyalty import consumers
+from services.loyalty.config import LoyaltySettings
+from shared.consumer import ConsumerRunner, Handlers, Item
+from shared.db import Database
+from shared.events.commerce import PurchaseCompleted
+from tools.databases import DatabaseMaker
+
+
+def _shape(statement: str) -> str:
+    """A statement's first words and table, enough to tell the kinds apart."""
+    text = " ".join(statement.split())
+    text = re.sub(r"\(\$\d+.*", "(…)", text)
+    match = re.match(r"(\w+)(?:.*?\b(?:FROM|INTO|UPDATE)\s+(\w+))?", text)
+    if not match:
+        return text[:60]
+    verb = match.group(1).upper()
+    table = match.group(2) or ""
+    if verb == "UPDATE":
+        table = text.split()[1]
+    if "FOR UPDATE" in text:
+        verb += " … FOR UPDATE"
+    if "ON CONFLICT" in text:
+        verb += " … ON CONFLICT"
+    return f"{verb} {table}".strip()
+
+
+async def count(db: Database, handlers: Handlers, batches: int, size: int, customers: int) -> None:
+    runner = ConsumerRunner(
+        db=db,
+        consumer=None,  # _apply_batch never touches it
+        service="bench-sql",
+        topic_prefix="",
+        handlers=handlers,
+    )
+    seen: list[tuple[str, bool]] = []
+
+    def listener(*args: Any) -> None:
+        statement, many = args[2], args[5]
+        seen.append((statement, bool(many)))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", listener)
+    n = 0
+    for b in range(batches):
+        items = []
+        for _ in range(size):
+            e = make_purchase(f"cus-{n % customers}", n)
+            n += 1
+            record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+                "t", 0, n, 0, 0, e.key, e.to_json(), None, 0, 0, []
+            )
+            items.append(Item(record, e, None))
+        seen.clear()
+        await runner._apply_batch(items)
+        shapes = Counter(_shape(s) + (" [many]" if m else "") for s, m in seen)
+        label = "first batch (new members)" if b == 0 else f"batch {b + 1}"
+        per = len(seen) / size
+        print(f"\n{label}: {size} purchases, {len(seen)} statements, {per:.2f}/purchase")
+        for shape, k in shapes.most_common():
+            print(f"  {k:>6}  {shape}")
+
+
+async def main(db_kind: str, floor: bool, batches: int, size: int, customers: int) -> None:
+    maker = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-sql-")), backend=db_kind)
+    try:
+        if floor:
+            db = await floor_database(maker)
+            handlers: Handlers = {PurchaseCompleted: floor_handler}
+        else:
+            db = await loyalty_database(maker)
+            handlers = consumers.handlers(LoyaltySettings())
+        try:
+            await count(db, handlers, batches, size, customers)
+        finally:
+            await db.dispose()
+    finally:
+        await maker.drop_all()
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--floor", action="store_true")
+    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--customers", type=int, default=125)
+    args = parser.parse_args(argv)
+    asyncio.run(main(args.db, args.floor, args.batches, args.batch, args.customers))
+
+
+if __name__ == "__main__":
+    cli()
