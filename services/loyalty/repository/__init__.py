@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import (
@@ -83,6 +83,58 @@ async def _create_and_lock(session: AsyncSession, customer_id: str) -> Member:
     result = await session.execute(stmt, execution_options={"populate_existing": True})
     member: Member = result.scalar_one()
     return member
+
+
+async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> None:
+    """Lock several members at once (creating the new ones), in customer id order.
+
+    One round trip for what ``lock_member`` does one id at a time; the members join
+    the transaction's lock cache, so ``lock_member`` then finds them (and follows a
+    merge to the survivor as usual). Ids already locked are left alone: their
+    in-memory changes are newer than the database's.
+    """
+    cache = _locked(session)
+    wanted = sorted({c for c in customer_ids if c not in cache})
+    if not wanted:
+        return
+    insert = upsertable_insert(session)
+    rows = [
+        {"customer_id": c, "balance": 0, "lifetime_earned": 0, "purchase_count": 0} for c in wanted
+    ]
+    stmt = (
+        insert(Member)
+        .values(rows)
+        .on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={"customer_id": insert(Member).excluded.customer_id},
+        )
+        .returning(Member)
+    )
+    result = await session.execute(stmt, execution_options={"populate_existing": True})
+    for member in result.scalars():
+        cache[member.customer_id] = member
+
+
+async def purchases_state(
+    session: AsyncSession, purchase_ids: Iterable[str]
+) -> tuple[set[str], set[str]]:
+    """``purchase_state`` for several purchases in one query: (recorded, with refunds waiting)."""
+    ids = sorted(set(purchase_ids))
+    if not ids:
+        return set(), set()
+    recorded = select(Purchase.purchase_id, literal(True).label("recorded")).where(
+        Purchase.purchase_id.in_(ids)
+    )
+    waiting = (
+        select(Refund.purchase_id, literal(False).label("recorded"))
+        .where(Refund.purchase_id.in_(ids), Refund.applied.is_(False))
+        .distinct()
+    )
+    known: set[str] = set()
+    refunds: set[str] = set()
+    for purchase_id, is_recorded in await session.execute(union_all(recorded, waiting)):
+        (known if is_recorded else refunds).add(purchase_id)
+    return known, refunds
 
 
 async def lock_member(session: AsyncSession, customer_id: str, *, create: bool = True) -> Member:

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.models import LedgerEntry, Member, Purchase
-from services.loyalty.service import earned, ledger, refunds, rollup, rulebook, tiers
+from services.loyalty.service import earned, ledger, prefetch, refunds, rollup, rulebook, tiers
 from services.loyalty.service.common import utc
 from services.loyalty.service.earned import Earning
 from services.loyalty.service.ledger import Why
@@ -52,7 +52,7 @@ async def _award_purchase(
     seen: set[str] = session.info.setdefault(SEEN, set())
     if data.purchase_id in seen:
         return 0
-    known, refunds_waiting = await repository.purchase_state(session, data.purchase_id)
+    known, refunds_waiting = await prefetch.purchase_state(session, event, seen)
     if known:
         return 0  # the same purchase again under another event id: counted once
     seen.add(data.purchase_id)
