@@ -4,7 +4,9 @@ Deterministic companion to ``bench.loyalty``: no broker, no clock. Builds the sa
 purchases as the benchmark, feeds them to the real runner's batch transaction
 (``ConsumerRunner._apply_batch``) in batches of ``--batch`` and counts what reaches
 the driver (a ``before_cursor_execute`` listener: one count per execute or
-executemany call, i.e. per round trip on asyncpg). The first batch creates the
+executemany call, i.e. per round trip on asyncpg), the time spent inside them
+(from sending to the driver's answer: round trip and server work, plus any wait for
+this process's CPU), and the batch's wall and CPU time. The first batch creates the
 members; the next ones are the steady state the benchmark mostly measures.
 ``--floor`` counts the benchmark's floor consumer instead.
 """
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import re
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -58,12 +61,20 @@ async def count(db: Database, handlers: Handlers, batches: int, size: int, custo
         handlers=handlers,
     )
     seen: list[tuple[str, bool]] = []
+    waited: Counter[str] = Counter()
 
-    def listener(*args: Any) -> None:
+    def before(*args: Any) -> None:
         statement, many = args[2], args[5]
         seen.append((statement, bool(many)))
+        args[0].info["bench.started"] = time.perf_counter()
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", listener)
+    def after(*args: Any) -> None:
+        statement, many = args[2], args[5]
+        shape = _shape(statement) + (" [many]" if many else "")
+        waited[shape] += time.perf_counter() - args[0].info.pop("bench.started")
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+    event.listen(db.engine.sync_engine, "after_cursor_execute", after)
     n = 0
     for b in range(batches):
         items = []
@@ -75,13 +86,21 @@ async def count(db: Database, handlers: Handlers, batches: int, size: int, custo
             )
             items.append(Item(record, e, None))
         seen.clear()
+        waited.clear()
+        wall, cpu = time.perf_counter(), time.process_time()
         await runner._apply_batch(items)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         shapes = Counter(_shape(s) + (" [many]" if m else "") for s, m in seen)
         label = "first batch (new members)" if b == 0 else f"batch {b + 1}"
         per = len(seen) / size
         print(f"\n{label}: {size} purchases, {len(seen)} statements, {per:.2f}/purchase")
+        in_sql = sum(waited.values())
+        print(
+            f"  {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU in this process, "
+            f"{in_sql * 1000:.0f} ms inside statements"
+        )
         for shape, k in shapes.most_common():
-            print(f"  {k:>6}  {shape}")
+            print(f"  {k:>6}  {shape:<44}{waited[shape] * 1000:>8.1f} ms")
 
 
 async def main(db_kind: str, floor: bool, batches: int, size: int, customers: int) -> None:
