@@ -15,6 +15,7 @@ from sqlalchemy import event, select
 
 from services.loyalty.models import LedgerEntry, Member
 from shared.events import Event
+from shared.plumbing import timers
 from tests.loyalty.support import (
     Loyalty,
     at,
@@ -183,6 +184,21 @@ def _merge_and_erasure_inside_runs(t: str) -> list[list[Event]]:
     ]
 
 
+def _out_of_order_times(t: str) -> list[list[Event]]:
+    """Expiry timers move earlier when an older purchase arrives after a newer one."""
+    a, b = f"{t}-a", f"{t}-b"
+    return [
+        [purchase(a, "10", when=at(5))],
+        [
+            purchase(a, "10", when=at(3)),  # earlier: a's expiry and notice timers move
+            purchase(b, "10", when=at(4)),
+            purchase(b, "10", when=at(2)),  # within one run, new member: held then moved
+            purchase(a, "10", when=at(1)),
+            purchase(b, "10", when=at(6)),
+        ],
+    ]
+
+
 STORY_RULES: dict[str, Any] = {
     "milestones": [{"id": "second", "nth_purchase": 2, "points": 20}],
     "expiry_days": 30,
@@ -201,7 +217,11 @@ async def books(loyalty: Loyalty, tag: str) -> tuple[object, ...]:
                 select(LedgerEntry).where(LedgerEntry.purchase_id.like(f"{tag}-%"))
             )
         ).scalars()
+        armed = await session.execute(
+            select(timers.c.key, timers.c.due_at).where(timers.c.key.like(f"%:{tag}-%"))
+        )
         return (
+            sorted((key.replace(f":{tag}-", ":"), due) for key, due in armed),
             [
                 (
                     m.customer_id.removeprefix(tag),
@@ -228,6 +248,7 @@ async def books(loyalty: Loyalty, tag: str) -> tuple[object, ...]:
         _refund_and_purchase_together,
         _milestone_between_two_purchases,
         _merge_and_erasure_inside_runs,
+        _out_of_order_times,
     ],
 )
 async def test_a_run_read_ahead_ends_where_one_event_at_a_time_does(
