@@ -95,45 +95,48 @@ async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> No
     """
     cache = _locked(session)
     wanted = sorted({c for c in customer_ids if c not in cache})
-    if not wanted:
-        return
     insert = upsertable_insert(session)
-    rows = [
-        {"customer_id": c, "balance": 0, "lifetime_earned": 0, "purchase_count": 0} for c in wanted
-    ]
-    stmt = (
-        insert(Member)
-        .values(rows)
-        .on_conflict_do_update(
-            index_elements=["customer_id"],
-            set_={"customer_id": insert(Member).excluded.customer_id},
+    for chunk in _chunks(wanted):
+        rows = [
+            {"customer_id": c, "balance": 0, "lifetime_earned": 0, "purchase_count": 0}
+            for c in chunk
+        ]
+        stmt = (
+            insert(Member)
+            .values(rows)
+            .on_conflict_do_update(
+                index_elements=["customer_id"],
+                set_={"customer_id": insert(Member).excluded.customer_id},
+            )
+            .returning(Member)
         )
-        .returning(Member)
-    )
-    result = await session.execute(stmt, execution_options={"populate_existing": True})
-    for member in result.scalars():
-        cache[member.customer_id] = member
+        result = await session.execute(stmt, execution_options={"populate_existing": True})
+        for member in result.scalars():
+            cache[member.customer_id] = member
+
+
+def _chunks(values: list[str], size: int = 1000) -> list[list[str]]:
+    """Pieces small enough for the drivers' bound-parameter limits (32,767 on asyncpg)."""
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 async def purchases_state(
     session: AsyncSession, purchase_ids: Iterable[str]
 ) -> tuple[set[str], set[str]]:
     """``purchase_state`` for several purchases in one query: (recorded, with refunds waiting)."""
-    ids = sorted(set(purchase_ids))
-    if not ids:
-        return set(), set()
-    recorded = select(Purchase.purchase_id, literal(True).label("recorded")).where(
-        Purchase.purchase_id.in_(ids)
-    )
-    waiting = (
-        select(Refund.purchase_id, literal(False).label("recorded"))
-        .where(Refund.purchase_id.in_(ids), Refund.applied.is_(False))
-        .distinct()
-    )
     known: set[str] = set()
     refunds: set[str] = set()
-    for purchase_id, is_recorded in await session.execute(union_all(recorded, waiting)):
-        (known if is_recorded else refunds).add(purchase_id)
+    for ids in _chunks(sorted(set(purchase_ids))):
+        recorded = select(Purchase.purchase_id, literal(True).label("recorded")).where(
+            Purchase.purchase_id.in_(ids)
+        )
+        waiting = (
+            select(Refund.purchase_id, literal(False).label("recorded"))
+            .where(Refund.purchase_id.in_(ids), Refund.applied.is_(False))
+            .distinct()
+        )
+        for purchase_id, is_recorded in await session.execute(union_all(recorded, waiting)):
+            (known if is_recorded else refunds).add(purchase_id)
     return known, refunds
 
 
