@@ -8,7 +8,8 @@ executemany call, i.e. per round trip on asyncpg), the time spent inside them
 (from sending to the driver's answer: round trip and server work, plus any wait for
 this process's CPU), and the batch's wall and CPU time. The first batch creates the
 members; the next ones are the steady state the benchmark mostly measures.
-``--floor`` counts the benchmark's floor consumer instead.
+``--floor`` counts the benchmark's floor consumer instead; ``--rules`` publishes a
+rule set with tiers or a budgeted campaign first (the benchmark runs on the default).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from sqlalchemy import event
 from bench.loyalty import floor_database, floor_handler, loyalty_database, make_purchase
 from services.loyalty import consumers
 from services.loyalty.config import LoyaltySettings
+from services.loyalty.service import rulebook
+from services.loyalty.service.rules import RuleSetBody
 from shared.consumer import ConsumerRunner, Handlers, Item
 from shared.db import Database
 from shared.events.commerce import PurchaseCompleted
@@ -103,7 +106,28 @@ async def count(db: Database, handlers: Handlers, batches: int, size: int, custo
             print(f"  {k:>6}  {shape:<44}{waited[shape] * 1000:>8.1f} ms")
 
 
-async def main(db_kind: str, floor: bool, batches: int, size: int, customers: int) -> None:
+# ``--rules``: rule sets with what costs statements per purchase beyond the default.
+RULES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiers": {"tiers": [{"name": "Member", "threshold": 0}, {"name": "Gold", "threshold": 500}]},
+    "budget": {
+        "campaigns": [
+            {
+                "id": "c1",
+                "name": "Bonus",
+                "starts_at": "2000-01-01T00:00:00Z",
+                "ends_at": "2100-01-01T00:00:00Z",
+                "bonus_points": 1,
+                "member_budget": 1000,
+            }
+        ]
+    },
+}
+
+
+async def main(
+    db_kind: str, floor: bool, batches: int, size: int, customers: int, rules: str
+) -> None:
     maker = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-sql-")), backend=db_kind)
     try:
         if floor:
@@ -111,7 +135,12 @@ async def main(db_kind: str, floor: bool, batches: int, size: int, customers: in
             handlers: Handlers = {PurchaseCompleted: floor_handler}
         else:
             db = await loyalty_database(maker)
-            handlers = consumers.handlers(LoyaltySettings())
+            settings = LoyaltySettings()
+            handlers = consumers.handlers(settings)
+            if RULES[rules]:
+                async with db.unit_of_work() as session:
+                    body = RuleSetBody.model_validate(RULES[rules])
+                    await rulebook.publish(session, body=body, operator="bench", settings=settings)
         try:
             await count(db, handlers, batches, size, customers)
         finally:
@@ -127,8 +156,9 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--customers", type=int, default=125)
+    parser.add_argument("--rules", choices=sorted(RULES), default="default")
     args = parser.parse_args(argv)
-    asyncio.run(main(args.db, args.floor, args.batches, args.batch, args.customers))
+    asyncio.run(main(args.db, args.floor, args.batches, args.batch, args.customers, args.rules))
 
 
 if __name__ == "__main__":
