@@ -199,9 +199,30 @@ def _out_of_order_times(t: str) -> list[list[Event]]:
     ]
 
 
+def _tier_thresholds(t: str) -> list[list[Event]]:
+    """Upgrades inside a run, and points that left the window (the full query path)."""
+    a, b = f"{t}-a", f"{t}-b"
+    return [
+        [purchase(a, "40", when=at(-400)), purchase(b, "30", when=at(0))],
+        [
+            purchase(a, "20", when=at(1)),  # a: 80 ever, 40 in the window (milestone): Member
+            purchase(b, "15", when=at(1)),  # b: 30 + 15 + 20 (milestone) = 65: Silver
+            purchase(a, "40", when=at(2)),  # a: 80 in the window: Silver
+            purchase(b, "55", when=at(3)),  # b: exactly 120 ever and in the window: Gold
+            purchase(a, "5", when=at(3)),
+        ],
+    ]
+
+
 STORY_RULES: dict[str, Any] = {
     "milestones": [{"id": "second", "nth_purchase": 2, "points": 20}],
-    "expiry_days": 30,
+    "expiry_days": 500,
+    "tiers": [
+        {"name": "Member", "threshold": 0},
+        {"name": "Silver", "threshold": 50},
+        {"name": "Gold", "threshold": 120},
+    ],
+    "tier_policy": {"window_days": 365, "downgrade": "none"},
 }
 
 
@@ -228,6 +249,7 @@ async def books(loyalty: Loyalty, tag: str) -> tuple[object, ...]:
                     m.balance,
                     m.lifetime_earned,
                     m.purchase_count,
+                    m.tier,
                     m.merged_into and m.merged_into.removeprefix(tag),
                     m.next_expiry_at,
                 )
@@ -249,6 +271,7 @@ async def books(loyalty: Loyalty, tag: str) -> tuple[object, ...]:
         _milestone_between_two_purchases,
         _merge_and_erasure_inside_runs,
         _out_of_order_times,
+        _tier_thresholds,
     ],
 )
 async def test_a_run_read_ahead_ends_where_one_event_at_a_time_does(
@@ -330,11 +353,35 @@ async def _statements(loyalty: Loyalty, events: Sequence[Event]) -> int:
     return count
 
 
+async def test_tiers_change_in_a_batch_as_one_event_at_a_time(loyalty: Loyalty) -> None:
+    await loyalty.publish_rules(**STORY_RULES)
+    for events in _tier_thresholds("t"):
+        await loyalty.handle_batch(*events)
+    a, b = await loyalty.member("t-a"), await loyalty.member("t-b")
+    assert a is not None
+    assert b is not None
+    assert (a.tier, b.tier) == ("Silver", "Gold")
+    changes = [(s, d["new_tier"]) for s, d in await _tier_changes(loyalty)]
+    assert changes == [("t-b", "Silver"), ("t-a", "Silver"), ("t-b", "Gold")]
+
+
+async def _tier_changes(loyalty: Loyalty) -> list[tuple[str, dict[str, Any]]]:
+    return [(e["subject"], e["data"]) for e in await loyalty.published("tier.changed")]
+
+
 @pytest.mark.parametrize("members", [3, 30])
+@pytest.mark.parametrize("tiers", [False, True])
 async def test_a_run_of_purchases_costs_the_same_statements_however_long(
-    loyalty: Loyalty, members: int
+    loyalty: Loyalty, members: int, tiers: bool
 ) -> None:
-    """The read-ahead, the lock of every member and the outbox are one statement each."""
+    """The read-ahead, the lock of every member and the outbox are one statement each.
+
+    With tiers too, while no member's lifetime earnings reach the next tier up.
+    """
+    if tiers:
+        await loyalty.publish_rules(
+            tiers=[{"name": "Member", "threshold": 0}, {"name": "Gold", "threshold": 1000}]
+        )
 
     def run(n: int, first: int) -> list[Event]:
         return [purchase(f"m-{i % members}", "10", when=at(1)) for i in range(first, first + n)]
