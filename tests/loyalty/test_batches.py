@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
-from services.loyalty.models import LedgerEntry, Member
+from services.loyalty.models import CampaignUsage, LedgerEntry, Member
 from shared.events import Event
 from shared.plumbing import timers
 from tests.loyalty.support import (
@@ -363,6 +363,70 @@ async def test_tiers_change_in_a_batch_as_one_event_at_a_time(loyalty: Loyalty) 
     assert (a.tier, b.tier) == ("Silver", "Gold")
     changes = [(s, d["new_tier"]) for s, d in await _tier_changes(loyalty)]
     assert changes == [("t-b", "Silver"), ("t-a", "Silver"), ("t-b", "Gold")]
+
+
+BUDGET_RULES: dict[str, Any] = {
+    "campaigns": [
+        {
+            "id": "wk",
+            "name": "Week",
+            "starts_at": at(0).isoformat(),
+            "ends_at": at(9).isoformat(),
+            "bonus_points": 5,
+            "member_budget": 12,
+            "global_budget": 30,
+        }
+    ],
+}
+
+
+def _budgets(t: str) -> list[list[Event]]:
+    a, b, c = f"{t}-a", f"{t}-b", f"{t}-c"
+    return [
+        [purchase(a, "10", when=at(1))],
+        [
+            purchase(a, "10", when=at(1)),  # a: 5 + 5
+            purchase(b, "10", when=at(1)),  # b: 5
+            purchase(a, "10", when=at(2)),  # a: 2, its budget spent
+            purchase(a, "10", when=at(2)),  # a: 0
+            merged(c, b, when=at(3)),  # c takes b's 5 against its own budget
+            purchase(c, "10", when=at(4)),  # c: 5 (10 of 12)
+            purchase(b, "10", when=at(4)),  # lands on c: 2 (12 of 12)
+            purchase(c, "10", when=at(5)),  # c: 0
+        ],
+        [
+            purchase(f"{t}-d", "10", when=at(5)),  # d: 5, then the global budget...
+            purchase(f"{t}-e", "10", when=at(5)),  # ...has 1 left: e gets 1
+            purchase(f"{t}-d", "10", when=at(6)),  # and nothing more for anyone
+        ],
+    ]
+
+
+async def test_campaign_budgets_hold_across_a_batch(loyalty: Loyalty) -> None:
+    await loyalty.publish_rules(**BUDGET_RULES)
+    for events in _budgets("single"):
+        await loyalty.handle(*events)
+    async with loyalty.db.unit_of_work() as session:  # a fresh global budget for the batch
+        await session.execute(update(CampaignUsage).values(points=0))
+    for events in _budgets("batch"):
+        await loyalty.handle_batch(*events)
+    assert await books(loyalty, "batch") == await books(loyalty, "single")
+
+    def bonuses(entries: list[LedgerEntry]) -> list[int]:
+        return [e.points for e in entries if e.rule_id == "campaign:wk"]
+
+    assert bonuses(await loyalty.entries("batch-a")) == [5, 5, 2]
+    assert bonuses(await loyalty.entries("batch-b")) == [5]
+    assert bonuses(await loyalty.entries("batch-c")) == [5, 2]
+    assert bonuses(await loyalty.entries("batch-d")) == [5]
+    assert bonuses(await loyalty.entries("batch-e")) == [1]
+    async with loyalty.db.unit_of_work() as session:
+        used = dict(
+            (await session.execute(select(CampaignUsage.customer_id, CampaignUsage.points))).all()
+        )
+    assert used["*"] == 30
+    assert (used["batch-a"], used["batch-c"]) == (12, 12)
+    await loyalty.check_invariants()
 
 
 async def _tier_changes(loyalty: Loyalty) -> list[tuple[str, dict[str, Any]]]:

@@ -49,6 +49,7 @@ async def get_member(session: AsyncSession, customer_id: str) -> Member | None:
 
 
 LOCKED = "loyalty.locked_members"
+USAGE = "loyalty.locked_usage"
 
 
 def _locked(session: AsyncSession) -> dict[str, Member]:
@@ -58,8 +59,12 @@ def _locked(session: AsyncSession) -> dict[str, Member]:
 
 
 def forget_locks(session: AsyncSession) -> None:
-    """Call after expiring or expunging objects: the cached members are stale then."""
+    """Call after expiring or expunging objects: the cached members and usages are stale then.
+
+    Flush first: a cached object's unflushed changes are what later calls rely on.
+    """
     session.info.pop(LOCKED, None)
+    session.info.pop(USAGE, None)
 
 
 async def _lock(session: AsyncSession, customer_id: str) -> Member | None:
@@ -246,6 +251,23 @@ async def _refunded(
 
 
 async def lock_campaign_usage(
+    session: AsyncSession, campaign_id: str, customer_id: str
+) -> CampaignUsage:
+    """The usage row, locked until the transaction ends (created at 0 if new).
+
+    Locked once per transaction, like members: later calls get the same object, whose
+    in-memory points are then newer than the database's (no flush needed to re-read).
+    """
+    usages: dict[tuple[str, str], CampaignUsage] = session.info.setdefault(USAGE, {})
+    usage = usages.get((campaign_id, customer_id))
+    if usage is None:
+        usage = usages[(campaign_id, customer_id)] = await _lock_campaign_usage(
+            session, campaign_id, customer_id
+        )
+    return usage
+
+
+async def _lock_campaign_usage(
     session: AsyncSession, campaign_id: str, customer_id: str
 ) -> CampaignUsage:
     await session.execute(

@@ -184,8 +184,12 @@ def _post_milestone(
 async def _within_budget(
     session: AsyncSession, member: Member, campaign: Campaign, bonus: int
 ) -> int:
-    """The bonus, cut to what the member's and the global budget have left."""
-    await session.flush()  # the usage rows are re-read: this batch's changes go first
+    """The bonus, cut to what the member's and the global budget have left.
+
+    The usage rows are locked once per transaction and then kept in memory
+    (``repository.lock_campaign_usage``), so this batch's earlier bonuses are counted
+    without a flush.
+    """
     usages = []
     if campaign.member_budget is not None:
         usage = await repository.lock_campaign_usage(session, campaign.id, member.customer_id)
