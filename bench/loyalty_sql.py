@@ -55,7 +55,9 @@ def _shape(statement: str) -> str:
     return f"{verb} {table}".strip()
 
 
-async def count(db: Database, handlers: Handlers, batches: int, size: int, customers: int) -> None:
+async def count(
+    db: Database, handlers: Handlers, batches: int, sizes: list[int], customers: int
+) -> None:
     runner = ConsumerRunner(
         db=db,
         consumer=None,  # _apply_batch never touches it
@@ -81,6 +83,7 @@ async def count(db: Database, handlers: Handlers, batches: int, size: int, custo
     n = 0
     for b in range(batches):
         items = []
+        size = sizes[b % len(sizes)]
         for _ in range(size):
             e = make_purchase(f"cus-{n % customers}", n)
             n += 1
@@ -126,7 +129,7 @@ RULES: dict[str, dict[str, Any]] = {
 
 
 async def main(
-    db_kind: str, floor: bool, batches: int, size: int, customers: int, rules: str
+    db_kind: str, floor: bool, batches: int, sizes: list[int], customers: int, rules: str
 ) -> None:
     maker = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-sql-")), backend=db_kind)
     try:
@@ -142,7 +145,7 @@ async def main(
                     body = RuleSetBody.model_validate(RULES[rules])
                     await rulebook.publish(session, body=body, operator="bench", settings=settings)
         try:
-            await count(db, handlers, batches, size, customers)
+            await count(db, handlers, batches, sizes, customers)
         finally:
             await db.dispose()
     finally:
@@ -154,7 +157,12 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--floor", action="store_true")
     parser.add_argument("--batches", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--batch",
+        type=lambda v: [int(n) for n in v.split(",")],
+        default=[500],
+        help="purchases per batch; a list (500,460,40) is used in turn",
+    )
     parser.add_argument("--customers", type=int, default=125)
     parser.add_argument("--rules", choices=sorted(RULES), default="default")
     args = parser.parse_args(argv)
