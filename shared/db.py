@@ -219,7 +219,9 @@ class Database:
                 raise
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
+        """Readiness: the database answers. On the read engine, so on SQLite it does not
+        queue for the write lock behind a busy consumer (it did, and /readyz stalled)."""
+        async with self.read_engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:

@@ -111,6 +111,13 @@ async def test_a_reader_is_not_blocked_by_an_open_writer(db: Database) -> None:
     assert await texts(db) == ["committed", "pending"]
 
 
+async def test_the_readiness_ping_is_not_blocked_by_an_open_writer(db: Database) -> None:
+    """/readyz pings the database; a consumer holding the write lock must not stall it."""
+    async with db.unit_of_work() as writer:
+        await writer.execute(insert(Note).values(text="pending"))
+        await asyncio.wait_for(db.ping(), timeout=5)
+
+
 async def test_read_only_runs_no_commit_callbacks(db: Database) -> None:
     called: list[str] = []
     db.on_commit(lambda: called.append("x"))
