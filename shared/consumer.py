@@ -44,6 +44,19 @@ Handlers = Mapping[type[Event], Handler]
 MAX_HANDLER_ATTEMPTS = 3
 
 
+BATCH = "keepwell.batch"
+
+
+def batch(session: AsyncSession) -> Sequence[Event]:
+    """The events this transaction's handlers are given, in order (empty outside the runner).
+
+    Lets a handler read ahead: e.g. load what the next events of its kind need in
+    one query. A handler must still work without it (tests, one-by-one replays).
+    """
+    events: Sequence[Event] = session.info.get(BATCH, ())
+    return events
+
+
 class TransientError(Exception):
     """Raised by a handler for a failure that will pass (a dependency is down)."""
 
@@ -223,9 +236,13 @@ class ConsumerRunner:
     async def _apply_batch(self, items: Sequence[Item]) -> bool:
         async with self._db.unit_of_work() as session:
             seen = await self._already_processed(session, [i.event for i in items if i.event])
+            verdicts = [self._verdict(item, seen) for item in items]
+            session.info[BATCH] = tuple(
+                item.event for item, v in zip(items, verdicts, strict=True) if v == "handled"
+            )
             handled: list[dict[str, str]] = []
-            for item in items:
-                await self._apply(session, item, seen, handled)
+            for item, verdict in zip(items, verdicts, strict=True):
+                await self._apply(session, item, verdict, handled)
             if handled:  # one statement for the batch's inbox rows, same transaction
                 await session.execute(insert(processed_events), handled)
         return True
@@ -270,27 +287,32 @@ class ConsumerRunner:
         )
         return {(r.source, r.event_id) for r in rows}
 
+    def _verdict(self, item: Item, seen: set[tuple[str, str]]) -> str:
+        """What becomes of a message: dead-letter, ignored, duplicate or handled.
+
+        ``seen`` gains the events to be handled, so a second copy in the batch is a
+        duplicate."""
+        event = item.event
+        if event is None:
+            return "dead-letter"
+        if type(event) not in self._handlers:
+            return "ignored"
+        if (event.source, event.id) in seen:
+            return "duplicate"
+        seen.add((event.source, event.id))
+        return "handled"
+
     async def _apply(
-        self,
-        session: AsyncSession,
-        item: Item,
-        seen: set[tuple[str, str]],
-        handled: list[dict[str, str]],
+        self, session: AsyncSession, item: Item, verdict: str, handled: list[dict[str, str]]
     ) -> None:
         record, event = item.record, item.event
         if event is None:
             await self._dead_letter(session, record, item.error or "invalid event")
             return
-        handler = self._handlers.get(type(event))
-        if handler is None:
-            metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, "ignored").inc()
+        if verdict != "handled":
+            metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, verdict).inc()
             return
-        if (event.source, event.id) in seen:
-            metrics.EVENTS_CONSUMED.labels(
-                self._service, record.topic, event.type, "duplicate"
-            ).inc()
-            return
-        seen.add((event.source, event.id))
+        handler = self._handlers[type(event)]
         token = logs.event_id.set(event.id)
         span = {"messaging.message.id": event.id, "cloudevents.event_type": event.type}
         try:

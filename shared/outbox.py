@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from shared import metrics, tracing
 from shared.db import Database, mark
@@ -33,10 +34,9 @@ async def enqueue(session: AsyncSession, *events: Event) -> None:
     """Add events to the outbox inside the caller's transaction."""
     if not events:
         return
-    mark(session, OUTBOX_FLAG)
     headers = [["content-type", "application/cloudevents+json"], *tracing.outgoing_headers()]
-    await session.execute(
-        insert(outbox),
+    await _add(
+        session,
         [
             {
                 "topic": e.TOPIC,
@@ -60,16 +60,63 @@ async def enqueue_raw(
     event_type: str | None = None,
 ) -> None:
     """Add an arbitrary message (a dead letter, a redrive) to the outbox."""
+    row = {
+        "topic": topic,
+        "key": key,
+        "value": value,
+        "headers": [list(h) for h in headers],
+        "event_type": event_type,
+    }
+    await _add(session, [row])
+
+
+_DEFERRED = "keepwell.outbox_deferred"
+
+
+def defer(session: AsyncSession) -> None:
+    """From now on, hold this session's outbox rows and insert them at commit.
+
+    A consumer batch that enqueues an event or two per message then writes them
+    all in one multi-row statement instead of one each. Rows keep the order they
+    were enqueued in (ids, hence publishing order, are assigned at the insert), a
+    rolled-back transaction writes none, and every row is built (headers, trace
+    context) when it is enqueued. Nothing may read the outbox back before commit.
+    A savepoint cannot start while rows are held (its rollback could not tell
+    them apart).
+    """
+    sync = session.sync_session
+    if _DEFERRED in sync.info:
+        return
+    sync.info[_DEFERRED] = []
+    event.listen(sync, "before_commit", _write_deferred)
+    event.listen(sync, "after_rollback", _drop_deferred)
+    event.listen(sync, "after_transaction_create", _no_savepoint_while_held)
+
+
+async def _add(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     mark(session, OUTBOX_FLAG)
-    await session.execute(
-        insert(outbox).values(
-            topic=topic,
-            key=key,
-            value=value,
-            headers=[list(h) for h in headers],
-            event_type=event_type,
-        )
-    )
+    held = session.sync_session.info.get(_DEFERRED)
+    if held is not None:
+        held.extend(rows)
+    else:
+        await session.execute(insert(outbox), rows)
+
+
+def _write_deferred(session: Session) -> None:
+    held = session.info.get(_DEFERRED)
+    if held:
+        session.info[_DEFERRED] = []
+        session.execute(insert(outbox), held)
+
+
+def _drop_deferred(session: Session) -> None:
+    if session.info.get(_DEFERRED):
+        session.info[_DEFERRED] = []
+
+
+def _no_savepoint_while_held(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested and session.info.get(_DEFERRED):
+        raise RuntimeError("outbox rows are deferred: write them before starting a savepoint")
 
 
 async def backlog(session: AsyncSession) -> tuple[int, float]:

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, event, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from shared import metrics
 from shared.consumer import is_transient
@@ -62,8 +65,13 @@ async def schedule(
 ) -> None:
     """Schedule ``kind`` at ``due_at`` unless a timer with ``key`` exists (or move it)."""
     mark(session, TIMERS_FLAG)
-    insert = upsertable_insert(session)
     values = {"kind": kind, "key": key, "due_at": due_at, "payload": payload}
+    held = session.sync_session.info.get(_DEFERRED)
+    if held is not None and not replace:
+        held.setdefault(key, values)  # the first one stays, as ON CONFLICT DO NOTHING
+        return
+    await write_held(session)
+    insert = upsertable_insert(session)
     stmt = insert(timers).values(**values)
     if replace:
         stmt = stmt.on_conflict_do_update(
@@ -77,13 +85,76 @@ async def schedule(
 
 async def cancel(session: AsyncSession, *, key: str) -> bool:
     """Remove a pending timer; True if there was one."""
+    await write_held(session)
     result = await session.execute(delete(timers).where(timers.c.key == key))
     return bool(getattr(result, "rowcount", 0))
 
 
 async def pending(session: AsyncSession, *, key: str) -> Timer | None:
+    await write_held(session)
     row = (await session.execute(select(timers).where(timers.c.key == key))).first()
     return _timer(row) if row else None
+
+
+_DEFERRED = "keepwell.timers_deferred"
+_HELD_PER_STATEMENT = 1000
+
+
+def defer(session: AsyncSession) -> None:
+    """From now on, hold this session's new timers and insert them in one statement.
+
+    For a consumer batch that schedules a timer or two per message. Held are the
+    ``schedule`` calls without ``replace``; they are inserted (ON CONFLICT DO
+    NOTHING, in key order) at commit, or as soon as this module is asked anything
+    else about timers in the session (``cancel``, ``pending``, a replacing
+    ``schedule``), so every statement it runs sees them as if written at once.
+    Nothing else may read the session's timers table before commit. A rolled-back
+    transaction writes none; a savepoint cannot start while timers are held.
+    """
+    sync = session.sync_session
+    if _DEFERRED in sync.info:
+        return
+    sync.info[_DEFERRED] = {}
+    event.listen(sync, "before_commit", _write_held_at_commit)
+    event.listen(sync, "after_rollback", _drop_held)
+    event.listen(sync, "after_transaction_create", _no_savepoint_while_held)
+
+
+async def write_held(session: AsyncSession) -> None:
+    """Insert the timers ``defer`` is holding now (nothing if none)."""
+    for stmt in _held_inserts(session.sync_session):
+        await session.execute(stmt)
+
+
+def _held_inserts(session: Session) -> list[Any]:
+    held: dict[str, dict[str, Any]] | None = session.info.get(_DEFERRED)
+    if not held:
+        return []
+    session.info[_DEFERRED] = {}
+    rows = [held[k] for k in sorted(held)]
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return [
+        insert(timers)
+        .values(rows[i : i + _HELD_PER_STATEMENT])
+        .on_conflict_do_nothing(index_elements=["key"])
+        for i in range(0, len(rows), _HELD_PER_STATEMENT)
+    ]
+
+
+def _write_held_at_commit(session: Session) -> None:
+    for stmt in _held_inserts(session):
+        session.execute(stmt)
+
+
+def _drop_held(session: Session) -> None:
+    if session.info.get(_DEFERRED):
+        session.info[_DEFERRED] = {}
+
+
+def _no_savepoint_while_held(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested and session.info.get(_DEFERRED):
+        raise RuntimeError("timers are deferred: write them (write_held) before a savepoint")
 
 
 def _timer(row: Any) -> Timer:

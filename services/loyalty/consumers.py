@@ -15,10 +15,12 @@ from services.loyalty.service import (
     expiry,
     members,
     pending,
+    prefetch,
     refunds,
     schedule,
     tiers,
 )
+from shared import outbox, timers
 from shared.config import ServiceSettings
 from shared.consumer import Handlers
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted, PurchaseRefunded
@@ -40,12 +42,26 @@ def _batched(session: AsyncSession) -> None:
 
     Autoflush stays off for the rest of the runner's transaction (its own inserts do
     not need our rows); ``earning.award_purchase`` is written to read nothing pending.
+    Outbox rows and new timers wait for the commit too (one insert each for the
+    batch; ``shared.timers`` writes held timers first whenever it is asked anything
+    else). A run of purchases reads its state ahead (``prefetch``).
     """
+    _defer_writes(session)
     session.sync_session.autoflush = False
 
 
+def _defer_writes(session: AsyncSession) -> None:
+    outbox.defer(session)
+    timers.defer(session)
+
+
 async def _unbatched(session: AsyncSession) -> None:
-    """Every other handler sees everything written so far, as usual."""
+    """Every other handler sees everything written so far, as usual.
+
+    It may change what the purchases' read-ahead answered, so that is dropped.
+    """
+    _defer_writes(session)
+    prefetch.forget(session)
     session.sync_session.autoflush = True
     await session.flush()
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 
 from services.loyalty import consumers
@@ -25,6 +26,7 @@ from services.loyalty.models import (
 )
 from services.loyalty.service import redemption, rulebook
 from services.loyalty.service.rules import RuleSetBody
+from shared.consumer import ConsumerRunner, Item
 from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import (
@@ -139,7 +141,27 @@ class Loyalty:
                 await self.handlers[type(event)](session, event)
 
     async def handle_batch(self, *events: Event) -> None:
-        """All events in one transaction, as the runner commits a partition's batch."""
+        """All events in one transaction through the runner's own batch transaction.
+
+        As the runner commits a partition's batch: de-duplicated by event id against
+        ``processed_events``, the handlers told the batch (``shared.consumer.batch``)
+        so purchases read ahead, and the inbox rows written. No broker involved.
+        """
+        runner = ConsumerRunner(
+            db=self.db,
+            consumer=None,  # the batch transaction never touches the consumer
+            service="loyalty",
+            topic_prefix="",
+            handlers=self.handlers,
+        )
+        items = [
+            Item(ConsumerRecord("t", 0, i, 0, 0, e.key, e.to_json(), None, 0, 0, []), e, None)
+            for i, e in enumerate(events)
+        ]
+        await runner._apply_batch(items)
+
+    async def handle_together(self, *events: Event) -> None:
+        """All events in one transaction without the runner (no batch to read ahead in)."""
         async with self.db.unit_of_work() as session:
             for event in events:
                 await self.handlers[type(event)](session, event)

@@ -7,10 +7,24 @@ changes an outcome, including for events that read what an earlier one wrote.
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import pytest
+from sqlalchemy import event, select, update
+
+from services.loyalty.models import CampaignUsage, LedgerEntry, Member
 from shared.events import Event
-from tests.loyalty.support import Loyalty, at, interaction, merged, purchase, refund
+from shared.plumbing import timers
+from tests.loyalty.support import (
+    Loyalty,
+    at,
+    erased,
+    interaction,
+    merged,
+    purchase,
+    refund,
+)
 
 pytestmark = pytest.mark.db
 
@@ -75,9 +89,12 @@ async def test_a_batch_ends_where_one_event_at_a_time_does(loyalty: Loyalty) -> 
     await loyalty.publish_rules(**RULES)
     await loyalty.handle(*story("single"))
     await loyalty.handle_batch(*story("batch"))
+    await loyalty.handle_together(*story("together"))  # no runner: nothing read ahead
     single, batch = await outcome(loyalty, "single"), await outcome(loyalty, "batch")
     assert batch == single
+    assert await outcome(loyalty, "together") == single
     assert await published(loyalty, "batch") == await published(loyalty, "single")
+    assert await published(loyalty, "together") == await published(loyalty, "single")
     assert [t for t, _, _ in await published(loyalty, "batch")] == [
         "points.earned",
         "points.earned",
@@ -96,3 +113,348 @@ async def test_a_batch_ends_where_one_event_at_a_time_does(loyalty: Loyalty) -> 
     balance = 45 + 65 - 11 - 23 + 7 + 102 + 95 + 15 - 95
     assert single[:4] == (balance, 45 + 65 + 7 + 102 + 95 + 15, 5, "Gold")
     await loyalty.check_invariants()
+
+
+# Read-ahead: a run of purchases in a runner batch reads purchase state and locks
+# members once for the run. Each story below is a list of batches, built fresh for a
+# tag; handled one event per transaction, then one runner batch per list, the books
+# and the published events must be the same.
+
+Story = Callable[[str], list[list[Event]]]
+
+
+def _same_purchase_twice(t: str) -> list[list[Event]]:
+    p1 = purchase(f"{t}-a", "40", purchase_id=f"{t}-P1", when=at(1))
+    return [
+        [
+            p1,
+            purchase(f"{t}-a", "40", purchase_id=f"{t}-P1", when=at(1)),  # new event id
+            purchase(f"{t}-b", "40", purchase_id=f"{t}-P1", when=at(1)),  # another member even
+            purchase(f"{t}-a", "10", purchase_id=f"{t}-P2", when=at(2)),
+            p1,  # the very same event again: the runner's inbox skips it
+        ],
+        [purchase(f"{t}-a", "40", purchase_id=f"{t}-P1", when=at(3)), p1],  # a later batch
+    ]
+
+
+def _refund_and_purchase_together(t: str) -> list[list[Event]]:
+    a = f"{t}-a"
+    return [
+        [refund(a, f"{t}-P9", "15", when=at(0))],  # waits in an earlier batch
+        [
+            refund(a, f"{t}-P1", "10", when=at(1)),  # before its purchase, same batch
+            purchase(a, "40", purchase_id=f"{t}-P1", when=at(1)),
+            purchase(f"{t}-b", "30", purchase_id=f"{t}-P2", when=at(2)),
+            purchase(a, "60", purchase_id=f"{t}-P9", when=at(2)),  # the refund from before
+            purchase(a, "20", purchase_id=f"{t}-P3", when=at(3)),
+            refund(a, f"{t}-P3", "20", when=at(3)),  # after its purchase, same batch
+            purchase(a, "20", purchase_id=f"{t}-P3", when=at(3)),  # and the purchase again
+        ],
+    ]
+
+
+def _milestone_between_two_purchases(t: str) -> list[list[Event]]:
+    a, b = f"{t}-a", f"{t}-b"
+    return [
+        [purchase(a, "10", when=at(1))],
+        [
+            purchase(a, "10", when=at(2)),  # a's second: the milestone
+            purchase(b, "10", when=at(2)),
+            purchase(a, "10", when=at(3)),  # a's third: nothing more
+            purchase(b, "10", when=at(3)),  # b's second: b's milestone
+        ],
+    ]
+
+
+def _merge_and_erasure_inside_runs(t: str) -> list[list[Event]]:
+    a, b, c = f"{t}-a", f"{t}-b", f"{t}-c"
+    return [
+        [purchase(c, "50", purchase_id=f"{t}-C1", when=at(0))],
+        [
+            purchase(b, "25", purchase_id=f"{t}-P1", when=at(1)),
+            purchase(a, "10", purchase_id=f"{t}-P2", when=at(1)),
+            merged(a, b, when=at(2)),
+            purchase(b, "15", purchase_id=f"{t}-P3", when=at(3)),  # lands on a
+            purchase(a, "5", purchase_id=f"{t}-P4", when=at(3)),
+            erased(c, when=at(4)),
+            purchase(c, "50", purchase_id=f"{t}-C1", when=at(4)),  # known: no member again
+            purchase(a, "5", purchase_id=f"{t}-P5", when=at(5)),
+        ],
+        [purchase(c, "50", purchase_id=f"{t}-C1", when=at(6))],  # and not in a run of its own
+    ]
+
+
+def _out_of_order_times(t: str) -> list[list[Event]]:
+    """Expiry timers move earlier when an older purchase arrives after a newer one."""
+    a, b = f"{t}-a", f"{t}-b"
+    return [
+        [purchase(a, "10", when=at(5))],
+        [
+            purchase(a, "10", when=at(3)),  # earlier: a's expiry and notice timers move
+            purchase(b, "10", when=at(4)),
+            purchase(b, "10", when=at(2)),  # within one run, new member: held then moved
+            purchase(a, "10", when=at(1)),
+            purchase(b, "10", when=at(6)),
+        ],
+    ]
+
+
+def _tier_thresholds(t: str) -> list[list[Event]]:
+    """Upgrades inside a run, and points that left the window (the full query path)."""
+    a, b = f"{t}-a", f"{t}-b"
+    return [
+        [purchase(a, "40", when=at(-400)), purchase(b, "30", when=at(0))],
+        [
+            purchase(a, "20", when=at(1)),  # a: 80 ever, 40 in the window (milestone): Member
+            purchase(b, "15", when=at(1)),  # b: 30 + 15 + 20 (milestone) = 65: Silver
+            purchase(a, "40", when=at(2)),  # a: 80 in the window: Silver
+            purchase(b, "55", when=at(3)),  # b: exactly 120 ever and in the window: Gold
+            purchase(a, "5", when=at(3)),
+        ],
+    ]
+
+
+STORY_RULES: dict[str, Any] = {
+    "milestones": [{"id": "second", "nth_purchase": 2, "points": 20}],
+    "expiry_days": 500,
+    "tiers": [
+        {"name": "Member", "threshold": 0},
+        {"name": "Silver", "threshold": 50},
+        {"name": "Gold", "threshold": 120},
+    ],
+    "tier_policy": {"window_days": 365, "downgrade": "none"},
+}
+
+
+async def books(loyalty: Loyalty, tag: str) -> tuple[object, ...]:
+    async with loyalty.db.unit_of_work() as session:
+        members = (
+            await session.execute(
+                select(Member).where(Member.customer_id.like(f"{tag}-%")).order_by("customer_id")
+            )
+        ).scalars()
+        entries = (
+            await session.execute(
+                select(LedgerEntry).where(LedgerEntry.purchase_id.like(f"{tag}-%"))
+            )
+        ).scalars()
+        armed = await session.execute(
+            select(timers.c.key, timers.c.due_at).where(timers.c.key.like(f"%:{tag}-%"))
+        )
+        return (
+            sorted((key.replace(f":{tag}-", ":"), due) for key, due in armed),
+            [
+                (
+                    m.customer_id.removeprefix(tag),
+                    m.balance,
+                    m.lifetime_earned,
+                    m.purchase_count,
+                    m.tier,
+                    m.merged_into and m.merged_into.removeprefix(tag),
+                    m.next_expiry_at,
+                )
+                for m in members
+            ],
+            sorted(
+                (e.purchase_id.removeprefix(tag), e.kind, e.points, e.rule_id or "")
+                for e in entries
+                if e.purchase_id
+            ),
+        )
+
+
+@pytest.mark.parametrize(
+    "story",
+    [
+        _same_purchase_twice,
+        _refund_and_purchase_together,
+        _milestone_between_two_purchases,
+        _merge_and_erasure_inside_runs,
+        _out_of_order_times,
+        _tier_thresholds,
+    ],
+)
+async def test_a_run_read_ahead_ends_where_one_event_at_a_time_does(
+    loyalty: Loyalty, story: Story
+) -> None:
+    await loyalty.publish_rules(**STORY_RULES)
+    for events in story("single"):
+        await loyalty.handle(*events)
+    for events in story("batch"):
+        await loyalty.handle_batch(*events)
+    assert await books(loyalty, "batch") == await books(loyalty, "single")
+    assert await published(loyalty, "batch") == await published(loyalty, "single")
+    await loyalty.check_invariants()
+
+
+async def test_a_purchase_counts_once_under_two_event_ids_and_on_redelivery(
+    loyalty: Loyalty,
+) -> None:
+    for events in _same_purchase_twice("t"):
+        await loyalty.handle_batch(*events)
+    assert await loyalty.member("t-b") is None  # its copy of P1 was skipped: no member made
+    a = await loyalty.member("t-a")
+    assert a is not None
+    assert (a.balance, a.purchase_count) == (50, 2)
+    assert [p for _, _, p in await published(loyalty, "t")] == [40, 10]
+
+
+async def test_refunds_in_or_before_the_batch_meet_their_purchase(loyalty: Loyalty) -> None:
+    for events in _refund_and_purchase_together("t"):
+        await loyalty.handle_batch(*events)
+    assert await loyalty.balance("t-a") == (40 - 10) + (60 - 15) + (20 - 20)
+    assert [(t, p) for t, _, p in await published(loyalty, "t-a")] == [
+        ("points.earned", 40),  # P1, then its refund that came first
+        ("points.reversed", 10),
+        ("points.earned", 60),  # P9, then its refund from the earlier batch
+        ("points.reversed", 15),
+        ("points.earned", 20),  # P3, then its refund; its second copy earns nothing
+        ("points.reversed", 20),
+    ]
+
+
+async def test_a_milestone_between_two_purchases_of_one_batch_fires_once(
+    loyalty: Loyalty,
+) -> None:
+    await loyalty.publish_rules(**STORY_RULES)
+    for events in _milestone_between_two_purchases("t"):
+        await loyalty.handle_batch(*events)
+    for who in ("a", "b"):
+        entries = await loyalty.entries(f"t-{who}")
+        assert [e.points for e in entries if e.rule_id == "milestone:second"] == [20]
+    assert await loyalty.balance("t-a") == 30 + 20
+    assert await loyalty.balance("t-b") == 20 + 20
+
+
+async def test_a_run_after_a_merge_and_an_erasure_sees_them(loyalty: Loyalty) -> None:
+    for events in _merge_and_erasure_inside_runs("t"):
+        await loyalty.handle_batch(*events)
+    assert await loyalty.member("t-c") is None  # erased, and its replayed purchase made no one
+    a = await loyalty.member("t-a")
+    assert a is not None
+    assert (a.balance, a.purchase_count) == (25 + 10 + 15 + 5 + 5, 5)
+    earned = await loyalty.published("points.earned")
+    p3 = next(e for e in earned if e["data"]["purchase_id"] == "t-P3")
+    assert p3["subject"] == "t-a"
+
+
+async def _statements(loyalty: Loyalty, events: Sequence[Event]) -> int:
+    count = 0
+
+    def tally(*_: object) -> None:
+        nonlocal count
+        count += 1
+
+    event.listen(loyalty.db.engine.sync_engine, "before_cursor_execute", tally)
+    try:
+        await loyalty.handle_batch(*events)
+    finally:
+        event.remove(loyalty.db.engine.sync_engine, "before_cursor_execute", tally)
+    return count
+
+
+async def test_tiers_change_in_a_batch_as_one_event_at_a_time(loyalty: Loyalty) -> None:
+    await loyalty.publish_rules(**STORY_RULES)
+    for events in _tier_thresholds("t"):
+        await loyalty.handle_batch(*events)
+    a, b = await loyalty.member("t-a"), await loyalty.member("t-b")
+    assert a is not None
+    assert b is not None
+    assert (a.tier, b.tier) == ("Silver", "Gold")
+    changes = [(s, d["new_tier"]) for s, d in await _tier_changes(loyalty)]
+    assert changes == [("t-b", "Silver"), ("t-a", "Silver"), ("t-b", "Gold")]
+
+
+BUDGET_RULES: dict[str, Any] = {
+    "campaigns": [
+        {
+            "id": "wk",
+            "name": "Week",
+            "starts_at": at(0).isoformat(),
+            "ends_at": at(9).isoformat(),
+            "bonus_points": 5,
+            "member_budget": 12,
+            "global_budget": 30,
+        }
+    ],
+}
+
+
+def _budgets(t: str) -> list[list[Event]]:
+    a, b, c = f"{t}-a", f"{t}-b", f"{t}-c"
+    return [
+        [purchase(a, "10", when=at(1))],
+        [
+            purchase(a, "10", when=at(1)),  # a: 5 + 5
+            purchase(b, "10", when=at(1)),  # b: 5
+            purchase(a, "10", when=at(2)),  # a: 2, its budget spent
+            purchase(a, "10", when=at(2)),  # a: 0
+            merged(c, b, when=at(3)),  # c takes b's 5 against its own budget
+            purchase(c, "10", when=at(4)),  # c: 5 (10 of 12)
+            purchase(b, "10", when=at(4)),  # lands on c: 2 (12 of 12)
+            purchase(c, "10", when=at(5)),  # c: 0
+        ],
+        [
+            purchase(f"{t}-d", "10", when=at(5)),  # d: 5, then the global budget...
+            purchase(f"{t}-e", "10", when=at(5)),  # ...has 1 left: e gets 1
+            purchase(f"{t}-d", "10", when=at(6)),  # and nothing more for anyone
+        ],
+    ]
+
+
+async def test_campaign_budgets_hold_across_a_batch(loyalty: Loyalty) -> None:
+    await loyalty.publish_rules(**BUDGET_RULES)
+    for events in _budgets("single"):
+        await loyalty.handle(*events)
+    async with loyalty.db.unit_of_work() as session:  # a fresh global budget for the batch
+        await session.execute(update(CampaignUsage).values(points=0))
+    for events in _budgets("batch"):
+        await loyalty.handle_batch(*events)
+    assert await books(loyalty, "batch") == await books(loyalty, "single")
+
+    def bonuses(entries: list[LedgerEntry]) -> list[int]:
+        return [e.points for e in entries if e.rule_id == "campaign:wk"]
+
+    assert bonuses(await loyalty.entries("batch-a")) == [5, 5, 2]
+    assert bonuses(await loyalty.entries("batch-b")) == [5]
+    assert bonuses(await loyalty.entries("batch-c")) == [5, 2]
+    assert bonuses(await loyalty.entries("batch-d")) == [5]
+    assert bonuses(await loyalty.entries("batch-e")) == [1]
+    async with loyalty.db.unit_of_work() as session:
+        used = dict(
+            (await session.execute(select(CampaignUsage.customer_id, CampaignUsage.points))).all()
+        )
+    assert used["*"] == 30
+    assert (used["batch-a"], used["batch-c"]) == (12, 12)
+    await loyalty.check_invariants()
+
+
+async def _tier_changes(loyalty: Loyalty) -> list[tuple[str, dict[str, Any]]]:
+    return [(e["subject"], e["data"]) for e in await loyalty.published("tier.changed")]
+
+
+@pytest.mark.parametrize("members", [3, 30])
+@pytest.mark.parametrize("tiers", [False, True])
+async def test_a_run_of_purchases_costs_the_same_statements_however_long(
+    loyalty: Loyalty, members: int, tiers: bool
+) -> None:
+    """The read-ahead, the lock of every member and the outbox are one statement each.
+
+    With tiers too, while no member's lifetime earnings reach the next tier up.
+    """
+    if tiers:
+        await loyalty.publish_rules(
+            tiers=[{"name": "Member", "threshold": 0}, {"name": "Gold", "threshold": 1000}]
+        )
+
+    def run(n: int, first: int) -> list[Event]:
+        return [purchase(f"m-{i % members}", "10", when=at(1)) for i in range(first, first + n)]
+
+    await loyalty.handle_batch(*run(members, 0))  # the members exist from here on
+    short = await _statements(loyalty, run(members, members))
+    long = await _statements(loyalty, run(members * 5, 2 * members))
+    assert short == long, (short, long)
+    assert long <= 14
+    assert await loyalty.balance("m-0") == 10 * (1 + 1 + 5)
+    ids = [e["id"] for e in await loyalty.published("points.earned")]
+    assert len(set(ids)) == len(ids) == members * 7

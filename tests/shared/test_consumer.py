@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import ServiceSettings
-from shared.consumer import ConsumerRunner, Handler, TransientError, is_transient
+from shared.consumer import ConsumerRunner, Handler, TransientError, batch, is_transient
 from shared.db import Database
 from shared.events.commerce import PurchaseCompleted
 from shared.kafka import make_consumer, make_producer
@@ -245,6 +245,27 @@ async def test_a_restarted_consumer_resumes_after_the_committed_offset(
     await harness.start(tracking)
     await wait_until(lambda: _rows_when(harness, lambda r: sorted(r) == ["a", "b"]), timeout=30)
     assert seen == ["a", "b"]  # "a" was not handed to the handler a second time
+
+
+async def test_handlers_are_told_the_events_of_their_batch(broker: str, harness: Harness) -> None:
+    """``batch(session)``: the events handed over in this transaction, in order, each once."""
+    calls: list[tuple[str, list[str]]] = []
+
+    async def reading_ahead(session: AsyncSession, event: PurchaseCompleted) -> None:
+        calls.append((event.id, [e.id for e in batch(session)]))
+        await record_effect(session, event)
+
+    first, second = purchase("c-6", purchase_id="b-1"), purchase("c-6", purchase_id="b-2")
+    raw = first.to_json()
+    await produce(broker, harness.topic, *((b"c-6", m) for m in (raw, b"junk", raw)))
+    await produce(broker, harness.topic, (b"c-6", second.to_json()), (b"c-6", raw))
+    await harness.start(reading_ahead)
+    await wait_until(lambda: _rows_when(harness, lambda r: len(r) == 2), timeout=20)
+    assert [event_id for event_id, _ in calls] == [first.id, second.id]
+    for event_id, events in calls:
+        assert event_id in events
+        assert len(set(events)) == len(events)  # the copies and the junk are not in it
+    assert calls[-1][1][-1] == second.id  # the last copy of ``first`` was not handed over
 
 
 class _PgError(Exception):

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import timers
 from shared.db import Database
 from shared.plumbing import plumbing_metadata
+from shared.plumbing import timers as plumbing_timers
 from tests.conftest import DatabaseFactory
 
 pytestmark = pytest.mark.db
@@ -126,3 +127,71 @@ async def test_a_failing_handler_is_retried_with_backoff_then_parked(db: Databas
         timer = (await s.execute(select(plumbing_metadata.tables["timers"]))).one()
     assert timer.failed == 1
     assert "ValueError: template missing" in timer.last_error
+
+
+async def timer_rows(db: Database) -> list[tuple[str, datetime, object]]:
+    async with db.unit_of_work() as s:
+        rows = await s.execute(
+            select(
+                plumbing_timers.c.key, plumbing_timers.c.due_at, plumbing_timers.c.payload
+            ).order_by(plumbing_timers.c.key)
+        )
+        return [(k, d, p) for k, d, p in rows]
+
+
+async def test_deferred_timers_are_inserted_at_commit_in_one_statement(db: Database) -> None:
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        if "timers" in str(args[2]):
+            statements.append(str(args[2]))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    async with db.unit_of_work() as s:
+        timers.defer(s)
+        for i in (3, 1, 2):
+            await timers.schedule(s, kind="remind", key=f"k{i}", due_at=T0, payload={"i": i})
+        await timers.schedule(s, kind="remind", key="k1", due_at=T0, payload={"i": "again"})
+        assert statements == []
+        assert s.info.get(timers.TIMERS_FLAG)  # the scheduler is still woken at commit
+    event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(statements) == 1
+    assert await timer_rows(db) == [
+        ("k1", T0, {"i": 1}),  # the first schedule of a key wins, as without deferring
+        ("k2", T0, {"i": 2}),
+        ("k3", T0, {"i": 3}),
+    ]
+
+
+async def test_a_deferred_timer_is_seen_by_cancel_pending_and_replace(db: Database) -> None:
+    later = T0 + timedelta(days=1)
+    async with db.unit_of_work() as s:
+        timers.defer(s)
+        await timers.schedule(s, kind="remind", key="gone", due_at=T0, payload={})
+        assert await timers.cancel(s, key="gone")
+        await timers.schedule(s, kind="remind", key="gone", due_at=later, payload={"n": 2})
+        await timers.schedule(s, kind="remind", key="seen", due_at=T0, payload={})
+        found = await timers.pending(s, key="seen")
+        assert found is not None
+        assert found.due_at == T0
+        await timers.schedule(s, kind="remind", key="moved", due_at=T0, payload={})
+        await timers.schedule(
+            s, kind="remind", key="moved", due_at=later, payload={"n": 3}, replace=True
+        )
+    assert await timer_rows(db) == [
+        ("gone", later, {"n": 2}),
+        ("moved", later, {"n": 3}),
+        ("seen", T0, {}),
+    ]
+
+
+async def test_a_rolled_back_transaction_schedules_no_deferred_timer(db: Database) -> None:
+    async def fail_after_scheduling() -> None:
+        async with db.unit_of_work() as s:
+            timers.defer(s)
+            await timers.schedule(s, kind="remind", key="k", due_at=T0, payload={})
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await fail_after_scheduling()
+    assert await timer_rows(db) == []

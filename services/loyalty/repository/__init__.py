@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import (
@@ -49,6 +49,7 @@ async def get_member(session: AsyncSession, customer_id: str) -> Member | None:
 
 
 LOCKED = "loyalty.locked_members"
+USAGE = "loyalty.locked_usage"
 
 
 def _locked(session: AsyncSession) -> dict[str, Member]:
@@ -58,8 +59,12 @@ def _locked(session: AsyncSession) -> dict[str, Member]:
 
 
 def forget_locks(session: AsyncSession) -> None:
-    """Call after expiring or expunging objects: the cached members are stale then."""
+    """Call after expiring or expunging objects: the cached members and usages are stale then.
+
+    Flush first: a cached object's unflushed changes are what later calls rely on.
+    """
     session.info.pop(LOCKED, None)
+    session.info.pop(USAGE, None)
 
 
 async def _lock(session: AsyncSession, customer_id: str) -> Member | None:
@@ -83,6 +88,61 @@ async def _create_and_lock(session: AsyncSession, customer_id: str) -> Member:
     result = await session.execute(stmt, execution_options={"populate_existing": True})
     member: Member = result.scalar_one()
     return member
+
+
+async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> None:
+    """Lock several members at once (creating the new ones), in customer id order.
+
+    One round trip for what ``lock_member`` does one id at a time; the members join
+    the transaction's lock cache, so ``lock_member`` then finds them (and follows a
+    merge to the survivor as usual). Ids already locked are left alone: their
+    in-memory changes are newer than the database's.
+    """
+    cache = _locked(session)
+    wanted = sorted({c for c in customer_ids if c not in cache})
+    insert = upsertable_insert(session)
+    for chunk in _chunks(wanted):
+        rows = [
+            {"customer_id": c, "balance": 0, "lifetime_earned": 0, "purchase_count": 0}
+            for c in chunk
+        ]
+        stmt = (
+            insert(Member)
+            .values(rows)
+            .on_conflict_do_update(
+                index_elements=["customer_id"],
+                set_={"customer_id": insert(Member).excluded.customer_id},
+            )
+            .returning(Member)
+        )
+        result = await session.execute(stmt, execution_options={"populate_existing": True})
+        for member in result.scalars():
+            cache[member.customer_id] = member
+
+
+def _chunks(values: list[str], size: int = 1000) -> list[list[str]]:
+    """Pieces small enough for the drivers' bound-parameter limits (32,767 on asyncpg)."""
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+async def purchases_state(
+    session: AsyncSession, purchase_ids: Iterable[str]
+) -> tuple[set[str], set[str]]:
+    """``purchase_state`` for several purchases in one query: (recorded, with refunds waiting)."""
+    known: set[str] = set()
+    refunds: set[str] = set()
+    for ids in _chunks(sorted(set(purchase_ids))):
+        recorded = select(Purchase.purchase_id, literal(True).label("recorded")).where(
+            Purchase.purchase_id.in_(ids)
+        )
+        waiting = (
+            select(Refund.purchase_id, literal(False).label("recorded"))
+            .where(Refund.purchase_id.in_(ids), Refund.applied.is_(False))
+            .distinct()
+        )
+        for purchase_id, is_recorded in await session.execute(union_all(recorded, waiting)):
+            (known if is_recorded else refunds).add(purchase_id)
+    return known, refunds
 
 
 async def lock_member(session: AsyncSession, customer_id: str, *, create: bool = True) -> Member:
@@ -191,6 +251,23 @@ async def _refunded(
 
 
 async def lock_campaign_usage(
+    session: AsyncSession, campaign_id: str, customer_id: str
+) -> CampaignUsage:
+    """The usage row, locked until the transaction ends (created at 0 if new).
+
+    Locked once per transaction, like members: later calls get the same object, whose
+    in-memory points are then newer than the database's (no flush needed to re-read).
+    """
+    usages: dict[tuple[str, str], CampaignUsage] = session.info.setdefault(USAGE, {})
+    usage = usages.get((campaign_id, customer_id))
+    if usage is None:
+        usage = usages[(campaign_id, customer_id)] = await _lock_campaign_usage(
+            session, campaign_id, customer_id
+        )
+    return usage
+
+
+async def _lock_campaign_usage(
     session: AsyncSession, campaign_id: str, customer_id: str
 ) -> CampaignUsage:
     await session.execute(

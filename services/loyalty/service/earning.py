@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.models import LedgerEntry, Member, Purchase
-from services.loyalty.service import earned, ledger, refunds, rollup, rulebook, tiers
+from services.loyalty.service import earned, ledger, prefetch, refunds, rollup, rulebook, tiers
 from services.loyalty.service.common import utc
 from services.loyalty.service.earned import Earning
 from services.loyalty.service.ledger import Why
@@ -52,7 +52,7 @@ async def _award_purchase(
     seen: set[str] = session.info.setdefault(SEEN, set())
     if data.purchase_id in seen:
         return 0
-    known, refunds_waiting = await repository.purchase_state(session, data.purchase_id)
+    known, refunds_waiting = await prefetch.purchase_state(session, event, seen)
     if known:
         return 0  # the same purchase again under another event id: counted once
     seen.add(data.purchase_id)
@@ -184,8 +184,12 @@ def _post_milestone(
 async def _within_budget(
     session: AsyncSession, member: Member, campaign: Campaign, bonus: int
 ) -> int:
-    """The bonus, cut to what the member's and the global budget have left."""
-    await session.flush()  # the usage rows are re-read: this batch's changes go first
+    """The bonus, cut to what the member's and the global budget have left.
+
+    The usage rows are locked once per transaction and then kept in memory
+    (``repository.lock_campaign_usage``), so this batch's earlier bonuses are counted
+    without a flush.
+    """
     usages = []
     if campaign.member_budget is not None:
         usage = await repository.lock_campaign_usage(session, campaign.id, member.customer_id)

@@ -34,7 +34,7 @@ async def qualifying(session: AsyncSession, member: Member, rules: Rules, until:
 
 
 async def on_earn(session: AsyncSession, member: Member, rules: Rules, *, at: datetime) -> None:
-    if not rules.body.tiers:
+    if not rules.body.tiers or _out_of_reach(member, rules):
         return
     await session.flush()  # the window sum must include this batch's entries
     amount = await qualifying(session, member, rules, at)
@@ -43,6 +43,22 @@ async def on_earn(session: AsyncSession, member: Member, rules: Rules, *, at: da
         reason = f"{amount} {rules.body.tier_policy.basis} in the last "
         reason += f"{rules.body.tier_policy.window_days} days reached {target.threshold}"
         await change(session, member, rules, target, reason=reason, at=at)
+
+
+def _out_of_reach(member: Member, rules: Rules) -> bool:
+    """No upgrade is possible: the next tier up needs more than the member ever earned.
+
+    On the ``earned`` basis the window sums the earn and reverse entries of the
+    member and its merged ids; earn entries are positive and all of them, whenever
+    earned, add up to ``lifetime_earned`` (merges carry it to the survivor), and
+    reversals only subtract, so no window exceeds it. Then neither the flush nor the
+    window query can change the answer, and a purchase (in a consumer batch) skips both.
+    """
+    if rules.body.tier_policy.basis != "earned":
+        return False
+    tiers = rules.sorted_tiers()
+    above = rules.rank(member.tier) + 1
+    return above >= len(tiers) or tiers[above].threshold > member.lifetime_earned
 
 
 async def change(

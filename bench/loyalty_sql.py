@@ -1,0 +1,173 @@
+"""SQL statements per purchase in a loyalty consumer batch: `python -m bench.loyalty_sql`.
+
+Deterministic companion to ``bench.loyalty``: no broker, no clock. Builds the same
+purchases as the benchmark, feeds them to the real runner's batch transaction
+(``ConsumerRunner._apply_batch``) in batches of ``--batch`` and counts what reaches
+the driver (a ``before_cursor_execute`` listener: one count per execute or
+executemany call, i.e. per round trip on asyncpg), the time spent inside them
+(from sending to the driver's answer: round trip and server work, plus any wait for
+this process's CPU), and the batch's wall and CPU time. The first batch creates the
+members; the next ones are the steady state the benchmark mostly measures.
+``--floor`` counts the benchmark's floor consumer instead; ``--rules`` publishes a
+rule set with tiers or a budgeted campaign first (the benchmark runs on the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from sqlalchemy import event
+
+from bench.loyalty import floor_database, floor_handler, loyalty_database, make_purchase
+from services.loyalty import consumers
+from services.loyalty.config import LoyaltySettings
+from services.loyalty.service import rulebook
+from services.loyalty.service.rules import RuleSetBody
+from shared.consumer import ConsumerRunner, Handlers, Item
+from shared.db import Database
+from shared.events.commerce import PurchaseCompleted
+from tools.databases import DatabaseMaker
+
+
+def _shape(statement: str) -> str:
+    """A statement's first words and table, enough to tell the kinds apart."""
+    text = " ".join(statement.split())
+    text = re.sub(r"\(\$\d+.*", "(…)", text)
+    match = re.match(r"(\w+)(?:.*?\b(?:FROM|INTO|UPDATE)\s+(\w+))?", text)
+    if not match:
+        return text[:60]
+    verb = match.group(1).upper()
+    table = match.group(2) or ""
+    if verb == "UPDATE":
+        table = text.split()[1]
+    if "FOR UPDATE" in text:
+        verb += " … FOR UPDATE"
+    if "ON CONFLICT" in text:
+        verb += " … ON CONFLICT"
+    return f"{verb} {table}".strip()
+
+
+async def count(
+    db: Database, handlers: Handlers, batches: int, sizes: list[int], customers: int
+) -> None:
+    runner = ConsumerRunner(
+        db=db,
+        consumer=None,  # _apply_batch never touches it
+        service="bench-sql",
+        topic_prefix="",
+        handlers=handlers,
+    )
+    seen: list[tuple[str, bool]] = []
+    waited: Counter[str] = Counter()
+
+    def before(*args: Any) -> None:
+        statement, many = args[2], args[5]
+        seen.append((statement, bool(many)))
+        args[0].info["bench.started"] = time.perf_counter()
+
+    def after(*args: Any) -> None:
+        statement, many = args[2], args[5]
+        shape = _shape(statement) + (" [many]" if many else "")
+        waited[shape] += time.perf_counter() - args[0].info.pop("bench.started")
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+    event.listen(db.engine.sync_engine, "after_cursor_execute", after)
+    n = 0
+    for b in range(batches):
+        items = []
+        size = sizes[b % len(sizes)]
+        for _ in range(size):
+            e = make_purchase(f"cus-{n % customers}", n)
+            n += 1
+            record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+                "t", 0, n, 0, 0, e.key, e.to_json(), None, 0, 0, []
+            )
+            items.append(Item(record, e, None))
+        seen.clear()
+        waited.clear()
+        wall, cpu = time.perf_counter(), time.process_time()
+        await runner._apply_batch(items)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        shapes = Counter(_shape(s) + (" [many]" if m else "") for s, m in seen)
+        label = "first batch (new members)" if b == 0 else f"batch {b + 1}"
+        per = len(seen) / size
+        print(f"\n{label}: {size} purchases, {len(seen)} statements, {per:.2f}/purchase")
+        in_sql = sum(waited.values())
+        print(
+            f"  {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU in this process, "
+            f"{in_sql * 1000:.0f} ms inside statements"
+        )
+        for shape, k in shapes.most_common():
+            print(f"  {k:>6}  {shape:<44}{waited[shape] * 1000:>8.1f} ms")
+
+
+# ``--rules``: rule sets with what costs statements per purchase beyond the default.
+RULES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiers": {"tiers": [{"name": "Member", "threshold": 0}, {"name": "Gold", "threshold": 500}]},
+    "budget": {
+        "campaigns": [
+            {
+                "id": "c1",
+                "name": "Bonus",
+                "starts_at": "2000-01-01T00:00:00Z",
+                "ends_at": "2100-01-01T00:00:00Z",
+                "bonus_points": 1,
+                "member_budget": 1000,
+            }
+        ]
+    },
+}
+
+
+async def main(
+    db_kind: str, floor: bool, batches: int, sizes: list[int], customers: int, rules: str
+) -> None:
+    maker = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-sql-")), backend=db_kind)
+    try:
+        if floor:
+            db = await floor_database(maker)
+            handlers: Handlers = {PurchaseCompleted: floor_handler}
+        else:
+            db = await loyalty_database(maker)
+            settings = LoyaltySettings()
+            handlers = consumers.handlers(settings)
+            if RULES[rules]:
+                async with db.unit_of_work() as session:
+                    body = RuleSetBody.model_validate(RULES[rules])
+                    await rulebook.publish(session, body=body, operator="bench", settings=settings)
+        try:
+            await count(db, handlers, batches, sizes, customers)
+        finally:
+            await db.dispose()
+    finally:
+        await maker.drop_all()
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--floor", action="store_true")
+    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument(
+        "--batch",
+        type=lambda v: [int(n) for n in v.split(",")],
+        default=[500],
+        help="purchases per batch; a list (500,460,40) is used in turn",
+    )
+    parser.add_argument("--customers", type=int, default=125)
+    parser.add_argument("--rules", choices=sorted(RULES), default="default")
+    args = parser.parse_args(argv)
+    asyncio.run(main(args.db, args.floor, args.batches, args.batch, args.customers, args.rules))
+
+
+if __name__ == "__main__":
+    cli()
