@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from services.feedback import repository
 from services.feedback.config import FeedbackSettings
 from services.feedback.endpoints import deps
 from services.feedback.main import create_app
@@ -345,22 +346,63 @@ async def test_every_answer_moves_its_day_in_the_roll_up(
 async def test_the_same_answer_stored_concurrently_counts_once(
     db: Database, settings: FeedbackSettings
 ) -> None:
+    """Six deliveries of one answer at once, over several answers: each counts once.
+
+    The concurrent inserts may meet on the primary key (derived from the dedupe key)
+    before the dedupe key itself; either way the answer is stored once, no error.
+    """
     await create_survey(db, "s-nps")
     at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-    body = StaffResponseCreate.model_validate(
-        {
-            "customer_id": "c-1",
-            "survey_id": "s-nps",
-            "answers": {"recommend": 2},
-            "idempotency_key": "call-1",
-        }
-    )
+    rounds = 50
 
-    async def deliver() -> None:
+    async def deliver(key: str) -> None:
+        body = StaffResponseCreate.model_validate(
+            {
+                "customer_id": "c-1",
+                "survey_id": "s-nps",
+                "answers": {"recommend": 2},
+                "idempotency_key": key,
+            }
+        )
         async with db.unit_of_work() as session:
             await responses.submit_by_staff(
                 session, body=body, staff="a", settings=settings, now=at
             )
 
-    await asyncio.gather(*(deliver() for _ in range(6)))
-    assert await day_totals(db) == {"2026-03-02": (1, 0, 1, 0, 0)}
+    for n in range(rounds):
+        await asyncio.gather(*(deliver(f"call-{n}") for _ in range(6)))
+    assert await day_totals(db) == {"2026-03-02": (rounds, 0, rounds, 0, 0)}
+
+
+async def test_an_insert_meeting_the_primary_key_reads_as_already_stored(db: Database) -> None:
+    """What concurrent deliveries race into: the id is taken before the dedupe key is.
+
+    PostgreSQL raises on a conflict outside ON CONFLICT's target, so the insert names
+    none; a clash on either unique key means the answer is already there.
+    """
+    await create_survey(db, "s-nps")
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    row: dict[str, Any] = {
+        "id": "r-1",
+        "dedupe_key": "staff:one",
+        "survey_id": "s-nps",
+        "survey_version": 1,
+        "customer_id": "c-1",
+        "source": "staff",
+        "channel": "phone",
+        "nps_score": 9,
+        "category": "promoter",
+        "answers": {"recommend": 9},
+        "submitted_at": at,
+        "updated_at": at,
+    }
+    async with db.unit_of_work() as session:
+        assert await repository.insert_response(session, row) is True
+    async with db.unit_of_work() as session:
+        assert (
+            await repository.insert_response(session, {**row, "dedupe_key": "staff:two"}) is False
+        )
+        assert await repository.insert_response(session, {**row, "id": "r-2"}) is False
+    async with db.unit_of_work() as session:
+        stored = (await session.execute(select(Response))).scalars().all()
+    assert [(r.id, r.dedupe_key) for r in stored] == [("r-1", "staff:one")]

@@ -92,9 +92,14 @@ async def get_response_by_key(
 
 
 async def insert_response(session: AsyncSession, values: dict[str, Any]) -> bool:
-    """Insert a new response; False if one with its dedupe key exists (or just committed)."""
+    """Insert a new response; False if one with its dedupe key exists (or just committed).
+
+    No conflict target: the id is derived from the dedupe key, so two concurrent
+    inserts of one answer may meet on the primary key first. PostgreSQL raises on a
+    conflict outside the named target, so any unique conflict means "already stored".
+    """
     stmt = upsertable_insert(session)(Response).values(**values)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Response.id)
+    stmt = stmt.on_conflict_do_nothing().returning(Response.id)
     return (await session.execute(stmt)).first() is not None
 
 
