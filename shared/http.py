@@ -26,9 +26,10 @@ class AppError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
 
 
 class NotFound(AppError):
@@ -58,7 +59,9 @@ async def _invalid_request_handler(_request: Request, exc: Exception) -> Respons
 async def _app_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     return JSONResponse(
-        status_code=exc.status_code, content={"error": {"code": exc.code, "message": exc.message}}
+        status_code=exc.status_code,
+        content={"error": {"code": exc.code, "message": exc.message}},
+        headers=exc.headers or None,
     )
 
 

@@ -202,6 +202,28 @@ class Redemption(Base):
     used_at: Mapped[datetime | None] = mapped_column(Tz)
 
 
+class RedemptionRequest(Base):
+    """Every Idempotency-Key a redemption was asked under, and the answer it got.
+
+    Attempts under one key serialise on this row (it is inserted or locked first), so
+    a retry, a double tap or an attempt that waited out a fault all get the first
+    answer: the redemption it made, or the refusal (no member, no such reward, not
+    enough points, unavailable) it was given. Nothing here is personal beyond the
+    customer id, and erasure deletes the rows.
+    """
+
+    __tablename__ = "redemption_requests"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    redemption_id: Mapped[str | None] = mapped_column(String(36))
+    refusal_status: Mapped[int | None] = mapped_column(SmallInteger)
+    refusal_code: Mapped[str | None] = mapped_column(String(64))
+    refusal_message: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(Tz)
+
+
 class RedemptionLot(Base):
     """Which lots a redemption consumed, so a cancellation can put the points back."""
 

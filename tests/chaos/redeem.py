@@ -5,7 +5,8 @@ answer is definite (201, or 404/409 for "no member yet" / "not enough points"), 
 request cut off by a SIGKILL or a database outage either happened once or not at all.
 Some attempts are doubled on purpose:
 
-* the same key twice at once (a double tap): both answers must name one redemption;
+* the same key twice at once (a double tap): both must get one answer, the same
+  redemption or the same refusal (a refusal is remembered under its key);
 * two keys at once for the same member (two tills racing): each may succeed only if
   the balance covers it; the ledger check proves no redemption overdrew.
 
@@ -104,6 +105,8 @@ async def attempt(
         ids = {body.get("id") for status, body in answers if status == 201}
         if len(ids) > 1:
             log.problems.append(f"{customer}: one key, two redemptions {sorted(map(str, ids))}")
+        if len({status for status, _ in answers}) > 1:
+            log.problems.append(f"{customer}: one key, two answers {answers}")
         made = [(s, b) for s, b in answers if s == 201]
         answers = made[:1] or answers[:1]  # one key is one redemption at most
     for status, body in answers:

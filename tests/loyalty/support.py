@@ -195,7 +195,7 @@ class Loyalty:
         self, customer_id: str, reward_id: str, *, key: str | None = None, now: datetime = T0
     ) -> Redemption:
         async with self.db.unit_of_work() as session:
-            made, _ = await redemption.redeem(
+            outcome = await redemption.redeem(
                 session,
                 customer_id=customer_id,
                 reward_id=reward_id,
@@ -204,7 +204,7 @@ class Loyalty:
                 now=now,
                 settings=self.settings,
             )
-        return made
+        return outcome.result()
 
     def scheduler(self, clock: Clock) -> Scheduler:
         return Scheduler(

@@ -8,9 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from services.loyalty.models import RedemptionRequest
 from tests.helpers import auth_headers
-from tests.loyalty.support import Loyalty
+from tests.loyalty.support import Loyalty, erased
 
 pytestmark = pytest.mark.db
 
@@ -157,3 +159,72 @@ async def test_scopes_guard_every_route(api: httpx.AsyncClient) -> None:
         )
     ).status_code == 403
     assert (await api.get("/v1/reports/liability", headers=READ)).status_code == 403
+
+
+async def test_a_refusal_is_the_answer_for_its_key_for_good(
+    api: httpx.AsyncClient, loyalty: Loyalty
+) -> None:
+    """The chaos-found race: a retry is refused, a late attempt with the same key lands
+    after the points arrive. It must be refused too, or the client's "no" becomes a yes."""
+    await reward(api, "mug", 20)
+    nobody = await redeem(api, "c", "mug", key="k-1")
+    assert (nobody.status_code, nobody.json()["error"]["code"]) == (404, "member_not_found")
+    assert "Idempotent-Replayed" not in nobody.headers
+    await credit(api, "c", 10)
+    short = await redeem(api, "c", "mug", key="k-2")
+    assert (short.status_code, short.json()["error"]["code"]) == (409, "insufficient_points")
+    await credit(api, "c", 50)
+    for key, refused in (("k-1", nobody), ("k-2", short)):
+        late = await redeem(api, "c", "mug", key=key)
+        assert (late.status_code, late.json()) == (refused.status_code, refused.json())
+        assert late.headers["Idempotent-Replayed"] == "true"
+    assert await balance(api, "c") == 60
+    assert (await redeem(api, "c", "mug", key="k-3")).status_code == 201
+    assert await balance(api, "c") == 40
+    other = await redeem(api, "c", "nothing", key="k-2")  # a refused key, another body
+    assert other.status_code == 422
+    assert (await redeem(api, "c", "nothing", key="k-4")).status_code == 404
+    assert (await redeem(api, "c", "nothing", key="k-4")).headers["Idempotent-Replayed"] == "true"
+    await loyalty.check_invariants()
+
+
+async def test_attempts_under_one_key_all_get_one_answer_while_points_arrive(
+    api: httpx.AsyncClient, loyalty: Loyalty
+) -> None:
+    """Taps under one key race a credit that makes the redemption affordable: whatever
+    the first attempt decided, every other attempt under that key answers the same."""
+    await reward(api, "cap", 30)
+    for n in range(8):
+        customer = f"c-{n}"
+        await credit(api, customer, 10)
+        taps = [redeem(api, customer, "cap", key=f"tap-{n}") for _ in range(6)]
+        answers = await asyncio.gather(*taps[:3], credit(api, customer, 40), *taps[3:])
+        statuses = {a.status_code for a in answers if a is not None}
+        bodies = {str(a.json()) for a in answers if a is not None}
+        assert len(statuses) == 1, statuses
+        assert len(bodies) == 1, bodies
+        expected = 20 if statuses == {201} else 50
+        assert await balance(api, customer) == expected
+    await loyalty.check_invariants()
+
+
+async def test_erasure_forgets_the_keys_and_their_answers(
+    api: httpx.AsyncClient, loyalty: Loyalty
+) -> None:
+    await reward(api, "pen", 5)
+    await credit(api, "c", 10)
+    assert (await redeem(api, "c", "pen", key="k-1")).status_code == 201
+    assert (await redeem(api, "c", "lamp", key="k-2")).status_code == 404
+    assert await requests_held(loyalty) == [("c", "k-1"), ("c", "k-2")]
+    await loyalty.handle(erased("c"))
+    assert await requests_held(loyalty) == []
+
+
+async def requests_held(loyalty: Loyalty) -> list[tuple[str, str]]:
+    async with loyalty.db.unit_of_work() as session:
+        rows = await session.execute(
+            select(RedemptionRequest.customer_id, RedemptionRequest.idempotency_key).order_by(
+                RedemptionRequest.idempotency_key
+            )
+        )
+        return [(c, k) for c, k in rows.all()]

@@ -20,7 +20,7 @@ from services.loyalty.schemas import (
 )
 from services.loyalty.service import codes, members, redemption
 from shared.access_log import audited_read
-from shared.app import ReadSessionDep, SessionDep
+from shared.app import ReadSessionDep, RuntimeDep, SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
 
@@ -85,27 +85,34 @@ async def list_redemptions(
     "/{customer_id}/redemptions",
     response_model=RedemptionRead,
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"description": "Insufficient points or reward unavailable"}},
+    responses={
+        404: {"description": "No such member or reward"},
+        409: {"description": "Insufficient points or reward unavailable"},
+    },
 )
 async def create_redemption(
     customer_id: CustomerId,
     body: RedemptionCreate,
     key: IdempotencyKey,
     principal: Redeemer,
-    session: SessionDep,
+    runtime: RuntimeDep,
     settings: SettingsDep,
     response: Response,
 ) -> RedemptionRead:
-    made, replayed = await redemption.redeem(
-        session,
-        customer_id=customer_id,
-        reward_id=body.reward_id,
-        idempotency_key=key,
-        operator=principal.subject,
-        now=datetime.now(UTC),
-        settings=settings,
-    )
-    if replayed:
+    # Its own unit of work, not SessionDep's: a refusal is committed (remembered under
+    # the key) before it is raised as the error response.
+    async with runtime.db.unit_of_work() as session:
+        outcome = await redemption.redeem(
+            session,
+            customer_id=customer_id,
+            reward_id=body.reward_id,
+            idempotency_key=key,
+            operator=principal.subject,
+            now=datetime.now(UTC),
+            settings=settings,
+        )
+    made = outcome.result()
+    if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return RedemptionRead.model_validate(made)
 

@@ -31,6 +31,8 @@ from services.loyalty.repository.lots import (
     next_release,
 )
 from services.loyalty.repository.redemptions import (
+    claim_request,
+    forget_requests,
     get_redemption,
     get_reward,
     list_redemptions,
@@ -317,6 +319,8 @@ async def anonymise(session: AsyncSession, old: str, anonymous: str) -> None:
 
 
 __all__ = [
+    "claim_request",
+    "forget_requests",
     "get_redemption",
     "get_reward",
     "list_redemptions",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.loyalty.models import Redemption, RedemptionLot, Reward
+from services.loyalty.models import Redemption, RedemptionLot, RedemptionRequest, Reward
+from shared.db import upsertable_insert
 
 
 async def lock_reward(session: AsyncSession, reward_id: str) -> Reward | None:
@@ -38,6 +40,41 @@ async def redemption_by_key(session: AsyncSession, customer_id: str, key: str) -
         Redemption.customer_id == customer_id, Redemption.idempotency_key == key
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def claim_request(
+    session: AsyncSession, customer_id: str, key: str, digest: str, at: datetime
+) -> RedemptionRequest:
+    """The request row for this key, inserted if new; either way locked, in one statement.
+
+    A concurrent attempt with the same key waits here until this transaction ends, then
+    finds the row as it left it (PostgreSQL); SQLite runs one writer at a time anyway.
+    """
+    insert = upsertable_insert(session)
+    stmt = (
+        insert(RedemptionRequest)
+        .values(
+            customer_id=customer_id,
+            idempotency_key=key,
+            request_hash=digest,
+            created_at=at,
+        )
+        .on_conflict_do_update(
+            index_elements=["customer_id", "idempotency_key"],
+            set_={"customer_id": insert(RedemptionRequest).excluded.customer_id},
+        )
+        .returning(RedemptionRequest)
+    )
+    result = await session.execute(stmt, execution_options={"populate_existing": True})
+    request: RedemptionRequest = result.scalar_one()
+    return request
+
+
+async def forget_requests(session: AsyncSession, customer_ids: Sequence[str]) -> None:
+    """Erasure: the customers' Idempotency-Keys and the answers they got go."""
+    await session.execute(
+        delete(RedemptionRequest).where(RedemptionRequest.customer_id.in_(customer_ids))
+    )
 
 
 async def get_redemption(session: AsyncSession, redemption_id: str) -> Redemption | None:

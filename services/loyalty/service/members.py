@@ -187,6 +187,8 @@ async def _reconcile_lots(session: AsyncSession, customer_id: str, notice_days: 
 
 async def erase(session: AsyncSession, *, event: CustomerErased) -> None:
     """Forfeit the balance, then replace the customer id everywhere by an anonymous one."""
+    # Before the member lock: a redemption locks its Idempotency-Key's row, then the member.
+    await repository.forget_requests(session, await repository.alias_ids(session, event.subject))
     member = await repository.lock_member_or_none(session, event.subject)
     if member is None or member.erased_at is not None:
         return

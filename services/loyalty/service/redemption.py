@@ -1,8 +1,10 @@
 """Redeeming rewards: never spends the same points twice, never takes stock below zero.
 
-The member row is locked first (SELECT … FOR UPDATE on PostgreSQL; SQLite runs one
-writer at a time with BEGIN IMMEDIATE), then the reward row. The balance check, the
-stock check, the lots consumed and the ledger entry all happen under those locks.
+The request's Idempotency-Key row is claimed first, then the member row is locked
+(SELECT … FOR UPDATE on PostgreSQL; SQLite runs one writer at a time with BEGIN
+IMMEDIATE), then the reward row. The balance check, the stock check, the lots consumed
+and the ledger entry all happen under those locks, and the answer (redemption or
+refusal) is recorded on the key's row in the same transaction.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
-from services.loyalty.models import Member, Redemption, RedemptionLot, Reward
+from services.loyalty.models import Member, Redemption, RedemptionLot, RedemptionRequest, Reward
 from services.loyalty.service import ledger, rulebook, schedule
 from services.loyalty.service.common import SOURCE, maybe_utc, utc
 from services.loyalty.service.errors import (
@@ -38,6 +41,7 @@ from shared.events.loyalty import (
     RedemptionCancelled,
     RedemptionCancelledData,
 )
+from shared.http import AppError, Conflict
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
@@ -58,6 +62,37 @@ async def member_locked(session: AsyncSession, customer_id: str) -> Member:
     return member
 
 
+# Refusals that describe the request and the member's state when it was decided. They
+# are remembered under the Idempotency-Key, like a redemption is: an attempt that was
+# held up by a fault and lands after the client was told "no" must not then say "yes".
+REMEMBERED: tuple[type[AppError], ...] = (
+    MemberNotFound,
+    RewardNotFound,
+    RewardUnavailable,
+    InsufficientPoints,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a redemption request was answered: a redemption or a refusal, maybe replayed.
+
+    A refusal is recorded in the session, so the caller commits it and then raises it
+    (``result``): a rolled-back refusal would let a late attempt with the same key
+    redeem after the client was refused.
+    """
+
+    redemption: Redemption | None
+    replayed: bool
+    refusal: AppError | None = None
+
+    def result(self) -> Redemption:
+        if self.refusal is not None:
+            raise self.refusal
+        assert self.redemption is not None
+        return self.redemption
+
+
 async def redeem(
     session: AsyncSession,
     *,
@@ -67,18 +102,74 @@ async def redeem(
     operator: str,
     now: datetime,
     settings: LoyaltySettings,
-) -> tuple[Redemption, bool]:
-    """The redemption, and whether it is a replay of an earlier request with this key."""
-    member = await member_locked(session, customer_id)
+) -> Outcome:
+    """Redeem once per Idempotency-Key: every attempt under a key gets the first answer.
+
+    The key's row is claimed (inserted or locked) before anything else, so attempts under
+    one key run one after another, and each finds what the previous one decided.
+    """
     digest = request_hash(reward_id)
-    earlier = await repository.redemption_by_key(session, member.customer_id, idempotency_key)
+    request = await repository.claim_request(session, customer_id, idempotency_key, digest, now)
+    if request.request_hash != digest:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used for a different redemption request; "
+            "use a new key for a new request"
+        )
+    if request.refusal_code is not None:
+        return Outcome(None, True, _replayed_refusal(request))
+    if request.redemption_id is not None:
+        return Outcome(await _earlier(session, request.redemption_id), True)
+    try:
+        checked = await _checked(
+            session, customer_id, reward_id, idempotency_key, digest, now, settings
+        )
+    except REMEMBERED as refusal:
+        request.refusal_status = refusal.status_code
+        request.refusal_code = refusal.code
+        request.refusal_message = refusal.message[:500]
+        return Outcome(None, False, refusal)
+    if isinstance(checked, Redemption):  # redeemed before keys had rows of their own
+        request.redemption_id = checked.id
+        return Outcome(checked, True)
+    member, reward, rules = checked
+    made = await _grant(session, member, reward, rules, idempotency_key, digest, operator, now)
+    request.redemption_id = made.id
+    return Outcome(made, False)
+
+
+def _replayed_refusal(request: RedemptionRequest) -> AppError:
+    refusal = AppError(request.refusal_message or "", headers={"Idempotent-Replayed": "true"})
+    refusal.status_code = request.refusal_status or Conflict.status_code
+    refusal.code = request.refusal_code or Conflict.code
+    return refusal
+
+
+async def _earlier(session: AsyncSession, redemption_id: str) -> Redemption:
+    earlier = await repository.get_redemption(session, redemption_id)
+    assert earlier is not None, f"redemption {redemption_id} of a recorded request is gone"
+    return earlier
+
+
+async def _checked(
+    session: AsyncSession,
+    customer_id: str,
+    reward_id: str,
+    key: str,
+    digest: str,
+    now: datetime,
+    settings: LoyaltySettings,
+) -> tuple[Member, Reward, Rules] | Redemption:
+    """Locks and checks, writing nothing: (member, reward, rules) if it may go ahead, or
+    the earlier redemption under this key; raises the refusal otherwise."""
+    member = await member_locked(session, customer_id)
+    earlier = await repository.redemption_by_key(session, member.customer_id, key)
     if earlier is not None:
         if earlier.request_hash != digest:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used for a different redemption request; "
                 "use a new key for a new request"
             )
-        return earlier, True
+        return earlier
     reward = await repository.get_reward(session, reward_id, lock_stock=True)
     if reward is None:
         raise RewardNotFound(f"no reward {reward_id!r}")
@@ -91,7 +182,20 @@ async def redeem(
         raise InsufficientPoints(
             f"{have} is less than the {reward.points_cost} points {reward.name!r} costs"
         )
-    redemption = _spend(session, member, reward, idempotency_key, digest, operator, now)
+    return member, reward, rules
+
+
+async def _grant(
+    session: AsyncSession,
+    member: Member,
+    reward: Reward,
+    rules: Rules,
+    key: str,
+    digest: str,
+    operator: str,
+    now: datetime,
+) -> Redemption:
+    redemption = _spend(session, member, reward, key, digest, operator, now)
     if rules.body.redemption_code_days:
         redemption.expires_at = now + timedelta(days=rules.body.redemption_code_days)
         await schedule.code_expiry(session, redemption.id, at=redemption.expires_at)
@@ -100,7 +204,7 @@ async def redeem(
         RedemptionLot(redemption_id=redemption.id, lot_id=lot.id, points=n) for lot, n in taken
     )
     await outbox.enqueue(session, _redeemed(member, reward, redemption, now))
-    return redemption, False
+    return redemption
 
 
 def _check_available(reward: Reward, member: Member, rules: Rules, now: datetime) -> None:
