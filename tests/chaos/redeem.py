@@ -81,6 +81,7 @@ def _record(oracle: Oracle, log: RedemptionLog, customer: str, status: int, body
         log.counts["succeeded"] += 1
     elif status in (404, 409):
         log.counts["refused"] += 1
+        log.counts[f"refused: {body['error']['code']}"] += 1
     else:
         log.problems.append(f"{customer}: unexpected HTTP {status}: {body}")
 
