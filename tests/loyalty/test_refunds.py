@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
+from sqlalchemy import text
+
+from services.loyalty.service import refunds
+from tests.conftest import TEST_DB
 from tests.loyalty.support import Loyalty, at, purchase, refund
 
 pytestmark = pytest.mark.db
@@ -82,4 +87,38 @@ async def test_refunding_spent_points_leaves_a_debt_the_next_earnings_pay(
     await loyalty.check_invariants()
     await loyalty.handle(purchase("c", "100"))
     assert await loyalty.balance("c") == 10
+    await loyalty.check_invariants()
+
+
+async def _waiting_for_a_lock(loyalty: Loyalty) -> None:
+    """Until some other transaction of this database waits for a row lock."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(500):
+        async with loyalty.db.engine.connect() as conn:
+            if (await conn.execute(query)).scalar_one():
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the purchase never waited for the member lock")
+
+
+@pytest.mark.skipif(TEST_DB != "postgres", reason="SQLite runs one writer at a time")
+@pytest.mark.parametrize("batched", [False, True])
+async def test_a_refund_committing_while_its_purchase_waits_is_applied(
+    loyalty: Loyalty, batched: bool
+) -> None:
+    """Another consumer holds the member while it records a refund before its purchase;
+    the purchase's transaction has already looked for waiting refunds and found none.
+    Once it has the lock it must look again, or the refund waits forever."""
+    await loyalty.handle(purchase("c", "10", purchase_id="P-0"))  # the member exists
+    late = purchase("c", "100", purchase_id="P")
+    handle = loyalty.handle_batch if batched else loyalty.handle
+    async with loyalty.db.unit_of_work() as session:
+        await refunds.record_refund(session, event=refund("c", "P", "40"))
+        earning = asyncio.create_task(handle(late))
+        await _waiting_for_a_lock(loyalty)
+    await earning
+    assert await loyalty.balance("c") == 10 + 60
     await loyalty.check_invariants()

@@ -4,12 +4,15 @@ Per purchase, earning needs to know whether the purchase id is already recorded,
 whether refunds wait for it, and the member locked. One query each costs two
 round trips per purchase; instead, the first purchase of a *run* (the purchases
 the runner hands over back to back, up to the next event of another type, see
-``shared.consumer.batch``) reads them for the whole run in two statements:
+``shared.consumer.batch``) reads them for the whole run in three statements:
 
 1. which of the run's purchase ids are recorded, and which have refunds waiting;
 2. the members of the purchases that will earn (not recorded, first of their id
    in the run, not seen earlier in the batch), locked — created if new — in one
-   statement, in customer id order, into the transaction's lock cache.
+   statement, in customer id order, into the transaction's lock cache;
+3. (1) again, now under those locks: on PostgreSQL a refund handled by another
+   consumer at the same time locks the member before it records itself as waiting,
+   so what (1) read before the locks may have missed it.
 
 Exactness: inside a run only purchase handlers run, and a purchase changes none
 of this for any *other* purchase id (it records its own id, which the batch's
@@ -64,6 +67,12 @@ async def purchase_state(
     if not isinstance(run, _Run) or purchase_id not in run.covered:
         run = await _read_ahead(session, event, seen)
     if run is None:
+        known, waiting = await repository.purchase_state(session, purchase_id)
+        if known:
+            return known, waiting
+        # Read again under the member's lock: a refund of this purchase that committed
+        # while the lock was awaited (another consumer, PostgreSQL) is waiting now.
+        await repository.lock_member(session, event.subject)
         return await repository.purchase_state(session, purchase_id)
     return purchase_id in run.recorded, purchase_id in run.waiting
 
@@ -100,5 +109,9 @@ async def _read_ahead(
         earning.add(purchase_id)
         members.append(p.subject)
     await repository.lock_members(session, members)
+    if members:
+        # Again under the members' locks: a refund that committed while they were awaited
+        # (another consumer, PostgreSQL) waits for its purchase now.
+        run.recorded, run.waiting = await repository.purchases_state(session, run.covered)
     session.info[_KEY] = run
     return run
