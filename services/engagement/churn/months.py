@@ -74,9 +74,10 @@ async def refresh_months(
     if old == new:
         return
     await _set_cohort(session, customer_id, new)
-    await session.execute(
-        delete(ChurnCustomerMonth).where(ChurnCustomerMonth.customer_id == customer_id)
-    )
+    if old:  # (none read: none to delete)
+        await session.execute(
+            delete(ChurnCustomerMonth).where(ChurnCustomerMonth.customer_id == customer_id)
+        )
     if new:
         await session.execute(
             insert(ChurnCustomerMonth),

@@ -22,6 +22,7 @@ from services.engagement.repository.addresses import address as _address
 from services.engagement.repository.stats import JourneyStats as JourneyStats
 from services.engagement.repository.stats import attribute_purchase as attribute_purchase
 from services.engagement.repository.stats import list_journey_stats as list_journey_stats
+from services.engagement.repository.stats import record_conversion as record_conversion
 from services.engagement.repository.sweeps import (
     move_channel as move_channel,
 )
