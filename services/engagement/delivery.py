@@ -2,7 +2,7 @@
 
 Takes the caller's session; flushes, never commits. The sender owns the
 transactions and keeps them short: one to claim, none while talking to the
-provider, one to settle each outcome.
+provider, one to settle each outcome (or each group of outcomes ready together).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
 
 _KEY = "engagement.prefetched"
+_POSITIONS = "engagement.batch_positions"
 
 # A customer's latest basket as the run knows it: (purchase key, skus, event time).
 Basket = tuple[str, list[str], datetime]
@@ -76,7 +77,7 @@ async def read_ahead(
     if (run := run_of(session, event)) is not None:
         return run
     events = tuple(batch(session))
-    start = next((i for i, e in enumerate(events) if e is event), None)
+    start = _position(session, events, event)
     if start is None:
         return None
     purchases: list[PurchaseCompleted] = []
@@ -97,6 +98,16 @@ async def read_ahead(
     run.baskets = await _baskets(session, customers)
     session.info[_KEY] = run
     return run
+
+
+def _position(session: AsyncSession, events: tuple[Event, ...], event: Event) -> int | None:
+    """Where ``event`` (this very object) stands in the batch; the index is built once."""
+    positions = session.info.get(_POSITIONS)
+    if not isinstance(positions, tuple) or positions[0] is not events:
+        positions = (events, {id(e): i for i, e in enumerate(events)})
+        session.info[_POSITIONS] = positions
+    index: int | None = positions[1].get(id(event))
+    return index
 
 
 def survivor(run: Run, customer_id: str) -> str | None:

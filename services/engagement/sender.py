@@ -7,9 +7,10 @@ current channel order and lateness), and claim a batch of due messages (status
 ``sending``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas take disjoint
 rows), with the operators' stored templates for them. Then, outside any
 transaction, up to ``sender_concurrency`` workers render and send the batch,
-each over one SMTP session it keeps open, and settle each outcome in a
-transaction of its own (``sent`` plus an ``outreach.sent`` event in the outbox,
-or a retry with backoff, or ``failed``). The sender wakes when a transaction
+each over one SMTP session it keeps open, and settle each outcome before
+taking the next message (``sent`` plus an ``outreach.sent`` event in the outbox,
+or a retry with backoff, or ``failed``); outcomes that are ready together share
+one transaction (group commit, ``settling``). The sender wakes when a transaction
 planned a message or changed a contact (``OUTREACH_FLAG``), else every poll.
 
 Delivery is at-least-once, never at-most-once. Between the SMTP server's "250

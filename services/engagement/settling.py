@@ -14,6 +14,7 @@ transaction of its own would have.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,7 +40,8 @@ class GroupCommit:
         self._write = write
         self._waiting: list[tuple[Outcome, asyncio.Future[str | None]]] = []
         self._writer: asyncio.Task[None] | None = None
-        self.groups: list[int] = []  # sizes of the groups written (for tests and benchmarks)
+        # sizes of the latest groups written (for tests and benchmarks)
+        self.groups: deque[int] = deque(maxlen=1000)
 
     async def settle(self, outcome: Outcome) -> str | None:
         """Commit ``outcome`` (with whatever else is waiting); returns its new status."""

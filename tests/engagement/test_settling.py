@@ -51,7 +51,7 @@ async def test_outcomes_waiting_on_a_commit_go_together_in_the_next() -> None:
     rest = [settler.settle(Outcome(claim(n), reply="ok")) for n in range(1, 5)]
     assert await asyncio.gather(first, *rest) == ["sent"] * 5
     assert writer.written == [["o-0"], ["o-1", "o-2", "o-3", "o-4"]]
-    assert settler.groups == [1, 4]
+    assert list(settler.groups) == [1, 4]
 
 
 async def test_a_failed_commit_fails_each_of_its_outcomes_and_the_next_group_still_goes() -> None:
