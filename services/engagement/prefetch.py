@@ -23,8 +23,9 @@ was committed when it began, as if its purchases had been handled at that moment
 (under PostgreSQL's read committed a per-purchase query could see a send committed
 a moment later; the message and the purchase were concurrent either way). A run
 ends at the first event of another kind, so a purchase after it reads ahead
-afresh. Outside the runner (no batch, or an event not in it, as in a one-by-one
-replay) every call falls back to the per-purchase query.
+afresh; a failed batch replayed one message at a time reads ahead over runs of one.
+Outside the runner (no batch, or an event not in it) every call falls back to the
+per-purchase query.
 """
 
 from __future__ import annotations
