@@ -8,7 +8,15 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import care, identity, journeys, recommendations, recovery, service
+from services.engagement import (
+    care,
+    identity,
+    journeys,
+    prefetch,
+    recommendations,
+    recovery,
+    service,
+)
 from services.engagement.churn import consumers as churn_consumers
 from services.engagement.config import EngagementSettings
 from shared.config import ServiceSettings
@@ -146,14 +154,37 @@ async def on_consent_changed(session: AsyncSession, event: ConsentChanged) -> No
 
 def handlers(settings: ServiceSettings) -> Handlers:
     """Outreach's handlers and the churn part's, both run for an event both want."""
+    assert isinstance(settings, EngagementSettings)
     combined = combine(outreach_handlers(settings), churn_consumers.handlers(settings))
-    return {
+    wrapped: dict[type[Event], Handler] = {
         t: partial(_as_survivor, h) if t in ABOUT_A_CUSTOMER else h for t, h in combined.items()
     }
+    wrapped[PurchaseCompleted] = partial(
+        _purchase_as_survivor, combined[PurchaseCompleted], settings=settings
+    )
+    return wrapped
 
 
 async def _as_survivor(handler: Handler, session: AsyncSession, event: Event) -> None:
     await handler(session, await identity.act_as_survivor(session, event))
+
+
+async def _purchase_as_survivor(
+    handler: Handler,
+    session: AsyncSession,
+    event: PurchaseCompleted,
+    *,
+    settings: EngagementSettings,
+) -> None:
+    """As ``_as_survivor``, with the survivor taken from the run's read-ahead (``prefetch``)."""
+    run = await prefetch.read_ahead(session, event, settings=settings)
+    if run is None:
+        await _as_survivor(handler, session, event)
+        return
+    survivor = prefetch.survivor(run, event.subject)
+    await handler(
+        session, event if survivor is None else event.model_copy(update={"subject": survivor})
+    )
 
 
 def combine(*maps: Handlers) -> Handlers:

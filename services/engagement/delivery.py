@@ -2,7 +2,7 @@
 
 Takes the caller's session; flushes, never commits. The sender owns the
 transactions and keeps them short: one to claim, none while talking to the
-provider, one to settle each outcome.
+provider, one to settle each outcome (or each group of outcomes ready together).
 """
 
 from __future__ import annotations
@@ -231,6 +231,21 @@ async def record_sent(
     )
     if settled:
         await outbox.enqueue(session, _sent_event(claim, now))
+    return settled
+
+
+async def record_sent_many(
+    session: AsyncSession, *, sent: Sequence[tuple[Claim, str]], now: datetime
+) -> set[str]:
+    """``record_sent`` for several claims (with the provider's replies) in two statements:
+    one fenced update, one outbox insert. Returns the outreach ids settled (a claim that
+    was lost is left out, and gets no event)."""
+    if not sent:
+        return set()
+    replies = {(c.outreach_id, c.attempt): reply[:255] for c, reply in sent}
+    settled = await repository.settle_sent(session, replies=replies, sent_at=utc(now))
+    events = [_sent_event(c, now) for c, _ in sent if c.outreach_id in settled]
+    await outbox.enqueue(session, *events)
     return settled
 
 

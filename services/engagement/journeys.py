@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import journey_config, repository
+from services.engagement import prefetch, repository
 from services.engagement.catalog import (
     JOURNEYS,
     MARKETING,
@@ -51,7 +51,7 @@ async def plan(
 
     False if the journey is switched off or this step (``key``) was planned before.
     """
-    config = await journey_config.effective(session, journey, settings)
+    config = await prefetch.journey(session, event, journey, settings)
     if not config.enabled:
         return False
     step = OutreachPlan(
@@ -146,9 +146,15 @@ async def exit_pending(
 
 async def exit_win_back(session: AsyncSession, event: PurchaseCompleted, *, now: datetime) -> int:
     """A purchase ends the customer's pending win-back."""
-    return await exit_pending(
+    run = prefetch.run_of(session, event)
+    if run is not None and event.subject not in run.win_back:
+        return 0  # none pending when the run began, and only a ChurnRiskChanged plans one
+    exited = await exit_pending(
         session, customer_id=event.subject, journeys=(WIN_BACK,), reason=EXIT_PURCHASED, now=now
     )
+    if run is not None:
+        run.win_back.discard(event.subject)
+    return exited
 
 
 async def exit_keys(

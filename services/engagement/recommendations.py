@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.engagement import prefetch
 from services.engagement.models import ItemPair, ItemSequence, LastBasket
 from shared.db import upsertable_insert
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
@@ -92,15 +93,18 @@ async def record_sequence(session: AsyncSession, event: PurchaseCompleted) -> No
     """
     items = _items(event.data)
     key = f"{event.source}:{event.data.purchase_id}"
-    previous = await session.get(LastBasket, event.subject, with_for_update=True)
-    if previous is not None and (
-        previous.purchased_at >= event.time or previous.purchase_key == key
-    ):
+    run = prefetch.run_of(session, event)
+    if run is not None:
+        previous = run.baskets[event.subject]
+    else:
+        row = await session.get(LastBasket, event.subject, with_for_update=True)
+        previous = (row.purchase_key, row.skus, row.purchased_at) if row else None
+    if previous is not None and (previous[2] >= event.time or previous[0] == key):
         return
     if previous is not None:
         pairs = [
             {"sku": before, "next_sku": sku, "next_name": name, "count": 1}
-            for before in previous.skus
+            for before in previous[1]
             for sku, name in items.items()
             if sku != before
         ]
@@ -115,6 +119,8 @@ async def record_sequence(session: AsyncSession, event: PurchaseCompleted) -> No
             set_={c: stmt.excluded[c] for c in ("purchase_key", "skus", "purchased_at")},
         )
     )
+    if run is not None:
+        run.baskets[event.subject] = (key, list(items), event.time)
 
 
 async def _count_sequences(session: AsyncSession, pairs: Sequence[dict[str, Any]]) -> None:

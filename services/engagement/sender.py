@@ -7,9 +7,10 @@ current channel order and lateness), and claim a batch of due messages (status
 ``sending``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas take disjoint
 rows), with the operators' stored templates for them. Then, outside any
 transaction, up to ``sender_concurrency`` workers render and send the batch,
-each over one SMTP session it keeps open, and settle each outcome in a
-transaction of its own (``sent`` plus an ``outreach.sent`` event in the outbox,
-or a retry with backoff, or ``failed``). The sender wakes when a transaction
+each over one SMTP session it keeps open, and settle each outcome before
+taking the next message (``sent`` plus an ``outreach.sent`` event in the outbox,
+or a retry with backoff, or ``failed``); outcomes that are ready together share
+one transaction (group commit, ``settling``). The sender wakes when a transaction
 planned a message or changed a contact (``OUTREACH_FLAG``), else every poll.
 
 Delivery is at-least-once, never at-most-once. Between the SMTP server's "250
@@ -48,9 +49,11 @@ from services.engagement.mailer import (
     build_email,
     message_id,
 )
+from services.engagement.models import SENT
 from services.engagement.rendering import RenderedMessage, Renderer, Stored
 from services.engagement.repository import config as config_repo
 from services.engagement.service import OUTREACH_FLAG
+from services.engagement.settling import GroupCommit, Outcome
 from services.engagement.webhooks import WebhookChannel, webhook_channels
 from shared.app import Runtime
 from shared.db import Database
@@ -78,6 +81,7 @@ class Sender:
         self._webhooks: dict[str, WebhookChannel] = webhook_channels(settings)
         self._channels = (catalog.EMAIL, *self._webhooks)
         self._stored: Stored = {}
+        self._settler = GroupCommit(self._settle)
         self._wakeup = asyncio.Event()
         db.on_commit(self._wakeup.set, when=OUTREACH_FLAG)
 
@@ -186,15 +190,32 @@ class Sender:
 
     async def _deliver(self, claim: Claim, connection: SmtpConnection) -> None:
         try:
-            reply = await self._hand_over(claim, connection)
+            outcome = Outcome(claim, reply=await self._hand_over(claim, connection))
         except DeliveryFailed as failure:
-            await self._settle_failure(claim, failure)
-            return
+            outcome = Outcome(claim, failure=failure)
+        status = await self._settler.settle(outcome)
+        _log_outcome(claim, status, outcome.failure.reason if outcome.failure else None)
+
+    async def _settle(self, outcomes: Sequence[Outcome]) -> dict[str, str | None]:
+        """One transaction for a group of outcomes (``settling``); each claim's new status."""
+        now = datetime.now(UTC)
+        sent = [(o.claim, o.reply) for o in outcomes if o.reply is not None]
+        statuses: dict[str, str | None] = {}
         async with self._db.unit_of_work() as session:
-            settled = await delivery.record_sent(
-                session, claim=claim, provider_message_id=reply, now=datetime.now(UTC)
-            )
-        _log_outcome(claim, "sent" if settled else None)
+            settled = await delivery.record_sent_many(session, sent=sent, now=now)
+            for claim, _ in sent:
+                statuses[claim.outreach_id] = SENT if claim.outreach_id in settled else None
+            for o in outcomes:
+                if o.failure is not None:
+                    statuses[o.claim.outreach_id] = await delivery.record_failure(
+                        session,
+                        claim=o.claim,
+                        error=o.failure.reason,
+                        permanent=o.failure.permanent,
+                        now=now,
+                        policy=self._policy,
+                    )
+        return statuses
 
     async def _hand_over(self, claim: Claim, connection: SmtpConnection) -> str:
         """Give the message to its channel's provider; returns the provider's reply."""
@@ -234,18 +255,6 @@ class Sender:
             # Bad template or bad data: sending it again would fail the same way.
             reason = f"cannot compose the message: {type(exc).__name__}: {exc}"
             raise DeliveryFailed(reason, permanent=True) from exc
-
-    async def _settle_failure(self, claim: Claim, failure: DeliveryFailed) -> None:
-        async with self._db.unit_of_work() as session:
-            status = await delivery.record_failure(
-                session,
-                claim=claim,
-                error=failure.reason,
-                permanent=failure.permanent,
-                now=datetime.now(UTC),
-                policy=self._policy,
-            )
-        _log_outcome(claim, status, failure.reason)
 
     async def _release(self, claims: Sequence[Claim]) -> None:
         if claims:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import journey_config, recommendations, repository
+from services.engagement import prefetch, recommendations, repository
 from services.engagement.catalog import THANK_YOU
 from services.engagement.config import EngagementSettings
 from services.engagement.models import PENDING, SUPPRESSED, Outreach
@@ -141,7 +141,7 @@ async def plan_thank_you(
     of history) are recorded as suppressed rather than thanked years late.
     The journey's settings (enabled, delay, first channel, template) apply.
     """
-    config = await journey_config.effective(session, THANK_YOU, settings)
+    config = await prefetch.journey(session, event, THANK_YOU, settings)
     if not config.enabled:
         return False
     suggestions = {
@@ -189,10 +189,24 @@ async def list_outreach(
 async def attribute(session: AsyncSession, event: PurchaseCompleted, *, window: float) -> None:
     """Attribute the purchase to the last message sent to the customer within ``window`` s."""
     at = utc(event.time)
-    await repository.attribute_purchase(
-        session,
-        customer_id=event.subject,
-        purchase_key=f"{event.source}:{event.data.purchase_id}",
-        purchased_at=at,
-        since=at - timedelta(seconds=window),
-    )
+    since = at - timedelta(seconds=window)
+    purchase_key = f"{event.source}:{event.data.purchase_id}"
+    run = prefetch.run_of(session, event)
+    if run is None or not prefetch.covers(run, since=since, until=at):
+        await repository.attribute_purchase(
+            session,
+            customer_id=event.subject,
+            purchase_key=purchase_key,
+            purchased_at=at,
+            since=since,
+        )
+        return
+    outreach_id = prefetch.last_sent(run, event.subject, since=since, until=at)
+    if outreach_id is not None:
+        await repository.record_conversion(
+            session,
+            purchase_key=purchase_key,
+            outreach_id=outreach_id,
+            customer_id=event.subject,
+            purchased_at=at,
+        )

@@ -41,6 +41,7 @@ async def on_purchase_completed(
         currency=event.data.total.currency,
         config=config,
         now=now,
+        absent=await service.read_ahead(session, event),
     )
     await bootstrap(session, config=config, now=now)
 

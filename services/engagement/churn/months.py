@@ -74,9 +74,10 @@ async def refresh_months(
     if old == new:
         return
     await _set_cohort(session, customer_id, new)
-    await session.execute(
-        delete(ChurnCustomerMonth).where(ChurnCustomerMonth.customer_id == customer_id)
-    )
+    if old:  # (none read: none to delete)
+        await session.execute(
+            delete(ChurnCustomerMonth).where(ChurnCustomerMonth.customer_id == customer_id)
+        )
     if new:
         await session.execute(
             insert(ChurnCustomerMonth),
@@ -99,16 +100,24 @@ async def refresh_months(
 
 
 async def _set_cohort(session: AsyncSession, customer_id: str, months: dict[int, Month]) -> None:
-    await session.execute(
-        delete(ChurnCustomerCohort).where(ChurnCustomerCohort.customer_id == customer_id)
-    )
+    """Replace the customer's cohort row (one upsert), or delete it when nothing is bought."""
     if not months:
+        await session.execute(
+            delete(ChurnCustomerCohort).where(ChurnCustomerCohort.customer_id == customer_id)
+        )
         return
     ordered = sorted(months)
     cohort = ordered[0]
     second = cohort if months[cohort][0] >= 2 else (ordered[1] if len(ordered) > 1 else None)
-    session.add(ChurnCustomerCohort(customer_id=customer_id, cohort=cohort, second=second))
-    await session.flush()
+    stmt = upsertable_insert(session)(ChurnCustomerCohort).values(
+        customer_id=customer_id, cohort=cohort, second=second
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={"cohort": stmt.excluded.cohort, "second": stmt.excluded.second},
+        )
+    )
 
 
 Key = tuple[int | str, ...]

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
+from services.engagement import prefetch
 from services.engagement.churn import months, scores
 from services.engagement.churn.models import (
     ChurnBandChange,
@@ -26,6 +27,7 @@ from services.engagement.churn.models import (
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.churn.stats import PurchaseRow, Stats, compute_stats
 from shared.db import upsertable_insert
+from shared.events import Event
 
 CUSTOMER_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnCustomer, ChurnBandChange)
 
@@ -40,6 +42,7 @@ async def record_purchase(
     currency: str,
     config: ChurnSettings,
     now: datetime,
+    absent: set[str] | None = None,
 ) -> None:
     values = {
         "purchase_id": purchase_id,
@@ -54,7 +57,7 @@ async def record_purchase(
     added = await session.execute(insert(ChurnPurchase).values(values).on_conflict_do_nothing())
     if not getattr(added, "rowcount", 1):
         return  # the same purchase again (another event id): nothing new
-    await refresh(session, customer_id, config=config, now=now)
+    await refresh(session, customer_id, config=config, now=now, absent=absent)
 
 
 async def record_refund(
@@ -101,7 +104,12 @@ async def _refunded(session: AsyncSession, purchase_id: str) -> Decimal:
 
 
 async def refresh(
-    session: AsyncSession, customer_id: str, *, config: ChurnSettings, now: datetime
+    session: AsyncSession,
+    customer_id: str,
+    *,
+    config: ChurnSettings,
+    now: datetime,
+    absent: set[str] | None = None,
 ) -> None:
     """Recompute a customer's statistics from their purchases, then re-score them."""
     rows = (
@@ -112,14 +120,43 @@ async def refresh(
         config.cadence_percentile,
     )
     await months.refresh_months(session, customer_id, rows)
-    customer = await customer_row(session, customer_id)
+    customer = await customer_row(session, customer_id, absent=absent)
     _apply_stats(customer, stats)
     await session.flush()
     await scores.rescore_customer(session, customer, config=config, now=now)
 
 
-async def customer_row(session: AsyncSession, customer_id: str) -> ChurnCustomer:
-    customer = await session.get(ChurnCustomer, customer_id)
+_AHEAD = "engagement.churn_ahead"
+
+
+async def read_ahead(session: AsyncSession, event: Event) -> set[str] | None:
+    """For a purchase in a read-ahead run (``prefetch``): load the run's customers' rows
+    in one query (later gets find them in the session) and return the ids that have
+    none, so their first purchase need not ask. None outside a run."""
+    run = prefetch.run_of(session, event)
+    if run is None:
+        return None
+    ahead = session.info.get(_AHEAD)
+    if ahead is not None and ahead[0] is run:
+        absent: set[str] = ahead[1]
+        return absent
+    stmt = select(ChurnCustomer).where(ChurnCustomer.customer_id.in_(run.customers))
+    found = {c.customer_id for c in (await session.scalars(stmt)).all()}
+    absent = set(run.customers) - found
+    session.info[_AHEAD] = (run, absent)
+    return absent
+
+
+async def customer_row(
+    session: AsyncSession, customer_id: str, *, absent: set[str] | None = None
+) -> ChurnCustomer:
+    """The customer's statistics row, created if new; ``absent`` (``read_ahead``) names
+    customers known to have none (one is taken off once created)."""
+    if absent is not None and customer_id in absent:
+        absent.discard(customer_id)
+        customer = None
+    else:
+        customer = await session.get(ChurnCustomer, customer_id)
     if customer is None:
         customer = ChurnCustomer(
             customer_id=customer_id,

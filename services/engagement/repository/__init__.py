@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import Row, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.models import (
@@ -22,6 +22,7 @@ from services.engagement.repository.addresses import address as _address
 from services.engagement.repository.stats import JourneyStats as JourneyStats
 from services.engagement.repository.stats import attribute_purchase as attribute_purchase
 from services.engagement.repository.stats import list_journey_stats as list_journey_stats
+from services.engagement.repository.stats import record_conversion as record_conversion
 from services.engagement.repository.sweeps import (
     move_channel as move_channel,
 )
@@ -177,6 +178,28 @@ async def settle_claim(
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def settle_sent(
+    session: AsyncSession, *, replies: dict[tuple[str, int], str], sent_at: datetime
+) -> set[str]:
+    """Record several claims as sent in one statement: ``replies`` maps (outreach id,
+    attempt) to the provider's reply. Fenced like ``settle_claim``, row by row; returns
+    the ids it settled."""
+    fenced = or_(*(and_(Outreach.id == i, Outreach.attempts == attempt) for i, attempt in replies))
+    by_id = {i: reply for (i, _), reply in replies.items()}
+    result = await session.execute(
+        update(Outreach)
+        .where(fenced, Outreach.status.in_((SENDING, PENDING)))
+        .values(
+            status=SENT,
+            sent_at=sent_at,
+            provider_message_id=case(by_id, value=Outreach.id),
+        )
+        .returning(Outreach.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(result.scalars().all())
 
 
 async def update_stalled(

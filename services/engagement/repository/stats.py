@@ -92,6 +92,25 @@ async def attribute_purchase(
     outreach_id = (await session.execute(stmt)).scalar_one_or_none()
     if outreach_id is None:
         return None
+    await record_conversion(
+        session,
+        purchase_key=purchase_key,
+        outreach_id=str(outreach_id),
+        customer_id=customer_id,
+        purchased_at=purchased_at,
+    )
+    return str(outreach_id)
+
+
+async def record_conversion(
+    session: AsyncSession,
+    *,
+    purchase_key: str,
+    outreach_id: str,
+    customer_id: str,
+    purchased_at: datetime,
+) -> None:
+    """The purchase was brought back by ``outreach_id``; a purchase is attributed once."""
     values = {
         "purchase_key": purchase_key,
         "outreach_id": outreach_id,
@@ -100,4 +119,3 @@ async def attribute_purchase(
     }
     insert = upsertable_insert(session)(Conversion).values(**values)
     await session.execute(insert.on_conflict_do_nothing(index_elements=["purchase_key"]))
-    return str(outreach_id)

@@ -1,0 +1,190 @@
+"""Reading ahead over a run of purchases in a consumer batch.
+
+For each purchase, the outreach side used to ask the database, one purchase at a
+time: whom the customer was merged into, whether a win-back waits to be cancelled,
+which message the purchase is attributed to, the thank-you journey's settings, and
+the customer's previous basket (locked). The first purchase of a *run* (the
+purchases the runner hands over back to back, up to the next event of another
+kind, see ``shared.consumer.batch``) now asks for the whole run in five statements:
+
+1. the survivors of the run's customer ids that were merged away;
+2. which of the (surviving) customers have a pending win-back;
+3. the messages sent to them within the attribution window of the run's purchases,
+   newest first, in the order the per-purchase query used (``sent_at``, then id);
+4. every journey's settings;
+5. their latest baskets, locked (``FOR UPDATE``, in customer order, on PostgreSQL).
+
+Exactness: inside a run only purchase handlers run, and a purchase changes none of
+this for a later one, except the latest basket (each purchase replaces its
+customer's; the run keeps its copy up to date as it writes) and the pending
+win-backs it cancels (the run forgets them once cancelled). Merges, win-back plans
+and sends come from other kinds of event or other transactions: a run sees what
+was committed when it began, as if its purchases had been handled at that moment
+(under PostgreSQL's read committed a per-purchase query could see a send committed
+a moment later; the message and the purchase were concurrent either way). A run
+ends at the first event of another kind, so a purchase after it reads ahead
+afresh; a failed batch replayed one message at a time reads ahead over runs of one.
+Outside the runner (no batch, or an event not in it) every call falls back to the
+per-purchase query.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.engagement import journey_config
+from services.engagement.catalog import WIN_BACK
+from services.engagement.config import EngagementSettings
+from services.engagement.journey_config import JourneySettings
+from services.engagement.models import PENDING, SENT, LastBasket, MergedCustomer, Outreach
+from shared.consumer import batch
+from shared.events import Event
+from shared.events.commerce import PurchaseCompleted
+
+_KEY = "engagement.prefetched"
+_POSITIONS = "engagement.batch_positions"
+
+# A customer's latest basket as the run knows it: (purchase key, skus, event time).
+Basket = tuple[str, list[str], datetime]
+
+
+@dataclass
+class Run:
+    covered: set[str] = field(default_factory=set)  # event ids
+    customers: list[str] = field(default_factory=list)  # after merges, sorted
+    survivors: dict[str, str] = field(default_factory=dict)
+    win_back: set[str] = field(default_factory=set)
+    sent: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
+    window: tuple[datetime, datetime] | None = None
+    journeys: dict[str, JourneySettings] = field(default_factory=dict)
+    baskets: dict[str, Basket | None] = field(default_factory=dict)
+
+
+def run_of(session: AsyncSession, event: Event) -> Run | None:
+    """The read-ahead covering ``event`` (same id), if any."""
+    run = session.info.get(_KEY)
+    return run if isinstance(run, Run) and event.id in run.covered else None
+
+
+async def read_ahead(
+    session: AsyncSession, event: PurchaseCompleted, *, settings: EngagementSettings
+) -> Run | None:
+    """The run ``event`` belongs to, read ahead now if it was not yet; None outside one."""
+    if (run := run_of(session, event)) is not None:
+        return run
+    events = tuple(batch(session))
+    start = _position(session, events, event)
+    if start is None:
+        return None
+    purchases: list[PurchaseCompleted] = []
+    for e in events[start:]:
+        if not isinstance(e, PurchaseCompleted):
+            break
+        purchases.append(e)
+    run = Run(covered={p.id for p in purchases})
+    run.survivors = await _survivors(session, {p.subject for p in purchases})
+    customers = sorted({run.survivors.get(p.subject, p.subject) for p in purchases})
+    run.customers = customers
+    run.win_back = await _pending_win_back(session, customers)
+    window = timedelta(seconds=settings.attribution_window_seconds)
+    times = [p.time for p in purchases]
+    run.window = (min(times) - window, max(times))
+    run.sent = await _sent(session, customers, *run.window)
+    run.journeys = await journey_config.all_effective(session, settings)
+    run.baskets = await _baskets(session, customers)
+    session.info[_KEY] = run
+    return run
+
+
+def _position(session: AsyncSession, events: tuple[Event, ...], event: Event) -> int | None:
+    """Where ``event`` (this very object) stands in the batch; the index is built once."""
+    positions = session.info.get(_POSITIONS)
+    if not isinstance(positions, tuple) or positions[0] is not events:
+        positions = (events, {id(e): i for i, e in enumerate(events)})
+        session.info[_POSITIONS] = positions
+    index: int | None = positions[1].get(id(event))
+    return index
+
+
+def survivor(run: Run, customer_id: str) -> str | None:
+    return run.survivors.get(customer_id)
+
+
+def covers(run: Run, *, since: datetime, until: datetime) -> bool:
+    """Whether the run read the messages sent in [since, until]."""
+    return run.window is not None and run.window[0] <= since and until <= run.window[1]
+
+
+def last_sent(run: Run, customer_id: str, *, since: datetime, until: datetime) -> str | None:
+    """The last message sent to the customer in [since, until] (``covers``), as the
+    per-purchase query finds it."""
+    for sent_at, outreach_id in run.sent.get(customer_id, ()):
+        if since <= sent_at <= until:
+            return outreach_id
+    return None
+
+
+async def _survivors(session: AsyncSession, customer_ids: set[str]) -> dict[str, str]:
+    stmt = select(MergedCustomer.customer_id, MergedCustomer.survivor_id).where(
+        MergedCustomer.customer_id.in_(sorted(customer_ids))
+    )
+    return {old: new for old, new in (await session.execute(stmt)).all()}
+
+
+async def _pending_win_back(session: AsyncSession, customers: list[str]) -> set[str]:
+    stmt = select(Outreach.customer_id).where(
+        Outreach.customer_id.in_(customers),
+        Outreach.journey == WIN_BACK,
+        Outreach.status == PENDING,
+    )
+    return set((await session.execute(stmt)).scalars())
+
+
+async def _sent(
+    session: AsyncSession, customers: list[str], since: datetime, until: datetime
+) -> dict[str, list[tuple[datetime, str]]]:
+    stmt = (
+        select(Outreach.customer_id, Outreach.sent_at, Outreach.id)
+        .where(
+            Outreach.customer_id.in_(customers),
+            Outreach.status == SENT,
+            Outreach.to_address.is_(None),
+            Outreach.sent_at >= since,
+            Outreach.sent_at <= until,
+        )
+        .order_by(Outreach.customer_id, Outreach.sent_at.desc(), Outreach.id.desc())
+    )
+    found: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for customer_id, sent_at, outreach_id in (await session.execute(stmt)).all():
+        assert sent_at is not None  # the query asked for a range of it
+        found[customer_id].append((sent_at, outreach_id))
+    return dict(found)
+
+
+async def _baskets(session: AsyncSession, customers: list[str]) -> dict[str, Basket | None]:
+    stmt = (
+        select(LastBasket.customer_id, LastBasket.purchase_key, LastBasket.skus)
+        .add_columns(LastBasket.purchased_at)
+        .where(LastBasket.customer_id.in_(customers))
+        .order_by(LastBasket.customer_id)
+        .with_for_update()
+    )
+    baskets: dict[str, Basket | None] = dict.fromkeys(customers)
+    for customer_id, key, skus, at in (await session.execute(stmt)).all():
+        baskets[customer_id] = (key, list(skus), at)
+    return baskets
+
+
+async def journey(
+    session: AsyncSession, event: Event, name: str, settings: EngagementSettings
+) -> JourneySettings:
+    """A journey's settings: the run's copy for a covered purchase, else read now."""
+    run = run_of(session, event)
+    if run is not None:
+        return run.journeys[name]
+    return await journey_config.effective(session, name, settings)

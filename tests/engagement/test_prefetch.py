@@ -1,0 +1,173 @@
+"""A consumer batch of purchases reads ahead (``prefetch``) and ends where one-by-one
+handling ends: the same messages, exits, attributions and recommendation counts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from sqlalchemy import event as sa_event
+from sqlalchemy import select, update
+
+from services.engagement.config import EngagementSettings
+from services.engagement.consumers import handlers
+from services.engagement.main import MIGRATIONS
+from services.engagement.models import (
+    Conversion,
+    ItemPair,
+    ItemSequence,
+    LastBasket,
+    Outreach,
+)
+from shared.consumer import ConsumerRunner, Item
+from shared.db import Database
+from shared.events import Event
+from shared.migrations import upgrade_async
+from tests.conftest import DatabaseFactory
+from tests.engagement.support import customer, handle, now, published, purchase, settings
+from tests.engagement.test_identity import merged
+from tests.engagement.test_journeys import risk
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+async def twin(database_url: DatabaseFactory) -> AsyncIterator[Database]:
+    """A second engagement database, for the one-by-one reference run."""
+    url = await database_url("engagement_twin")
+    await upgrade_async(MIGRATIONS, url)
+    database = Database(url)
+    yield database
+    await database.dispose()
+
+
+def _items(events: list[Event]) -> list[Item]:
+    items = []
+    for offset, e in enumerate(events):
+        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+            "commerce.purchases", 0, offset, 0, 0, e.key, e.to_json(), None, 0, 0, []
+        )
+        items.append(Item(record, e, None))
+    return items
+
+
+async def _in_one_batch(db: Database, events: list[Event], config: EngagementSettings) -> None:
+    runner = ConsumerRunner(
+        db=db, consumer=None, service="test", topic_prefix="", handlers=handlers(config)
+    )
+    assert await runner._apply_batch(_items(events))
+
+
+def _history() -> list[Event]:
+    """Customers, a merge, a pending win-back, and a purchase whose thank-you was sent."""
+    return [
+        customer("c-a", email="a@example.com"),
+        customer("c-b", email="b@example.com"),
+        customer("c-c", email="c@example.com"),
+        merged("c-c", "c-old"),
+        risk("c-a", "high"),
+        purchase("c-b", purchase_id="setup-b", items=("Green tea",)),
+    ]
+
+
+async def _setup(db: Database, history: list[Event], config: EngagementSettings) -> None:
+    await handle(db, *history, config=config)
+    async with db.unit_of_work() as session:
+        await session.execute(
+            update(Outreach)
+            .where(Outreach.dedupe_key.like("thank_you:%setup-b"))
+            .values(status="sent", sent_at=now() - timedelta(days=2), recipient="b@example.com")
+        )
+
+
+async def _state(db: Database) -> dict[str, Any]:
+    async with db.unit_of_work() as session:
+        outreach = (await session.execute(select(Outreach))).scalars().all()
+        keys = {o.id: o.dedupe_key for o in outreach}
+        conversions = (await session.execute(select(Conversion))).scalars().all()
+        pairs = (await session.execute(select(ItemPair))).scalars().all()
+        sequences = (await session.execute(select(ItemSequence))).scalars().all()
+        baskets = (await session.execute(select(LastBasket))).scalars().all()
+    return {
+        "outreach": sorted(
+            (o.dedupe_key, o.customer_id, o.journey, o.status, o.last_error, str(o.context))
+            for o in outreach
+        ),
+        "conversions": sorted((c.purchase_key, keys[c.outreach_id]) for c in conversions),
+        "pairs": sorted((p.sku, p.other_sku, p.count) for p in pairs),
+        "sequences": sorted((s.sku, s.next_sku, s.count) for s in sequences),
+        "baskets": sorted((b.customer_id, b.purchase_key, tuple(b.skus)) for b in baskets),
+        "published": sorted(e.type for e in await published(db)),
+    }
+
+
+async def test_a_batch_of_purchases_ends_as_one_by_one_handling_does(
+    db: Database, twin: Database
+) -> None:
+    config = settings()
+    history = _history()
+    await _setup(db, history, config)
+    await _setup(twin, history, config)
+    t0 = now() - timedelta(hours=1)
+    first = purchase("c-a", purchase_id="p-1", items=("Green tea", "Lotus cake"), when=t0)
+    events: list[Event] = [
+        first,
+        purchase("c-b", purchase_id="p-2", items=("Lotus cake", "Jasmine"), when=t0),
+        # the same customer again, later, with other items: "bought after" links them
+        purchase("c-a", purchase_id="p-3", items=("Jasmine",), when=t0 + timedelta(minutes=5)),
+        first,  # the same event delivered twice
+        # a till re-sending the same sale under a new event id
+        purchase("c-a", purchase_id="p-1", items=("Green tea", "Lotus cake"), when=t0),
+        purchase("c-old", purchase_id="p-4", items=("Green tea",), when=t0),  # merged away
+        # an older purchase arriving late changes no basket
+        purchase("c-b", purchase_id="p-5", items=("Oolong",), when=t0 - timedelta(days=1)),
+        customer("c-a", email="a2@example.com", update=True),  # another kind ends the run
+        purchase("c-a", purchase_id="p-6", items=("Oolong",), when=t0 + timedelta(minutes=9)),
+    ]
+    await _in_one_batch(db, events, config)
+    # the reference: every event alone, no read-ahead, the duplicate delivery left out
+    await handle(twin, *[e for i, e in enumerate(events) if i != 3], config=config)
+    batched, alone = await _state(db), await _state(twin)
+    assert batched == alone
+    # and what both say, spelled out
+    thanked = [k for k, *_ in batched["outreach"] if k.startswith("thank_you:")]
+    assert sorted(thanked) == sorted(
+        f"thank_you:/pos/store-7:{p}" for p in ("setup-b", "p-1", "p-2", "p-3", "p-4", "p-5", "p-6")
+    )
+    customers = {k: c for k, c, *_ in batched["outreach"]}
+    assert customers["thank_you:/pos/store-7:p-4"] == "c-c"
+    [win_back] = [o for o in batched["outreach"] if o[2] == "win_back"]
+    assert (win_back[3], win_back[4]) == (
+        "suppressed",
+        "exit: the customer purchased before it was due",
+    )
+    assert batched["published"].count("outreach.suppressed") == 1
+    # both purchases of c-b came within a week after the message it was sent
+    assert batched["conversions"] == [
+        ("/pos/store-7:p-2", "thank_you:/pos/store-7:setup-b"),
+        ("/pos/store-7:p-5", "thank_you:/pos/store-7:setup-b"),
+    ]
+    assert ("c-a", "/pos/store-7:p-6", ("sku-oolong",)) in batched["baskets"]
+
+
+async def test_a_run_asks_once_for_what_each_purchase_used_to_ask(db: Database) -> None:
+    config = settings()
+    people = [customer(f"c-{n}", email=f"c{n}@example.com") for n in range(20)]
+    await _in_one_batch(db, list(people), config)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(" ".join(args[2].split()).upper())
+
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await _in_one_batch(db, [purchase(f"c-{n}") for n in range(20)], config)
+    finally:
+        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    for table in ("MERGED_CUSTOMERS", "JOURNEY_CONFIGS"):
+        assert sum(f"FROM {table}" in s for s in statements) == 1, table
+    assert sum(s.startswith("SELECT") and "FROM LAST_BASKETS" in s for s in statements) == 1
+    assert not [s for s in statements if s.startswith("UPDATE OUTREACH")]  # no win-back waits
