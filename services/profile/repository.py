@@ -16,8 +16,11 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    literal_column,
+    null,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -225,6 +228,53 @@ async def list_memberships(
         )
         found += [(s, c) for s, c in (await session.execute(stmt)).all()]
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRows:
+    channels: list[str]
+    consents: list[Consent]
+    segments: list[str]
+
+
+async def view_rows(session: AsyncSession, customer_id: str) -> ViewRows:
+    """The customer's channels (first used first), consents and segments (by name) in
+    one statement (``list_channels``, ``list_consents`` and ``list_member_segments``
+    were three round trips on every 360° view). The consents are detached rows."""
+    ch, co, sm = CustomerChannel, Consent, SegmentMember
+    none = null()
+    statement: Any = union_all(
+        select(literal_column("'channel'"), ch.channel, none, none, ch.first_seen_at).where(
+            ch.customer_id == customer_id
+        ),
+        select(literal_column("'consent'"), co.channel, co.status, co.source, co.changed_at).where(
+            co.customer_id == customer_id
+        ),
+        select(literal_column("'segment'"), sm.segment, none, none, none).where(
+            sm.customer_id == customer_id
+        ),
+    )
+    rows: Sequence[Any] = (await session.execute(statement)).all()
+    channels: list[tuple[datetime, str]] = []
+    consents: list[Consent] = []
+    segments: list[str] = []
+    for what, name, status, source, at in rows:
+        if what == "channel":
+            channels.append((at, name))
+        elif what == "consent":
+            consents.append(
+                Consent(
+                    customer_id=customer_id, channel=name, status=status, source=source,
+                    changed_at=at,
+                )
+            )  # fmt: skip
+        else:
+            segments.append(name)
+    return ViewRows(
+        [name for _, name in sorted(channels)],
+        sorted(consents, key=lambda c: c.channel),
+        sorted(segments),
+    )
 
 
 # --- identities -------------------------------------------------------------------------------

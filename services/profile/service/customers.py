@@ -182,15 +182,8 @@ async def find_customer(session: AsyncSession, customer_id: str) -> Customer:
 
 async def get_customer_view(session: AsyncSession, *, customer_id: str) -> CustomerView:
     customer = await find_customer(session, customer_id)
-    cid = customer.customer_id
-    channels = await repository.list_channels(session, cid)
-    return CustomerView(
-        customer,
-        [c.channel for c in channels],
-        net_spend(customer),
-        list(await repository.list_consents(session, cid)),
-        list(await repository.list_member_segments(session, cid)),
-    )
+    rows = await repository.view_rows(session, customer.customer_id)
+    return CustomerView(customer, rows.channels, net_spend(customer), rows.consents, rows.segments)
 
 
 def net_spend(customer: Customer) -> Money | None:
