@@ -58,6 +58,7 @@ class BatchState:
     subjects: frozenset[str]
     customers: dict[str, Customer] = field(default_factory=dict)
     created: set[str] = field(default_factory=set)
+    made: frozenset[str] = frozenset()  # every customer this transaction created
     segments: Sequence[Segment] = ()
     members: dict[str, set[str]] = field(default_factory=dict)
 
@@ -93,6 +94,7 @@ async def _read_ahead(session: AsyncSession, events: Sequence[Event]) -> BatchSt
     subjects = sorted({e.subject for e in events})
     ahead = BatchState(events, frozenset(subjects))
     ahead.created = await repository.create_customers(session, subjects)
+    ahead.made = frozenset(ahead.created)
     wanted = subjects
     while wanted:  # the subjects, then the survivors of merged ones (and theirs)
         found = await repository.lock_customers(session, wanted)
@@ -115,6 +117,13 @@ def taken(ahead: BatchState, customer_id: str) -> tuple[Customer, bool] | None:
     created = customer_id in ahead.created
     ahead.created.discard(customer_id)
     return customer, created
+
+
+def made_here(session: AsyncSession, customer_id: str) -> bool:
+    """This batch's transaction created the customer, so it has no consent: consent is
+    only written by REST requests, and no other transaction can see the row yet."""
+    ahead = current(session)
+    return ahead is not None and customer_id in ahead.made
 
 
 def locked(session: AsyncSession, customer_id: str) -> Customer | None:

@@ -57,7 +57,10 @@ async def customer_for(
     if created:  # a customer created just now has no consent yet
         await announce(session, CustomerRegistered, customer, cause=event, consents=[])
     elif changed:
-        await announce(session, CustomerUpdated, customer, cause=event)
+        none: list[Consent] | None = (
+            [] if batching.made_here(session, customer.customer_id) else None
+        )
+        await announce(session, CustomerUpdated, customer, cause=event, consents=none)
     return customer
 
 
