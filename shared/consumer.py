@@ -42,6 +42,7 @@ Handler = Callable[[AsyncSession, Any], Awaitable[None]]
 Handlers = Mapping[type[Event], Handler]
 
 MAX_HANDLER_ATTEMPTS = 3
+SOURCES_PER_QUERY = 100  # distinct event sources per "already processed" query
 
 
 BATCH = "keepwell.batch"
@@ -279,13 +280,24 @@ class ConsumerRunner:
         keys = {(e.source, e.id) for e in events if e is not None and type(e) in self._handlers}
         if not keys:
             return set()
+        by_source: dict[str, list[str]] = {}
+        for source, event_id in sorted(keys):
+            by_source.setdefault(source, []).append(event_id)
         t = processed_events
-        rows = await session.execute(
-            select(t.c.source, t.c.event_id).where(
-                or_(*(and_(t.c.source == s, t.c.event_id == i) for s, i in keys))
-            )
-        )
-        return {(r.source, r.event_id) for r in rows}
+        # One ``source = ? AND event_id IN (…)`` per source (a batch has few sources):
+        # a primary-key range per source on both databases, where one OR term per
+        # event was slow to plan on PostgreSQL and too deep an expression for SQLite
+        # beyond ~1,000 events. Many sources are asked about SOURCES_PER_QUERY at a time.
+        groups = list(by_source.items())
+        seen: set[tuple[str, str]] = set()
+        for start in range(0, len(groups), SOURCES_PER_QUERY):
+            match = [
+                and_(t.c.source == s, t.c.event_id.in_(ids))
+                for s, ids in groups[start : start + SOURCES_PER_QUERY]
+            ]
+            rows = await session.execute(select(t.c.source, t.c.event_id).where(or_(*match)))
+            seen.update((r.source, r.event_id) for r in rows)
+        return seen
 
     def _verdict(self, item: Item, seen: set[tuple[str, str]]) -> str:
         """What becomes of a message: dead-letter, ignored, duplicate or handled.

@@ -11,6 +11,7 @@ from services.profile import service
 from services.profile.config import ProfileSettings
 from services.profile.models import Customer
 from services.profile.service import segments
+from shared import outbox
 from shared.config import ServiceSettings
 from shared.consumer import Handler, Handlers
 from shared.events import Event
@@ -46,7 +47,11 @@ Recorder = Callable[..., Awaitable[Customer]]
 
 
 def _handler(record: Recorder, **options: Any) -> Handler:
+    """A recorder, then the segments; the batch's outbox rows are written once at commit
+    (``outbox.defer``; the read-ahead and the other held writes: ``service.batching``)."""
+
     async def handle(session: AsyncSession, event: Event) -> None:
+        outbox.defer(session)
         customer = await record(session, event=event, **options)
         await segments.reevaluate(session, customer)
 

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Numeric, and_, case, cast, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    Numeric,
+    and_,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from services.profile import rollup
 from services.profile.models import (
@@ -60,6 +76,38 @@ async def get_customer_for_update(session: AsyncSession, customer_id: str) -> tu
     customer = await lock_customer(session, customer_id)
     assert customer is not None
     return customer, is_new
+
+
+CHUNK = 1000  # ids per IN list / rows per statement in batch reads and writes
+
+
+async def create_customers(session: AsyncSession, customer_ids: Sequence[str]) -> set[str]:
+    """Create the customers that do not exist yet; returns the ids this call created."""
+    created: set[str] = set()
+    t = Customer.__table__
+    for start in range(0, len(customer_ids), CHUNK):
+        chunk = [{"customer_id": c} for c in customer_ids[start : start + CHUNK]]
+        stmt = upsertable_insert(session)(t).values(chunk)
+        stmt = stmt.on_conflict_do_nothing(index_elements=["customer_id"])
+        result = await session.execute(stmt.returning(t.c.customer_id))
+        created.update(result.scalars())
+    return created
+
+
+async def lock_customers(session: AsyncSession, customer_ids: Sequence[str]) -> list[Customer]:
+    """These customers (those that exist), locked in customer id order."""
+    found: list[Customer] = []
+    ordered = sorted(customer_ids)
+    for start in range(0, len(ordered), CHUNK):
+        stmt = (
+            select(Customer)
+            .where(Customer.customer_id.in_(ordered[start : start + CHUNK]))
+            .order_by(Customer.customer_id)
+            .with_for_update()
+        )
+        result = await session.execute(stmt.execution_options(populate_existing=True))
+        found += result.scalars().all()
+    return found
 
 
 async def redirect_merged(session: AsyncSession, absorbed_id: str, survivor_id: str) -> None:
@@ -169,6 +217,66 @@ async def list_member_segments(session: AsyncSession, customer_id: str) -> Seque
     return (await session.execute(stmt)).scalars().all()
 
 
+async def list_memberships(
+    session: AsyncSession, customer_ids: Iterable[str]
+) -> list[tuple[str, str]]:
+    """(segment, customer id) of every membership of these customers."""
+    ids, found = sorted(customer_ids), []
+    for start in range(0, len(ids), CHUNK):
+        stmt = select(SegmentMember.segment, SegmentMember.customer_id).where(
+            SegmentMember.customer_id.in_(ids[start : start + CHUNK])
+        )
+        found += [(s, c) for s, c in (await session.execute(stmt)).all()]
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRows:
+    channels: list[str]
+    consents: list[Consent]
+    segments: list[str]
+
+
+async def view_rows(session: AsyncSession, customer_id: str) -> ViewRows:
+    """The customer's channels (first used first), consents and segments (by name) in
+    one statement (``list_channels``, ``list_consents`` and ``list_member_segments``
+    were three round trips on every 360° view). The consents are detached rows."""
+    ch, co, sm = CustomerChannel, Consent, SegmentMember
+    none = null()
+    statement: Any = union_all(
+        select(literal_column("'channel'"), ch.channel, none, none, ch.first_seen_at).where(
+            ch.customer_id == customer_id
+        ),
+        select(literal_column("'consent'"), co.channel, co.status, co.source, co.changed_at).where(
+            co.customer_id == customer_id
+        ),
+        select(literal_column("'segment'"), sm.segment, none, none, none).where(
+            sm.customer_id == customer_id
+        ),
+    )
+    rows: Sequence[Any] = (await session.execute(statement)).all()
+    channels: list[tuple[datetime, str]] = []
+    consents: list[Consent] = []
+    segments: list[str] = []
+    for what, name, status, source, at in rows:
+        if what == "channel":
+            channels.append((at, name))
+        elif what == "consent":
+            consents.append(
+                Consent(
+                    customer_id=customer_id, channel=name, status=status, source=source,
+                    changed_at=at,
+                )
+            )  # fmt: skip
+        else:
+            segments.append(name)
+    return ViewRows(
+        [name for _, name in sorted(channels)],
+        sorted(consents, key=lambda c: c.channel),
+        sorted(segments),
+    )
+
+
 # --- identities -------------------------------------------------------------------------------
 
 
@@ -207,6 +315,43 @@ async def list_identities(session: AsyncSession, customer_id: str) -> Sequence[I
         .order_by(Identity.kind, Identity.value)
     )
     return (await session.execute(stmt)).scalars().all()
+
+
+def write_held_sync(
+    session: Session,
+    channels: list[dict[str, Any]],
+    identities: list[dict[str, Any]],
+    timeline: list[TimelineRow],
+    member_of: Mapping[str, Collection[str]] | None,
+) -> None:
+    """A consumer batch's held writes, one statement each (see ``service.batching``):
+    channel touches (one row per customer and channel, first/last widened as in
+    ``touch_channel``), hint identities (``claim_identity``: first owner wins) and
+    timeline entries (``insert_timeline_sync``)."""
+    insert = _insert_for(session)
+    if channels:
+        stmt = insert(CustomerChannel.__table__)
+        new, row = stmt.excluded, CustomerChannel.__table__.c
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["customer_id", "channel"],
+                set_={
+                    "first_seen_at": case(
+                        (new.first_seen_at < row.first_seen_at, new.first_seen_at),
+                        else_=row.first_seen_at,
+                    ),
+                    "last_seen_at": case(
+                        (new.last_seen_at > row.last_seen_at, new.last_seen_at),
+                        else_=row.last_seen_at,
+                    ),
+                },
+            ),
+            channels,
+        )
+    if identities:
+        stmt = insert(Identity.__table__).on_conflict_do_nothing(index_elements=["kind", "value"])
+        session.execute(stmt, identities)
+    insert_timeline_sync(session, timeline, member_of)
 
 
 # --- merges -----------------------------------------------------------------------------------
@@ -251,8 +396,10 @@ async def list_merges(session: AsyncSession, customer_id: str) -> Sequence[Merge
 # --- timeline -------------------------------------------------------------------------------
 
 
-async def add_timeline(
-    session: AsyncSession,
+TimelineRow = dict[str, Any]
+
+
+def timeline_row(
     *,
     customer: Customer,
     event: Event,
@@ -261,29 +408,53 @@ async def add_timeline(
     summary: str | None = None,
     ref: str | None = None,
     details: dict[str, Any] | None = None,
-) -> None:
-    """One timeline entry per event (an erased customer's tombstone gets none)."""
+) -> TimelineRow | None:
+    """The event's timeline entry (None for an erased customer's tombstone: it gets none)."""
     if customer.erased_at is not None:
-        return
+        return None
     amount, currency = _money(kind, details or {})
-    stmt = upsertable_insert(session)(TimelineEntry).values(
-        amount=amount,
-        currency=currency,
-        customer_id=customer.customer_id,
-        origin_id=event.subject,
-        occurred_at=event.time,
-        kind=kind,
-        channel=channel,
-        summary=summary,
-        ref=ref,
-        details={k: v for k, v in (details or {}).items() if v is not None},
-        event_source=event.source,
-        event_id=event.id,
-    )
-    added = await session.execute(stmt.on_conflict_do_nothing().returning(TimelineEntry.seq))
-    if amount is not None and currency is not None and added.first() is not None:
-        money = rollup.entry(kind, event.time, amount, currency)
-        await rollup.entry_added(session, customer.customer_id, money)
+    return {
+        "amount": amount,
+        "currency": currency,
+        "customer_id": customer.customer_id,
+        "origin_id": event.subject,
+        "occurred_at": event.time,
+        "kind": kind,
+        "channel": channel,
+        "summary": summary,
+        "ref": ref,
+        "details": {k: v for k, v in (details or {}).items() if v is not None},
+        "event_source": event.source,
+        "event_id": event.id,
+    }
+
+
+def insert_timeline_sync(
+    session: Session,
+    rows: Sequence[TimelineRow],
+    member_of: Mapping[str, Collection[str]] | None = None,
+) -> None:
+    """Insert entries, in order, skipping any already there (same event and kind); the
+    money of those added goes to their customer's segments (``member_of``, or asked)."""
+    if not rows:
+        return
+    t = TimelineEntry.__table__
+    stmt = _insert_for(session)(t).on_conflict_do_nothing()
+    stmt = stmt.returning(t.c.customer_id, t.c.kind, t.c.occurred_at, t.c.amount, t.c.currency)
+    added = session.execute(stmt, list(rows)).all()
+    changes: list[tuple[str, rollup.Money, int]] = []
+    for customer_id, kind, at, amount, currency in added:
+        if amount is None or currency is None:
+            continue
+        money = rollup.entry(kind, at, amount, currency)
+        known = member_of.get(customer_id) if member_of is not None else None
+        segments = known if known is not None else rollup.segments_of_sync(session, customer_id)
+        changes += [(s, money, 1) for s in segments]
+    rollup.add_rows(session, changes)
+
+
+def _insert_for(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 MONEY_KINDS = ("purchase.completed", "purchase.refunded")

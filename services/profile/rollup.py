@@ -21,10 +21,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import case, func, literal_column, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.profile.models import SegmentMember, SegmentSales, TimelineEntry
-from shared.db import upsertable_insert
 
 PURCHASE, REFUND = "purchase.completed", "purchase.refunded"
 
@@ -77,28 +79,45 @@ def _as_date(value: date | str) -> date:
 
 
 async def segments_of(session: AsyncSession, customer_id: str) -> list[str]:
+    return await session.run_sync(segments_of_sync, customer_id)
+
+
+def segments_of_sync(session: Session, customer_id: str) -> list[str]:
     stmt = select(SegmentMember.segment).where(SegmentMember.customer_id == customer_id)
-    return list((await session.execute(stmt)).scalars())
+    return list(session.execute(stmt).scalars())
 
 
 async def add(
     session: AsyncSession, segments: Sequence[str], deltas: Iterable[Money], sign: int = 1
 ) -> None:
+    await session.run_sync(add_sync, segments, list(deltas), sign)
+
+
+def add_sync(
+    session: Session, segments: Sequence[str], deltas: Iterable[Money], sign: int = 1
+) -> None:
+    """``add`` on the sync session (also used by writes held until commit)."""
+    add_rows(session, [(s, m, sign) for m in deltas for s in segments])
+
+
+def add_rows(session: Session, changes: Iterable[tuple[str, Money, int]]) -> None:
+    """Add each (segment, money, sign) to ``segment_sales``, one statement for all
+    (deltas for the same segment, day and currency are summed first)."""
+    summed: dict[tuple[str, date, str], list[Any]] = {}
+    for segment, m, sign in changes:
+        row = summed.setdefault((segment, m.day, m.currency), [0, Decimal(0)])
+        row[0] += sign * m.orders
+        row[1] += sign * m.revenue
     rows = [
-        {
-            "segment": s,
-            "day": m.day,
-            "currency": m.currency,
-            "orders": sign * m.orders,
-            "revenue": sign * m.revenue,
-        }
-        for m in deltas
-        for s in segments
+        {"segment": s, "day": d, "currency": c, "orders": n, "revenue": r}
+        for (s, d, c), (n, r) in sorted(summed.items())
     ]
     if not rows:
         return
-    stmt = upsertable_insert(session)(SegmentSales)
-    await session.execute(
+    stmt = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(
+        SegmentSales
+    )
+    session.execute(
         stmt.on_conflict_do_update(
             index_elements=["segment", "day", "currency"],
             set_={

@@ -144,3 +144,31 @@ async def test_the_timeline_filters_and_pages_newest_first(
     assert [e["details"]["amount"] for e in bought["entries"]] == ["100.00"]
     assert bad.status_code == 422
     assert missing.status_code == 404
+
+
+async def test_the_view_lists_channels_by_first_use_consents_and_segments_by_name(
+    profile_url: str, profile_db: Database
+) -> None:
+    """Channels, consents and segments come from one statement now; their order and
+    the consents' source and time are what the view always showed."""
+    await handle(
+        profile_db,
+        purchase("v-1", "50.00", when=at(5), channel="web"),
+        interaction("v-1", "store", when=at(1)),
+        interaction("v-1", "app", when=at(3)),
+    )
+    async with app_client(profile_url) as client:
+        for name, expression in (("zeta", "order_count >= 1"), ("alpha", "total_spend > 10")):
+            body = {"name": name, "expression": expression}
+            assert (await client.post("/v1/segments", json=body)).status_code == 201
+        consents = {"sms": "opt_out", "email": "opt_in"}
+        changed = {"source": "pos", "consents": consents}
+        assert (await client.put("/v1/customers/v-1/preferences", json=changed)).status_code == 200
+        seen = await view(client, "v-1")
+    assert seen["channels"] == ["store", "app", "web"]
+    consents = seen["preferences"]["consents"]
+    assert list(consents) == ["email", "sms"]
+    assert consents["sms"]["status"] == "opt_out"
+    assert consents["sms"]["source"] == "pos"
+    assert consents["sms"]["changed_at"] is not None
+    assert seen["segments"] == ["alpha", "zeta"]

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profile import repository
 from services.profile.models import Consent, Customer
+from services.profile.service import batching
 from shared import outbox
 from shared.events import Event, Money, derived_id
 from shared.events.common import ContactHint
@@ -45,22 +46,29 @@ async def customer_for(
     An id absorbed by a merge resolves to its survivor; an erased customer takes
     no contact details (its tombstone stays anonymous).
     """
-    customer, created = await repository.get_customer_for_update(session, event.subject)
+    ahead = await batching.state(session, event)
+    known = batching.taken(ahead, event.subject) if ahead is not None else None
+    customer, created = known or await repository.get_customer_for_update(session, event.subject)
     if customer.merged_into is not None:
         customer = await live_customer(session, customer.merged_into)
     if customer.erased_at is not None:
         return customer
     changed = apply_contact(customer, hint, event.time)
-    if created:
-        await announce(session, CustomerRegistered, customer, cause=event)
+    if created:  # a customer created just now has no consent yet
+        await announce(session, CustomerRegistered, customer, cause=event, consents=[])
     elif changed:
-        await announce(session, CustomerUpdated, customer, cause=event)
+        none: list[Consent] | None = (
+            [] if batching.made_here(session, customer.customer_id) else None
+        )
+        await announce(session, CustomerUpdated, customer, cause=event, consents=none)
     return customer
 
 
 async def live_customer(session: AsyncSession, customer_id: str) -> Customer:
     """The customer with this id, or the survivor it was merged into; locked."""
-    customer = await repository.lock_customer(session, customer_id)
+    customer = batching.locked(session, customer_id) or await repository.lock_customer(
+        session, customer_id
+    )
     if customer is None:
         raise CustomerNotFound(f"no customer with id {customer_id!r}")
     if customer.merged_into is not None:
@@ -100,6 +108,7 @@ async def announce(
     cause: Event | None = None,
     event_id: str | None = None,
     at: datetime | None = None,
+    consents: list[Consent] | None = None,
 ) -> None:
     """Publish the customer's full details; ids derive from the cause when there is one.
 
@@ -110,7 +119,8 @@ async def announce(
     event_type = kind.model_fields["type"].default
     if cause is not None:
         event_id, at = derived_id(event_type, cause.source, cause.id), datetime.now(UTC)
-    consents = await repository.list_consents(session, customer.customer_id)
+    if consents is None:
+        consents = await repository.list_consents(session, customer.customer_id)
     announcement = kind.create(
         id=event_id,
         subject=customer.customer_id,
@@ -175,15 +185,8 @@ async def find_customer(session: AsyncSession, customer_id: str) -> Customer:
 
 async def get_customer_view(session: AsyncSession, *, customer_id: str) -> CustomerView:
     customer = await find_customer(session, customer_id)
-    cid = customer.customer_id
-    channels = await repository.list_channels(session, cid)
-    return CustomerView(
-        customer,
-        [c.channel for c in channels],
-        net_spend(customer),
-        list(await repository.list_consents(session, cid)),
-        list(await repository.list_member_segments(session, cid)),
-    )
+    rows = await repository.view_rows(session, customer.customer_id)
+    return CustomerView(customer, rows.channels, net_spend(customer), rows.consents, rows.segments)
 
 
 def net_spend(customer: Customer) -> Money | None:

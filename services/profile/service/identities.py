@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profile import repository
 from services.profile.models import Customer, Merge
-from services.profile.service import merging, segments
+from services.profile.service import batching, merging, segments
 from services.profile.service.customers import announce, set_contact
 from services.profile.service.normalise import IdentityKind, InvalidIdentity, normalise
 from shared.events.common import ContactHint
@@ -129,7 +129,7 @@ async def claim_hint(
             folded = normalise(kind, value, region=region)  # type: ignore[arg-type]
         except InvalidIdentity:
             continue  # a hint is advisory: an unusable phone is not an identity
-        await repository.claim_identity(session, customer.customer_id, kind, folded, at)
+        await batching.claim_identity(session, customer.customer_id, kind, folded, at)
 
 
 async def undo_merge(session: AsyncSession, *, merge_id: str, now: datetime | None = None) -> Merge:

@@ -10,6 +10,7 @@ every customer against them; a new segment is filled when it is created.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Sequence
@@ -20,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profile import repository
 from services.profile.models import Customer, Segment
+from services.profile.service import batching
 from services.profile.service.customers import SOURCE, net_spend
 from services.profile.service.segment_language import (
+    Compiled,
     SegmentSyntaxError,
     compile_expression,
 )
@@ -94,7 +97,8 @@ async def reevaluate(
     session: AsyncSession, customer: Customer, *, now: datetime | None = None
 ) -> None:
     """Bring the customer's memberships in line with its view."""
-    segments = await repository.list_segments(session)
+    ahead = batching.current(session)
+    segments = ahead.segments if ahead is not None else await repository.list_segments(session)
     if segments:
         await _evaluate(session, customer, segments, now or datetime.now(UTC))
 
@@ -104,15 +108,34 @@ async def _evaluate(
 ) -> None:
     known = customer.merged_into is None and customer.erased_at is None
     view = facts(customer)
-    held = set(await repository.list_member_segments(session, customer.customer_id))
+    cid = customer.customer_id
+    held = await _memberships(session, cid)
     for segment in segments:
-        wanted = known and compile_expression(segment.expression).predicate(view, now)
-        if wanted and segment.name not in held:
-            await repository.add_member(session, segment.name, customer.customer_id, now)
-            await _publish(session, SegmentEntered, segment.name, customer.customer_id, now)
-        elif not wanted and segment.name in held:
-            await repository.remove_member(session, segment.name, customer.customer_id)
-            await _publish(session, SegmentExited, segment.name, customer.customer_id, now)
+        wanted = known and compiled(segment.expression).predicate(view, now)
+        if wanted == (segment.name in held):
+            continue
+        await batching.write_timeline(session)  # joining or leaving reads the money history
+        if wanted:
+            await repository.add_member(session, segment.name, cid, now)
+            batching.joined(session, cid, segment.name)
+            await _publish(session, SegmentEntered, segment.name, cid, now)
+        else:
+            await repository.remove_member(session, segment.name, cid)
+            batching.left(session, cid, segment.name)
+            await _publish(session, SegmentExited, segment.name, cid, now)
+
+
+async def _memberships(session: AsyncSession, customer_id: str) -> set[str]:
+    ahead = batching.current(session)
+    if ahead is not None and customer_id in ahead.members:
+        return set(ahead.members[customer_id])
+    return set(await repository.list_member_segments(session, customer_id))
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled(expression: str) -> Compiled:
+    """A segment expression compiled once (segments are re-evaluated on every event)."""
+    return compile_expression(expression)
 
 
 async def leave_all(session: AsyncSession, customer_id: str, *, now: datetime) -> None:
@@ -152,9 +175,7 @@ async def sweep(db: Database, *, now: datetime | None = None) -> None:
     """Re-evaluate every customer against the time-based segments (one transaction)."""
     async with db.unit_of_work() as session:
         segments = [
-            s
-            for s in await repository.list_segments(session)
-            if compile_expression(s.expression).time_based
+            s for s in await repository.list_segments(session) if compiled(s.expression).time_based
         ]
         if segments:
             await evaluate_all(session, segments, now=now or datetime.now(UTC))

@@ -9,12 +9,13 @@ can re-evaluate segments.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profile import repository
 from services.profile.models import Customer
-from services.profile.service import identities
+from services.profile.service import batching, identities
 from services.profile.service.customers import customer_for, earliest, is_current, latest
 from shared.events import Event, Money
 from shared.events.commerce import PurchaseCompleted, PurchaseRefunded
@@ -53,7 +54,7 @@ async def record_purchase(
         customer.gross_spend += data.total.amount
     customer.first_purchase_at = earliest(customer.first_purchase_at, event.time)
     customer.last_purchase_at = latest(customer.last_purchase_at, event.time)
-    await repository.touch_channel(session, customer.customer_id, data.channel, event.time)
+    await batching.touch_channel(session, customer.customer_id, data.channel, event.time)
     await identities.claim_hint(session, customer, data.customer, at=event.time, region=region)
     money = {"amount": str(data.total.amount), "currency": data.total.currency}
     await _timeline(session, customer, event, channel=data.channel, ref=data.purchase_id, **money)
@@ -74,8 +75,8 @@ async def record_refund(session: AsyncSession, *, event: PurchaseRefunded) -> Cu
 async def record_interaction(session: AsyncSession, *, event: InteractionRecorded) -> Customer:
     data = event.data
     customer = await customer_for(session, event)
-    await repository.touch_channel(session, customer.customer_id, data.channel, event.time)
-    await repository.add_timeline(
+    await batching.touch_channel(session, customer.customer_id, data.channel, event.time)
+    await _entry(
         session,
         customer=customer,
         event=event,
@@ -170,6 +171,7 @@ async def record_complaint(
     (so a resolution seen before its opening, or a replay, still converges)."""
     customer = await customer_for(session, event)
     await _timeline(session, customer, event, ref=event.data.case_id)
+    await batching.write_timeline(session)  # the count reads the timeline
     customer.open_complaints = await repository.count_open_complaints(session, customer.customer_id)
     return customer
 
@@ -183,7 +185,7 @@ async def _timeline(
     ref: str | None = None,
     **details: object,
 ) -> None:
-    await repository.add_timeline(
+    await _entry(
         session,
         customer=customer,
         event=event,
@@ -192,6 +194,13 @@ async def _timeline(
         ref=ref,
         details=details,
     )
+
+
+async def _entry(session: AsyncSession, **entry: Any) -> None:
+    """Add the event's timeline entry (held until the batch commits, in a batch)."""
+    row = repository.timeline_row(**entry)
+    if row is not None:
+        await batching.add_timeline(session, row)
 
 
 def in_spend_currency(customer: Customer, money: Money) -> bool:

@@ -1,0 +1,211 @@
+"""The consumer's batches (read-ahead, held writes) leave what one event at a time leaves."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from sqlalchemy import func, select
+
+from services.profile import consumers
+from services.profile.config import ProfileSettings
+from services.profile.main import MIGRATIONS
+from services.profile.models import CustomerChannel, Identity, SegmentMember, SegmentSales
+from services.profile.service import segments
+from services.profile.service.customers import live_customer
+from services.profile.service.merging import merge
+from shared.consumer import ConsumerRunner, Item
+from shared.db import Database
+from shared.events import Event
+from shared.events.feedback import ComplaintOpened
+from shared.migrations import upgrade_async
+from shared.plumbing import outbox, processed_events
+from tests.conftest import DatabaseFactory
+from tests.profile.builders import at, points, purchase
+from tests.profile.history import DUE, customer_ids, history
+from tests.profile.support import HANDLERS
+from tests.profile.test_rebuild import snapshot
+
+pytestmark = [pytest.mark.db]
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+SEGMENTS = {
+    "gold": 'tier = "Gold"',
+    "loyal": "order_count >= 3",
+    "spenders": "total_spend > 150",
+    "unhappy": "open_complaints >= 1 or last_nps <= 4",
+}
+
+
+async def _database(database_url: DatabaseFactory) -> Database:
+    url = await database_url("profile")
+    await upgrade_async(MIGRATIONS, url)
+    db = Database(url)
+    for name, expression in SEGMENTS.items():
+        async with db.unit_of_work() as session:
+            await segments.create_segment(session, name=name, expression=expression, now=NOW)
+    return db
+
+
+@pytest.fixture
+async def dbs(database_url: DatabaseFactory) -> AsyncIterator[tuple[Database, Database]]:
+    one, batched = await _database(database_url), await _database(database_url)
+    yield one, batched
+    await one.dispose()
+    await batched.dispose()
+
+
+def _runner(db: Database) -> ConsumerRunner:
+    return ConsumerRunner(
+        db=db,
+        consumer=None,  # _apply_batch never touches it
+        service="profile",
+        topic_prefix="",
+        handlers=consumers.handlers(ProfileSettings()),
+    )
+
+
+def _items(events: Sequence[Event | bytes]) -> list[Item]:
+    items = []
+    for n, e in enumerate(events):
+        if isinstance(e, bytes):  # a message that is no event: dead-lettered in the batch
+            record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+                "t", 0, n, 0, 0, b"k", e, None, 0, 0, []
+            )
+            items.append(Item(record, None, "not an event"))
+            continue
+        record = ConsumerRecord("t", 0, n, 0, 0, e.key, e.to_json(), None, 0, 0, [])
+        items.append(Item(record, e, None))
+    return items
+
+
+async def one_at_a_time(db: Database, events: Sequence[Event]) -> None:
+    """The handlers without a batch: each event in its own transaction, each once."""
+    seen: set[tuple[str, str]] = set()
+    for event in events:
+        if (event.source, event.id) in seen:
+            continue
+        seen.add((event.source, event.id))
+        async with db.unit_of_work() as session:
+            await HANDLERS[type(event)](session, event)
+
+
+async def in_batches(db: Database, events: Sequence[Event | bytes], size: int) -> None:
+    runner = _runner(db)
+    for start in range(0, len(events), size):
+        assert await runner._apply_batch(_items(events[start : start + size]))
+
+
+async def merge_pairs(db: Database, pairs: Sequence[tuple[str, str]]) -> None:
+    for survivor_id, absorbed_id in pairs:
+        async with db.unit_of_work() as session:
+            survivor = await live_customer(session, survivor_id)
+            absorbed = await live_customer(session, absorbed_id)
+            await merge(session, survivor, absorbed, now=NOW)
+
+
+async def state(db: Database, ids: list[str]) -> dict[str, Any]:
+    """Views and timelines, memberships, the segment rollup, identities, channels, and
+    what was published (without the ids and times made at handling)."""
+    views = await snapshot(db, ids)
+    for view, _ in views.values():
+        view.pop("created_at")  # the time the row was made
+    out: dict[str, Any] = {"views": views}
+    async with db.unit_of_work() as session:
+        for name, model, order in (
+            ("members", SegmentMember, (SegmentMember.segment, SegmentMember.customer_id)),
+            ("sales", SegmentSales, (SegmentSales.segment, SegmentSales.day)),
+            ("identities", Identity, (Identity.kind, Identity.value)),
+            ("channels", CustomerChannel, (CustomerChannel.customer_id, CustomerChannel.channel)),
+        ):
+            rows = (await session.execute(select(model).order_by(*order))).scalars().all()
+            skip = {"entered_at", "created_at"}
+            out[name] = [
+                {c.key: getattr(r, c.key) for c in model.__table__.columns if c.key not in skip}
+                for r in rows
+            ]
+        published = []
+        for row in await session.execute(select(outbox).order_by(outbox.c.id)):
+            event = json.loads(row.value) if row.event_type else {}
+            data = event.get("data") or {}
+            data.pop("merge_id", None)  # random
+            published.append((row.event_type, row.key, event.get("subject"), data))
+        out["published"] = published
+    return out
+
+
+async def test_batches_leave_the_state_one_event_at_a_time_leaves(
+    dbs: tuple[Database, Database],
+) -> None:
+    """A shuffled history of every kind of event (several per customer in a batch, new
+    customers, complaints, segment joins and leaves), redelivered copies, a message that
+    is no event, a merge between batches and events for the absorbed ids afterwards."""
+    one, batched = dbs
+    ids = customer_ids(30)
+    first, second = history(ids), history(ids, wave=1)
+    rng = random.Random(3)
+    with_copies: list[Event | bytes] = list(first)
+    for copy in rng.sample(first, 20):
+        with_copies.insert(rng.randrange(len(with_copies)), copy)
+    with_copies.insert(17, b"junk")
+    pairs = [(ids[0], ids[1]), (ids[2], ids[3]), (ids[0], ids[5])]
+
+    await one_at_a_time(one, [e for e in with_copies if not isinstance(e, bytes)])
+    await merge_pairs(one, pairs)
+    await one_at_a_time(one, second)
+
+    await in_batches(batched, with_copies, 97)
+    await merge_pairs(batched, pairs)
+    await in_batches(batched, second + second[:40], 113)  # the copies are in another batch
+
+    expected, got = await state(one, ids), await state(batched, ids)
+    assert got["views"] == expected["views"]
+    for part in ("members", "sales", "identities", "channels"):
+        assert got[part] == expected[part], part
+    assert [p for p in got["published"] if p[0]] == expected["published"]
+    assert expected["members"]  # the history did exercise them
+    assert expected["sales"]
+    async with batched.unit_of_work() as session:
+        done = await session.scalar(select(func.count()).select_from(processed_events))
+    assert done == len(first) + len(second) + 1  # the junk message's dead-letter marker
+
+
+async def test_several_events_for_a_new_customer_in_one_batch_announce_it_once(
+    dbs: tuple[Database, Database],
+) -> None:
+    _, db = dbs
+    bought = purchase("new-1", "60.00", when=at(1))
+    events: list[Event] = [
+        points("new-1", 10, when=at(0)),
+        bought,
+        purchase("new-1", "100.00", when=at(2)),
+        bought,  # redelivered within the batch
+        ComplaintOpened.create(
+            subject="new-1",
+            source="keepwell/feedback",
+            time=at(3),
+            data={
+                "case_id": "case-1",
+                "category": "c",
+                "severity": "low",
+                "channel": "email",
+                "first_response_due": DUE,
+                "resolution_due": DUE,
+            },
+        ),
+    ]
+    await in_batches(db, events, 10)
+    got = await state(db, ["new-1"])
+    view, timeline = got["views"]["new-1"]
+    assert view["lifetime"]["order_count"] == 2
+    assert view["feedback"]["open_complaints"] == 1
+    assert len(timeline) == 4
+    registered = [p for p in got["published"] if p[0] == "customer.registered"]
+    assert len(registered) == 1
+    entered = sorted(p[3]["segment"] for p in got["published"] if p[0] == "segment.entered")
+    assert entered == ["spenders", "unhappy"]
