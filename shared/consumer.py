@@ -58,6 +58,24 @@ def batch(session: AsyncSession) -> Sequence[Event]:
     return events
 
 
+_POSITIONS = "keepwell.batch_positions"
+
+
+def batch_from(session: AsyncSession, event: Event) -> Sequence[Event] | None:
+    """The batch from ``event`` (this very object) on; None if it is not in the batch.
+
+    For a handler reading ahead over the events that follow it. The index of the
+    batch's events is built once per batch, not once per call.
+    """
+    events = batch(session)
+    positions = session.info.get(_POSITIONS)
+    if not isinstance(positions, tuple) or positions[0] is not events:
+        positions = (events, {id(e): i for i, e in enumerate(events)})
+        session.info[_POSITIONS] = positions
+    start: int | None = positions[1].get(id(event))
+    return None if start is None else events[start:]
+
+
 class TransientError(Exception):
     """Raised by a handler for a failure that will pass (a dependency is down)."""
 

@@ -42,12 +42,11 @@ from services.engagement.catalog import WIN_BACK
 from services.engagement.config import EngagementSettings
 from services.engagement.journey_config import JourneySettings
 from services.engagement.models import PENDING, SENT, LastBasket, MergedCustomer, Outreach
-from shared.consumer import batch
+from shared.consumer import batch_from
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
 
 _KEY = "engagement.prefetched"
-_POSITIONS = "engagement.batch_positions"
 
 # A customer's latest basket as the run knows it: (purchase key, skus, event time).
 Basket = tuple[str, list[str], datetime]
@@ -77,12 +76,11 @@ async def read_ahead(
     """The run ``event`` belongs to, read ahead now if it was not yet; None outside one."""
     if (run := run_of(session, event)) is not None:
         return run
-    events = tuple(batch(session))
-    start = _position(session, events, event)
-    if start is None:
+    following = batch_from(session, event)
+    if following is None:
         return None
     purchases: list[PurchaseCompleted] = []
-    for e in events[start:]:
+    for e in following:
         if not isinstance(e, PurchaseCompleted):
             break
         purchases.append(e)
@@ -99,16 +97,6 @@ async def read_ahead(
     run.baskets = await _baskets(session, customers)
     session.info[_KEY] = run
     return run
-
-
-def _position(session: AsyncSession, events: tuple[Event, ...], event: Event) -> int | None:
-    """Where ``event`` (this very object) stands in the batch; the index is built once."""
-    positions = session.info.get(_POSITIONS)
-    if not isinstance(positions, tuple) or positions[0] is not events:
-        positions = (events, {id(e): i for i, e in enumerate(events)})
-        session.info[_POSITIONS] = positions
-    index: int | None = positions[1].get(id(event))
-    return index
 
 
 def survivor(run: Run, customer_id: str) -> str | None:

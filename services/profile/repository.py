@@ -149,21 +149,25 @@ async def touch_channel(
         first_seen_at=seen_at,
         last_seen_at=last or seen_at,
     )
-    new, row = stmt.excluded, CustomerChannel
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["customer_id", "channel"],
-            set_={
-                "first_seen_at": case(
-                    (new.first_seen_at < row.first_seen_at, new.first_seen_at),
-                    else_=row.first_seen_at,
-                ),
-                "last_seen_at": case(
-                    (new.last_seen_at > row.last_seen_at, new.last_seen_at),
-                    else_=row.last_seen_at,
-                ),
-            },
-        )
+    await session.execute(_widening(stmt))
+
+
+def _widening(stmt: Any) -> Any:
+    """The channel insert, which on a (customer, channel) already recorded keeps the
+    earlier first-seen and the later last-seen of the two."""
+    new, row = stmt.excluded, CustomerChannel.__table__.c
+    return stmt.on_conflict_do_update(
+        index_elements=["customer_id", "channel"],
+        set_={
+            "first_seen_at": case(
+                (new.first_seen_at < row.first_seen_at, new.first_seen_at),
+                else_=row.first_seen_at,
+            ),
+            "last_seen_at": case(
+                (new.last_seen_at > row.last_seen_at, new.last_seen_at),
+                else_=row.last_seen_at,
+            ),
+        },
     )
 
 
@@ -330,24 +334,7 @@ def write_held_sync(
     timeline entries (``insert_timeline_sync``)."""
     insert = _insert_for(session)
     if channels:
-        stmt = insert(CustomerChannel.__table__)
-        new, row = stmt.excluded, CustomerChannel.__table__.c
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["customer_id", "channel"],
-                set_={
-                    "first_seen_at": case(
-                        (new.first_seen_at < row.first_seen_at, new.first_seen_at),
-                        else_=row.first_seen_at,
-                    ),
-                    "last_seen_at": case(
-                        (new.last_seen_at > row.last_seen_at, new.last_seen_at),
-                        else_=row.last_seen_at,
-                    ),
-                },
-            ),
-            channels,
-        )
+        session.execute(_widening(insert(CustomerChannel.__table__)), channels)
     if identities:
         stmt = insert(Identity.__table__).on_conflict_do_nothing(index_elements=["kind", "value"])
         session.execute(stmt, identities)

@@ -34,12 +34,10 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
-from shared.consumer import batch
-from shared.events import Event
+from shared.consumer import batch_from
 from shared.events.commerce import PurchaseCompleted
 
 _KEY = "loyalty.prefetched"
-_POSITIONS = "loyalty.batch_positions"
 
 
 @dataclass
@@ -77,24 +75,14 @@ async def purchase_state(
     return purchase_id in run.recorded, purchase_id in run.waiting
 
 
-def _position(session: AsyncSession, events: tuple[Event, ...], event: Event) -> int | None:
-    positions = session.info.get(_POSITIONS)
-    if not isinstance(positions, tuple) or positions[0] is not events:
-        positions = (events, {id(e): i for i, e in enumerate(events)})
-        session.info[_POSITIONS] = positions
-    index: int | None = positions[1].get(id(event))
-    return index
-
-
 async def _read_ahead(
     session: AsyncSession, event: PurchaseCompleted, seen: set[str]
 ) -> _Run | None:
-    events = tuple(batch(session))
-    start = _position(session, events, event) if events else None
-    if start is None:
+    following = batch_from(session, event)
+    if following is None:
         return None
     purchases: list[PurchaseCompleted] = []
-    for e in events[start:]:
+    for e in following:
         if not isinstance(e, PurchaseCompleted):
             break
         purchases.append(e)

@@ -111,10 +111,7 @@ async def redeem(
     digest = request_hash(reward_id)
     request = await repository.claim_request(session, customer_id, idempotency_key, digest, now)
     if request.request_hash != digest:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used for a different redemption request; "
-            "use a new key for a new request"
-        )
+        raise _key_reused()
     if request.refusal_code is not None:
         return Outcome(None, True, _replayed_refusal(request))
     if request.redemption_id is not None:
@@ -135,6 +132,13 @@ async def redeem(
     made = await _grant(session, member, reward, rules, idempotency_key, digest, operator, now)
     request.redemption_id = made.id
     return Outcome(made, False)
+
+
+def _key_reused() -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        "this Idempotency-Key was already used for a different redemption request; "
+        "use a new key for a new request"
+    )
 
 
 def _replayed_refusal(request: RedemptionRequest) -> AppError:
@@ -165,10 +169,7 @@ async def _checked(
     earlier = await repository.redemption_by_key(session, member.customer_id, key)
     if earlier is not None:
         if earlier.request_hash != digest:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was already used for a different redemption request; "
-                "use a new key for a new request"
-            )
+            raise _key_reused()
         return earlier
     reward = await repository.get_reward(session, reward_id, lock_stock=True)
     if reward is None:
