@@ -97,7 +97,6 @@ async def pending(session: AsyncSession, *, key: str) -> Timer | None:
 
 
 _DEFERRED = "keepwell.timers_deferred"
-_HELD_PER_STATEMENT = 1000
 
 
 def defer(session: AsyncSession) -> None:
@@ -122,29 +121,28 @@ def defer(session: AsyncSession) -> None:
 
 async def write_held(session: AsyncSession) -> None:
     """Insert the timers ``defer`` is holding now (nothing if none)."""
-    for stmt in _held_inserts(session.sync_session):
-        await session.execute(stmt)
+    if rows := _take_held(session.sync_session):
+        await session.execute(_held_insert(session.sync_session), rows)
 
 
-def _held_inserts(session: Session) -> list[Any]:
+def _take_held(session: Session) -> list[dict[str, Any]]:
     held: dict[str, dict[str, Any]] | None = session.info.get(_DEFERRED)
     if not held:
         return []
     session.info[_DEFERRED] = {}
-    rows = [held[k] for k in sorted(held)]
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return [
-        insert(timers)
-        .values(rows[i : i + _HELD_PER_STATEMENT])
-        .on_conflict_do_nothing(index_elements=["key"])
-        for i in range(0, len(rows), _HELD_PER_STATEMENT)
-    ]
+    return [held[k] for k in sorted(held)]
+
+
+def _held_insert(session: Session) -> Any:
+    """One single-row insert, executed for all the held rows at once: its compiled form
+    is cached, where a multi-row VALUES would be compiled again for each row count."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert(timers).on_conflict_do_nothing(index_elements=["key"])
 
 
 def _write_held_at_commit(session: Session) -> None:
-    for stmt in _held_inserts(session):
-        session.execute(stmt)
+    if rows := _take_held(session):
+        session.execute(_held_insert(session), rows)
 
 
 def _drop_held(session: Session) -> None:

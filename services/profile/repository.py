@@ -85,11 +85,10 @@ async def create_customers(session: AsyncSession, customer_ids: Sequence[str]) -
     """Create the customers that do not exist yet; returns the ids this call created."""
     created: set[str] = set()
     t = Customer.__table__
+    stmt = upsertable_insert(session)(t).on_conflict_do_nothing(index_elements=["customer_id"])
     for start in range(0, len(customer_ids), CHUNK):
         chunk = [{"customer_id": c} for c in customer_ids[start : start + CHUNK]]
-        stmt = upsertable_insert(session)(t).values(chunk)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["customer_id"])
-        result = await session.execute(stmt.returning(t.c.customer_id))
+        result = await session.execute(stmt.returning(t.c.customer_id), chunk)
         created.update(result.scalars())
     return created
 

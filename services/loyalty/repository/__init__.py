@@ -110,14 +110,13 @@ async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> No
         ]
         stmt = (
             insert(Member)
-            .values(rows)
             .on_conflict_do_update(
                 index_elements=["customer_id"],
                 set_={"customer_id": insert(Member).excluded.customer_id},
             )
             .returning(Member)
         )
-        result = await session.execute(stmt, execution_options={"populate_existing": True})
+        result = await session.execute(stmt, rows, execution_options={"populate_existing": True})
         for member in result.scalars():
             cache[member.customer_id] = member
 

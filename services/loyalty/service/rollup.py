@@ -92,12 +92,13 @@ def _write(session: Session) -> None:
             {"day": d, "kind": k, "shard": s, "points": p}
             for (d, k, s), p in sorted(counts.points.items())
         ]
-        stmt = insert(DailyPoints).values(rows)
+        stmt = insert(DailyPoints)
         session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["day", "kind", "shard"],
                 set_={"points": DailyPoints.points + stmt.excluded.points},
-            )
+            ),
+            rows,
         )
     if counts.orders:
         rows = [
@@ -108,7 +109,7 @@ def _write(session: Session) -> None:
                 strict=True,
             )
         ]
-        stmt = insert(DailyRevenue).values(rows)
+        stmt = insert(DailyRevenue)
         session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["day", "tier", "currency", "shard"],
@@ -116,5 +117,6 @@ def _write(session: Session) -> None:
                     "orders": DailyRevenue.orders + stmt.excluded.orders,
                     "revenue": DailyRevenue.revenue + stmt.excluded.revenue,
                 },
-            )
+            ),
+            rows,
         )
