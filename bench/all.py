@@ -101,6 +101,12 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
             [_rest(by_db[db], mode, paced) if db in by_db else "-" for db in dbs],
             TARGETS["view p99"] if (mode, paced) == ("view", True) else "",
         )
+    for name in pipes[0].burst.cpu_ms:
+        add(
+            f"burst CPU per purchase, {name}, ms",
+            [f"{p.burst.cpu_ms.get(name, float('nan')):.1f}" for p in pipes],
+            "",
+        )
     for name in pipes[0].rss:
         add(
             f"peak RSS {name}, MB (pipeline / REST)",

@@ -123,6 +123,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -136,6 +146,7 @@ class Burst:
     profile: float
     mail: float
     mails: int
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # per purchase, by process
 
     @property
     def end_to_end(self) -> float:
@@ -143,12 +154,18 @@ class Burst:
 
 
 async def burst(
-    bootstrap: str, prefix: str, watch: Watch, sink: smtp_sink.SinkHandler, n: int
+    bootstrap: str,
+    prefix: str,
+    watch: Watch,
+    sink: smtp_sink.SinkHandler,
+    n: int,
+    pids: dict[str, int],
 ) -> Burst:
     events = [make_purchase(f"burst-{i % 1000}-{uuid.uuid4().hex[:4]}", i) for i in range(n)]
     mails_before = len(sink.messages)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
+    cpu_before = cpu_now(pids)
     started = time.time()
     for e in events:
         await producer.send(prefix + "commerce.purchases", e.to_json(), key=e.key)
@@ -169,11 +186,13 @@ async def burst(
     await asyncio.to_thread(sink.wait_for, mails_before + n, max(1.0, deadline - time.time()))
     mails = len(sink.messages) - mails_before
     mail_done = time.time() if mails >= n else float("nan")
+    cpu_after = cpu_now(pids)
     return Burst(
         points=n / (points_done - started),
         profile=n / (profile_done - started),
         mail=n / (mail_done - started),
         mails=mails,
+        cpu_ms={k: (cpu_after[k] - cpu_before[k]) * 1000 / n for k in pids},
     )
 
 
@@ -273,7 +292,9 @@ async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> Pipeli
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch.run(stop))
         print(f"[{db}] burst of {n} purchases …", flush=True)
-        measured = await burst(bootstrap, prefix, watch, sink, n)
+        pids = {s.name: s.proc.pid for s in services if s.proc}
+        pids |= {"broker": broker_proc.pid, "benchmark + SMTP sink": os.getpid()}
+        measured = await burst(bootstrap, prefix, watch, sink, n, pids)
         runs = []
         for offered in (0.8 * measured.end_to_end, float(rate)):
             if offered == offered and offered >= 1.0:  # NaN: the burst never completed
@@ -325,6 +346,10 @@ def report(r: PipelineResult) -> None:
                 f"{f'at {run.rate:.0f}/s: purchase → {label}':<50} {latency(values)}"
                 f"  ({len(values)}/{run.sent} in, {run.waited:.0f}s after the last send)"
             )
+    print(
+        "CPU per purchase in the burst (until the last e-mail): "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in b.cpu_ms.items())
+    )
     print("peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in r.rss.items()))
 
 
