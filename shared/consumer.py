@@ -164,25 +164,32 @@ class ConsumerRunner:
             await self._consumer.stop()
 
     async def _poll_once(self) -> None:
-        batches = await self._consumer.getmany(timeout_ms=250)
-        for tp, records in batches.items():
-            if self.stopping:
-                return  # uncommitted: re-delivered to whoever owns the partition next
-            if await self._process(tp, records):
-                await self._commit(tp, records[-1].offset + 1)
+        """Handle a poll's partition batches, then commit their offsets in one request.
 
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
-        """Commit an offset; losing the partition meanwhile is normal, not an error.
+        What was handled before stopping is committed; the rest is re-delivered to
+        whoever owns the partition next."""
+        batches = await self._consumer.getmany(timeout_ms=250)
+        done: dict[TopicPartition, int] = {}
+        for tp, records in batches.items():
+            if self.stopping or not await self._process(tp, records):
+                break
+            done[tp] = records[-1].offset + 1
+        if done:
+            await self._commit(done)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit offsets; losing a partition meanwhile is normal, not an error.
 
         After a rebalance the new owner re-delivers from the last committed offset and
         skips what this transaction already recorded in processed_events.
         """
         try:
-            await self._consumer.commit({tp: offset})
+            await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            log.info("offset %s of %s not committed (%s); the new owner resumes", offset, tp, exc)
+            log.info("offsets %s not committed (%s); the new owner resumes", offsets, exc)
             return
-        self._record_lag(tp, offset - 1)
+        for tp, offset in offsets.items():
+            self._record_lag(tp, offset - 1)
 
     async def _pause(self, seconds: float) -> None:
         waiter = asyncio.ensure_future(self._stopping.wait())
@@ -253,6 +260,12 @@ class ConsumerRunner:
         return None
 
     async def _apply_batch(self, items: Sequence[Item]) -> bool:
+        if all(i.event is not None and type(i.event) not in self._handlers for i in items):
+            # Only events this service has no handler for: no transaction to open.
+            for item in items:
+                assert item.event is not None
+                self._count(item.record, item.event, "ignored")
+            return True
         async with self._db.unit_of_work() as session:
             seen = await self._already_processed(session, [i.event for i in items if i.event])
             verdicts = [self._verdict(item, seen) for item in items]
@@ -340,7 +353,7 @@ class ConsumerRunner:
             await self._dead_letter(session, record, item.error or "invalid event")
             return
         if verdict != "handled":
-            metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, verdict).inc()
+            self._count(record, event, verdict)
             return
         handler = self._handlers[type(event)]
         token = logs.event_id.set(event.id)
@@ -351,7 +364,10 @@ class ConsumerRunner:
         finally:
             logs.event_id.reset(token)
         handled.append({"source": event.source, "event_id": event.id, "event_type": event.type})
-        metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, "handled").inc()
+        self._count(record, event, "handled")
+
+    def _count(self, record: ConsumerRecord[bytes, bytes], event: Event, verdict: str) -> None:
+        metrics.EVENTS_CONSUMED.labels(self._service, record.topic, event.type, verdict).inc()
 
     async def _first_dead_letter(
         self, session: AsyncSession, record: ConsumerRecord[bytes, bytes]

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Handler, TransientError, batch, is_transient
 from shared.db import Database
-from shared.events.commerce import PurchaseCompleted
+from shared.events.base import Money
+from shared.events.commerce import PurchaseCompleted, PurchaseRefunded, PurchaseRefundedData
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import Relay
 from shared.plumbing import outbox, plumbing_metadata
@@ -266,6 +267,72 @@ async def test_handlers_are_told_the_events_of_their_batch(broker: str, harness:
         assert event_id in events
         assert len(set(events)) == len(events)  # the copies and the junk are not in it
     assert calls[-1][1][-1] == second.id  # the last copy of ``first`` was not handed over
+
+
+async def test_a_poll_commits_its_partitions_offsets_in_one_request(
+    broker: str, harness: Harness
+) -> None:
+    """Every partition batch of a poll is handled, then one commit names them all."""
+    keys = [f"c-{i}".encode() for i in range(12)]  # spread over the 4 partitions
+    await produce(
+        broker,
+        harness.topic,
+        *((k, purchase(k.decode(), purchase_id=f"p-{k.decode()}").to_json()) for k in keys),
+    )
+    runner = await harness.start(record_effect)
+    polls: list[dict[str, int]] = []
+    commits: list[dict[str, int]] = []
+    consumer = runner._consumer
+    getmany, commit = consumer.getmany, consumer.commit
+
+    async def spied_getmany(*args: object, **kwargs: object) -> dict:
+        batches: dict = await getmany(*args, **kwargs)
+        if batches:
+            polls.append({f"{tp.partition}": rs[-1].offset + 1 for tp, rs in batches.items()})
+        return batches
+
+    async def spied_commit(offsets: dict) -> None:
+        commits.append({f"{tp.partition}": o for tp, o in offsets.items()})
+        await commit(offsets)
+
+    consumer.getmany, consumer.commit = spied_getmany, spied_commit
+    await wait_until(lambda: _rows_when(harness, lambda r: len(r) == len(keys)), timeout=20)
+
+    async def settled() -> bool:
+        return len(commits) == len(polls)
+
+    await wait_until(settled, timeout=10)
+    assert any(len(p) > 1 for p in polls), "no poll returned several partitions"
+    assert commits == polls
+
+
+async def test_events_without_a_handler_open_no_transaction(broker: str, harness: Harness) -> None:
+    commits: list[str] = []
+    harness.db.on_commit(lambda: commits.append("commit"))
+    refunds = [
+        PurchaseRefunded.create(
+            subject="c-7",
+            source="/tests/pos",
+            data=PurchaseRefundedData(
+                purchase_id=f"r-{i}", refund_id=f"rf-{i}", amount=Money(amount="1", currency="EUR")
+            ),
+        )
+        for i in range(3)
+    ]
+    await produce(broker, harness.topic, *((b"c-7", r.to_json()) for r in refunds))
+    runner = await harness.start(record_effect)
+    await wait_until(lambda: _committed(runner, harness.topic, 3), timeout=20)
+    assert commits == []
+    await produce(broker, harness.topic, (b"c-7", purchase("c-7", purchase_id="p-7").to_json()))
+    await wait_until(lambda: _rows_when(harness, lambda r: r == ["p-7"]), timeout=20)
+    assert commits  # a handled event does commit a transaction
+
+
+async def _committed(runner: ConsumerRunner, topic: str, total: int) -> bool | None:
+    consumer = runner._consumer
+    parts = consumer.assignment()
+    offsets = [await consumer.committed(tp) or 0 for tp in parts if tp.topic == topic]
+    return True if sum(offsets) >= total else None
 
 
 class _PgError(Exception):
