@@ -1,11 +1,15 @@
 """SQL statements per purchase on engagement's path to SMTP: `python -m bench.engagement_sql`.
 
 Deterministic companion to ``bench.engagement`` and ``bench.pipeline``: no broker, no
-clock. It registers ``--customers`` customers, then
+clock. Over ``--customers`` customers, it
 
-1. feeds batches of purchases (``--batch``, round-robin over the customers, two
-   items each) to the real runner's batch transaction
-   (``ConsumerRunner._apply_batch``) with engagement's real handler map;
+1. feeds, per round, a batch of the contact details profile publishes for the
+   round's purchases (``customer.registered`` the first time, then
+   ``customer.updated``, each with an e-mail consent: in the pipeline every
+   purchase of a new customer brings one), then the batch of purchases
+   (``--batch``, round-robin over the customers, two items each), each to the real
+   runner's batch transaction (``ConsumerRunner._apply_batch``) with engagement's
+   real handler map (the two come from different topics, hence different batches);
 2. runs sender rounds (``Sender.run_once``) against a local SMTP sink until every
    thank-you is accepted.
 
@@ -42,6 +46,7 @@ from tools.broker import free_port
 from tools.databases import DatabaseMaker
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+OPT_IN = {"email": "opt_in"}
 
 
 class Counting:
@@ -104,23 +109,37 @@ async def run(db: Database, *, batches: int, size: int, customers: int) -> None:
     )
     counting = Counting(db)
     offset = 0
-    people = [customer(f"c-{n}", email=f"c-{n}@example.com") for n in range(customers)]
-    for start in range(0, customers, 500):
-        chunk = people[start : start + 500]
-        await runner._apply_batch([_item(p, offset + i) for i, p in enumerate(chunk)])
-        offset += 500
     n = 0
     for b in range(batches):
-        items = []
+        details, items = [], []
         for _ in range(size):
-            items.append(_item(purchase(f"c-{n % customers}"), offset))
+            who = f"c-{n % customers}"
+            known = n >= customers
+            details.append(
+                _item(
+                    customer(who, email=f"{who}@example.com", update=known, consents=OPT_IN),
+                    offset,
+                )
+            )
+            items.append(_item(purchase(who), offset + 1))
             n += 1
-            offset += 1
+            offset += 2
+        counting.reset()
+        wall, cpu = time.perf_counter(), time.process_time()
+        await runner._apply_batch(details)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        counting.report(f"contact details batch {b + 1}", size, "events", wall, cpu)
+        statements, spent = len(counting.seen), cpu
         counting.reset()
         wall, cpu = time.perf_counter(), time.process_time()
         await runner._apply_batch(items)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         counting.report(f"consumer batch {b + 1}", size, "purchases", wall, cpu)
+        statements, spent = statements + len(counting.seen), spent + cpu
+        print(
+            f"  with its contact details: {statements / size:.2f} statements and "
+            f"{spent * 1000 / size:.2f} ms CPU per purchase"
+        )
     controller, sink = smtp_sink.start(port)
     try:
         sender = Sender(db=db, settings=config)

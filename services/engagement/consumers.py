@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement import (
     care,
+    held,
     identity,
     journeys,
     prefetch,
@@ -57,6 +58,12 @@ ABOUT_A_CUSTOMER: frozenset[type[Event]] = frozenset(
         ComplaintResolved,
         ConsentChanged,
     }
+)
+
+# Events whose handlers only hold writes (``held``) or, for purchases, read ahead after
+# writing what is held (``prefetch``); every other handler runs after the held writes.
+HOLDING: frozenset[type[Event]] = frozenset(
+    {PurchaseCompleted, CustomerRegistered, CustomerUpdated, ConsentChanged}
 )
 
 OWN_TOPICS = (PURCHASES_TOPIC, PROFILE_TOPIC, LOYALTY_TOPIC, ENGAGEMENT_TOPIC, FEEDBACK_TOPIC)
@@ -162,7 +169,13 @@ def handlers(settings: ServiceSettings) -> Handlers:
     wrapped[PurchaseCompleted] = partial(
         _purchase_as_survivor, combined[PurchaseCompleted], settings=settings
     )
-    return wrapped
+    return {t: h if t in HOLDING else partial(_after_held, h) for t, h in wrapped.items()}
+
+
+async def _after_held(handler: Handler, session: AsyncSession, event: Event) -> None:
+    """Write what the batch holds (``held``) first: this handler may read it back."""
+    await held.write(session)
+    await handler(session, event)
 
 
 async def _as_survivor(handler: Handler, session: AsyncSession, event: Event) -> None:

@@ -2,23 +2,29 @@
 
 For each purchase, the outreach side used to ask the database, one purchase at a
 time: whom the customer was merged into, whether a win-back waits to be cancelled,
-which message the purchase is attributed to, the thank-you journey's settings, and
-the customer's previous basket (locked). The first purchase of a *run* (the
+which message the purchase is attributed to, the thank-you journey's settings, the
+customer's previous basket (locked), whether its thank-you was planned already and
+the recommendation counts of its items. The first purchase of a *run* (the
 purchases the runner hands over back to back, up to the next event of another
-kind, see ``shared.consumer.batch``) now asks for the whole run in five statements:
+kind, see ``shared.consumer.batch``) first writes what the batch holds (``held``),
+then asks for the whole run in eight statements:
 
 1. the survivors of the run's customer ids that were merged away;
 2. which of the (surviving) customers have a pending win-back;
 3. the messages sent to them within the attribution window of the run's purchases,
    newest first, in the order the per-purchase query used (``sent_at``, then id);
 4. every journey's settings;
-5. their latest baskets, locked (``FOR UPDATE``, in customer order, on PostgreSQL).
+5. their latest baskets, locked (``FOR UPDATE``, in customer order, on PostgreSQL);
+6. which of the run's thank-you dedupe keys exist already;
+7. and 8. the "bought together" and "bought after" counts of the run's items.
 
 Exactness: inside a run only purchase handlers run, and a purchase changes none of
 this for a later one, except the latest basket (each purchase replaces its
-customer's; the run keeps its copy up to date as it writes) and the pending
-win-backs it cancels (the run forgets them once cancelled). Merges, win-back plans
-and sends come from other kinds of event or other transactions: a run sees what
+customer's; the run keeps its copy up to date as it writes), the pending win-backs
+it cancels (the run forgets them once cancelled), the thank-you keys it plans and
+the counts it adds (the run adds them to its copies as it holds the writes). Merges, win-back plans
+and sends come from other kinds of event or other transactions (and so do counts
+other replicas' batches add): a run sees what
 was committed when it began, as if its purchases had been handled at that moment
 (under PostgreSQL's read committed a per-purchase query could see a send committed
 a moment later; the message and the purchase were concurrent either way). A run
@@ -37,8 +43,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import journey_config
-from services.engagement.catalog import WIN_BACK
+from services.engagement import held, journey_config, recommendations
+from services.engagement.catalog import THANK_YOU, WIN_BACK
 from services.engagement.config import EngagementSettings
 from services.engagement.journey_config import JourneySettings
 from services.engagement.models import PENDING, SENT, LastBasket, MergedCustomer, Outreach
@@ -62,6 +68,9 @@ class Run:
     window: tuple[datetime, datetime] | None = None
     journeys: dict[str, JourneySettings] = field(default_factory=dict)
     baskets: dict[str, Basket | None] = field(default_factory=dict)
+    thanked: set[str] = field(default_factory=set)  # thank-you dedupe keys planned
+    pairs: recommendations.Counts = field(default_factory=dict)
+    sequences: recommendations.Counts = field(default_factory=dict)
 
 
 def run_of(session: AsyncSession, event: Event) -> Run | None:
@@ -84,6 +93,7 @@ async def read_ahead(
         if not isinstance(e, PurchaseCompleted):
             break
         purchases.append(e)
+    await held.write(session)  # what the batch holds so far, before reading it back
     run = Run(covered={p.id for p in purchases})
     run.survivors = await _survivors(session, {p.subject for p in purchases})
     customers = sorted({run.survivors.get(p.subject, p.subject) for p in purchases})
@@ -95,6 +105,11 @@ async def read_ahead(
     run.sent = await _sent(session, customers, *run.window)
     run.journeys = await journey_config.all_effective(session, settings)
     run.baskets = await _baskets(session, customers)
+    keys = {f"{THANK_YOU}:{p.source}:{p.data.purchase_id}" for p in purchases}
+    run.thanked = await _planned(session, sorted(keys))
+    skus = sorted({sku for p in purchases for sku in recommendations.items(p.data)})
+    run.pairs = await recommendations.pair_counts(session, skus)
+    run.sequences = await recommendations.sequence_counts(session, skus)
     session.info[_KEY] = run
     return run
 
@@ -152,6 +167,11 @@ async def _sent(
         assert sent_at is not None  # the query asked for a range of it
         found[customer_id].append((sent_at, outreach_id))
     return dict(found)
+
+
+async def _planned(session: AsyncSession, keys: list[str]) -> set[str]:
+    stmt = select(Outreach.dedupe_key).where(Outreach.dedupe_key.in_(keys))
+    return set((await session.execute(stmt)).scalars())
 
 
 async def _baskets(session: AsyncSession, customers: list[str]) -> dict[str, Basket | None]:

@@ -5,83 +5,153 @@ directions): "often bought together". It also adds one to each (item of the
 customer's previous purchase, item of this one) pair: "often bought next". A
 customer's recommendations are drawn from the purchases seen before theirs.
 Nothing is hard-coded: an empty history recommends nothing.
+
+A recommendation reads the counts of the purchase's items (one query) and ranks
+them here: the names most often bought with (after) any of them, not among them,
+ties by the other item's SKU (code point order). In a consumer batch the purchase's
+run (``prefetch``) has read the counts of all its purchases' items ahead and keeps
+them up to date as each purchase counts in, while the writes are held and written
+at commit (``held``): each purchase sees the counts of the purchases before it, as
+one by one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import permutations
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import prefetch
+from services.engagement import held, prefetch, repository
 from services.engagement.models import ItemPair, ItemSequence, LastBasket
-from shared.db import upsertable_insert
+from shared.events import Event
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 
 MAX_ITEMS = 20  # pairs grow with the square of a basket's size; large baskets are capped
+SKUS_PER_QUERY = 1000
+
+# Counts by item: sku -> other sku -> (count, the other item's name).
+Counts = dict[str, dict[str, tuple[int, str | None]]]
 
 
-def _items(data: PurchaseCompletedData) -> dict[str, str | None]:
-    items: dict[str, str | None] = {}
+def items(data: PurchaseCompletedData) -> dict[str, str | None]:
+    """The purchase's distinct items (SKU -> name, the first line's), at most MAX_ITEMS."""
+    found: dict[str, str | None] = {}
     for line in data.lines:
-        items.setdefault(line.sku, line.name)
-    return dict(list(items.items())[:MAX_ITEMS])
+        found.setdefault(line.sku, line.name)
+    return dict(list(found.items())[:MAX_ITEMS])
 
 
-async def record_basket(session: AsyncSession, data: PurchaseCompletedData) -> None:
-    items = _items(data)
-    pairs = [
-        {"sku": a, "other_sku": b, "other_name": items[b], "count": 1}
-        for a, b in permutations(items, 2)
-    ]
-    if pairs:
-        await count_pairs(session, pairs)
-
-
-async def recommend(
-    session: AsyncSession, data: PurchaseCompletedData, *, limit: int = 3
-) -> list[str]:
-    """Names of up to ``limit`` items often bought with this purchase's, not in it."""
-    skus = list(_items(data))
-    return list(await bought_together(session, skus, limit=limit)) if skus else []
+async def record_basket(
+    session: AsyncSession, data: PurchaseCompletedData, event: Event | None = None
+) -> None:
+    bought = items(data)
+    pairs = [(a, b, bought[b]) for a, b in permutations(bought, 2)]
+    if not pairs:
+        return
+    run = prefetch.run_of(session, event) if event is not None else None
+    holding = held.of(session) if run is not None else None
+    if run is None or holding is None:
+        await count_pairs(
+            session, [{"sku": a, "other_sku": b, "other_name": n, "count": 1} for a, b, n in pairs]
+        )
+        return
+    _count(holding.pairs, run.pairs, pairs)
 
 
 async def count_pairs(session: AsyncSession, pairs: Sequence[dict[str, Any]]) -> None:
-    """Add one to each (sku, other_sku) pair's count, creating the pairs not seen yet."""
-    stmt = upsertable_insert(session)(ItemPair).values(list(pairs))
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["sku", "other_sku"],
-            set_={"count": ItemPair.count + 1, "other_name": stmt.excluded.other_name},
-        )
-    )
+    """Add each pair's ``count`` to its stored one, creating the pairs not seen yet."""
+    await session.execute(repository.statement(session, "pair"), list(pairs))
 
 
-async def bought_together(
-    session: AsyncSession, skus: Sequence[str], *, limit: int
-) -> Sequence[str]:
-    """Names of the items most often bought with any of ``skus``, not among them."""
-    total = func.sum(ItemPair.count)
-    stmt = (
-        select(ItemPair.other_name)
-        .where(
-            ItemPair.sku.in_(skus),
-            ItemPair.other_sku.not_in(skus),
-            ItemPair.other_name.is_not(None),
-        )
-        .group_by(ItemPair.other_sku, ItemPair.other_name)
-        .order_by(total.desc(), ItemPair.other_sku)
-        .limit(limit)
-    )
-    return [str(name) for name in (await session.execute(stmt)).scalars()]
+def _count(
+    held_counts: dict[tuple[str, str], tuple[int, str | None]],
+    known: Counts,
+    pairs: Iterable[tuple[str, str, str | None]],
+) -> None:
+    """Add one to each (sku, other, name) held, and to the run's copy where it has the sku."""
+    for sku, other, name in pairs:
+        count, _ = held_counts.get((sku, other), (0, None))
+        held_counts[sku, other] = (count + 1, name)
+        row = known.get(sku)
+        if row is not None:
+            row[other] = (row.get(other, (0, None))[0] + 1, name)
+
+
+async def recommend(
+    session: AsyncSession,
+    data: PurchaseCompletedData,
+    *,
+    limit: int = 3,
+    event: Event | None = None,
+) -> list[str]:
+    """Names of up to ``limit`` items often bought with this purchase's, not in it."""
+    skus = list(items(data))
+    if not skus:
+        return []
+    run = prefetch.run_of(session, event) if event is not None else None
+    counts = run.pairs if run is not None else await pair_counts(session, skus)
+    return top(counts, skus, limit=limit)
+
+
+async def recommend_after(
+    session: AsyncSession,
+    data: PurchaseCompletedData,
+    *,
+    limit: int = 3,
+    event: Event | None = None,
+) -> list[str]:
+    """Names of up to ``limit`` items customers most often bought next after these."""
+    skus = list(items(data))
+    if not skus:
+        return []
+    run = prefetch.run_of(session, event) if event is not None else None
+    counts = run.sequences if run is not None else await sequence_counts(session, skus)
+    return top(counts, skus, limit=limit)
+
+
+def top(counts: Mapping[str, Mapping[str, tuple[int, str | None]]], skus: Sequence[str], *,
+        limit: int) -> list[str]:  # fmt: skip
+    """The names most often counted with any of ``skus`` (summed per other item and
+    name), not among them and named; ties by the other item's SKU, then name."""
+    among = set(skus)
+    totals: dict[tuple[str, str], int] = {}
+    for sku in among:
+        for other, (count, name) in counts.get(sku, {}).items():
+            if name is not None and other not in among:
+                totals[other, name] = totals.get((other, name), 0) + count
+    best = heapq.nsmallest(limit, totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [name for (_, name), _ in best]
+
+
+async def pair_counts(session: AsyncSession, skus: Sequence[str]) -> Counts:
+    """The stored "bought together" counts of ``skus`` (every one of them a key)."""
+    t = ItemPair.__table__.c
+    return await _counts(session, skus, select(t.sku, t.other_sku, t["count"], t.other_name))
+
+
+async def sequence_counts(session: AsyncSession, skus: Sequence[str]) -> Counts:
+    """The stored "bought after" counts of ``skus`` (every one of them a key)."""
+    t = ItemSequence.__table__.c
+    return await _counts(session, skus, select(t.sku, t.next_sku, t["count"], t.next_name))
+
+
+async def _counts(session: AsyncSession, skus: Sequence[str], stmt: Any) -> Counts:
+    found: Counts = {sku: {} for sku in skus}
+    sku_column = stmt.selected_columns[0]
+    for start in range(0, len(skus), SKUS_PER_QUERY):
+        chunk = skus[start : start + SKUS_PER_QUERY]
+        for sku, other, count, name in await session.execute(stmt.where(sku_column.in_(chunk))):
+            found[sku][other] = (count, name)
+    return found
 
 
 async def record_purchase(session: AsyncSession, event: PurchaseCompleted) -> None:
     """Count the purchase into both statistics (after the thank-you drew from them)."""
-    await record_basket(session, event.data)
+    await record_basket(session, event.data, event)
     await record_sequence(session, event)
 
 
@@ -91,7 +161,7 @@ async def record_sequence(session: AsyncSession, event: PurchaseCompleted) -> No
     Only a purchase newer (event time) than the stored one counts and replaces it; a
     late-delivered older purchase changes nothing.
     """
-    items = _items(event.data)
+    bought = items(event.data)
     key = f"{event.source}:{event.data.purchase_id}"
     run = prefetch.run_of(session, event)
     if run is not None:
@@ -101,55 +171,28 @@ async def record_sequence(session: AsyncSession, event: PurchaseCompleted) -> No
         previous = (row.purchase_key, row.skus, row.purchased_at) if row else None
     if previous is not None and (previous[2] >= event.time or previous[0] == key):
         return
+    holding = held.of(session) if run is not None else None
     if previous is not None:
         pairs = [
-            {"sku": before, "next_sku": sku, "next_name": name, "count": 1}
-            for before in previous[1]
-            for sku, name in items.items()
+            (before, sku, name) for before in previous[1] for sku, name in bought.items()
             if sku != before
-        ]
-        if pairs:
-            await _count_sequences(session, pairs)
-    stmt = upsertable_insert(session)(LastBasket).values(
-        customer_id=event.subject, purchase_key=key, skus=list(items), purchased_at=event.time
-    )
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["customer_id"],
-            set_={c: stmt.excluded[c] for c in ("purchase_key", "skus", "purchased_at")},
-        )
-    )
+        ]  # fmt: skip
+        if holding is not None and run is not None:
+            _count(holding.sequences, run.sequences, pairs)
+        elif pairs:
+            await session.execute(
+                repository.statement(session, "sequence"),
+                [{"sku": a, "next_sku": b, "next_name": n, "count": 1} for a, b, n in pairs],
+            )
+    basket = {
+        "customer_id": event.subject,
+        "purchase_key": key,
+        "skus": list(bought),
+        "purchased_at": event.time,
+    }
+    if holding is not None:
+        holding.baskets[event.subject] = basket
+    else:
+        await session.execute(repository.statement(session, "basket"), basket)
     if run is not None:
-        run.baskets[event.subject] = (key, list(items), event.time)
-
-
-async def _count_sequences(session: AsyncSession, pairs: Sequence[dict[str, Any]]) -> None:
-    stmt = upsertable_insert(session)(ItemSequence).values(list(pairs))
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["sku", "next_sku"],
-            set_={"count": ItemSequence.count + 1, "next_name": stmt.excluded.next_name},
-        )
-    )
-
-
-async def recommend_after(
-    session: AsyncSession, data: PurchaseCompletedData, *, limit: int = 3
-) -> list[str]:
-    """Names of up to ``limit`` items customers most often bought next after these."""
-    skus = list(_items(data))
-    if not skus:
-        return []
-    total = func.sum(ItemSequence.count)
-    stmt = (
-        select(ItemSequence.next_name)
-        .where(
-            ItemSequence.sku.in_(skus),
-            ItemSequence.next_sku.not_in(skus),
-            ItemSequence.next_name.is_not(None),
-        )
-        .group_by(ItemSequence.next_sku, ItemSequence.next_name)
-        .order_by(total.desc(), ItemSequence.next_sku)
-        .limit(limit)
-    )
-    return [str(name) for name in (await session.execute(stmt)).scalars()]
+        run.baskets[event.subject] = (key, list(bought), event.time)

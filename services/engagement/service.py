@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import prefetch, recommendations, repository
+from services.engagement import held, prefetch, recommendations, repository
 from services.engagement.catalog import THANK_YOU
 from services.engagement.config import EngagementSettings
 from services.engagement.models import PENDING, SUPPRESSED, Outreach
@@ -57,50 +57,60 @@ def utc(moment: datetime) -> datetime:
 async def record_contact(
     session: AsyncSession, *, event: CustomerRegistered | CustomerUpdated
 ) -> None:
-    """Keep the customer's contact details; the newest profile event wins."""
+    """Keep the customer's contact details; the newest profile event wins.
+
+    In a consumer batch the upserts are held and written at commit (``held``)."""
     details = event.data
     quiet = details.quiet_hours
-    await repository.upsert_contact(
-        session,
-        {
-            "customer_id": event.subject,
-            "name": details.name,
-            "email": details.email,
-            "phone": details.phone,
-            "language": details.language,
-            "timezone": known_zone(details.timezone),
-            "quiet_start": quiet.start if quiet else None,
-            "quiet_end": quiet.end if quiet else None,
-            "updated_at": utc(event.time),
-        },
-    )
-    for channel, status in details.consents.items():
-        await _record_consent(session, event.subject, channel, status, event.time)
+    at = utc(event.time)
+    values = {
+        "customer_id": event.subject,
+        "name": details.name,
+        "email": details.email,
+        "phone": details.phone,
+        "language": details.language,
+        "timezone": known_zone(details.timezone),
+        "quiet_start": quiet.start if quiet else None,
+        "quiet_end": quiet.end if quiet else None,
+        "updated_at": at,
+    }
+    consents = [
+        {"customer_id": event.subject, "channel": channel, "status": status, "changed_at": at}
+        for channel, status in details.consents.items()
+    ]
+    holding = held.of(session)
+    if holding is not None:
+        holding.contact(values)
+        for consent in consents:
+            holding.consent(consent)
+    else:
+        await repository.upsert_contact(session, values)
+        for consent in consents:
+            await repository.upsert_consent(session, consent)
     mark(session, OUTREACH_FLAG)  # a waiting message may now have an address
 
 
 async def record_consent_change(session: AsyncSession, *, event: ConsentChanged) -> None:
     """One channel's consent; a statement older than the stored one is ignored."""
     data = event.data
-    await _record_consent(session, event.subject, data.channel, data.status, data.changed_at)
-
-
-async def _record_consent(
-    session: AsyncSession, customer_id: str, channel: str, status: str, at: datetime
-) -> None:
-    values = {"customer_id": customer_id, "channel": channel, "status": status}
-    await repository.upsert_consent(session, values | {"changed_at": utc(at)})
-
-
-async def schedule_outreach(
-    session: AsyncSession, plan: OutreachPlan, *, now: datetime, suppressed: str | None = None
-) -> bool:
-    """Record a planned message; False if this journey step was already planned.
-
-    ``suppressed`` records the step as decided-against, with the reason, so the
-    history shows why nothing was sent, and publishes ``outreach.suppressed``.
-    """
     values = {
+        "customer_id": event.subject,
+        "channel": data.channel,
+        "status": data.status,
+        "changed_at": utc(data.changed_at),
+    }
+    holding = held.of(session)
+    if holding is not None:
+        holding.consent(values)
+    else:
+        await repository.upsert_consent(session, values)
+
+
+def outreach_values(
+    plan: OutreachPlan, *, now: datetime, suppressed: str | None = None
+) -> dict[str, Any]:
+    """The outreach row that plans ``plan`` (see ``schedule_outreach``)."""
+    return {
         "id": str(uuid.uuid4()),
         "customer_id": plan.customer_id,
         "journey": plan.journey,
@@ -117,6 +127,17 @@ async def schedule_outreach(
         "trigger_at": utc(plan.trigger_at) if plan.trigger_at else None,
         "to_address": plan.to_address,
     }
+
+
+async def schedule_outreach(
+    session: AsyncSession, plan: OutreachPlan, *, now: datetime, suppressed: str | None = None
+) -> bool:
+    """Record a planned message; False if this journey step was already planned.
+
+    ``suppressed`` records the step as decided-against, with the reason, so the
+    history shows why nothing was sent, and publishes ``outreach.suppressed``.
+    """
+    values = outreach_values(plan, now=now, suppressed=suppressed)
     inserted = await repository.insert_outreach(session, values)
     if inserted and not suppressed:
         mark(session, OUTREACH_FLAG)
@@ -145,8 +166,8 @@ async def plan_thank_you(
     if not config.enabled:
         return False
     suggestions = {
-        "recommendations": await recommendations.recommend(session, event.data),
-        "bought_after": await recommendations.recommend_after(session, event.data),
+        "recommendations": await recommendations.recommend(session, event.data, event=event),
+        "bought_after": await recommendations.recommend_after(session, event.data, event=event),
     }
     plan = OutreachPlan(
         customer_id=event.subject,
@@ -161,7 +182,20 @@ async def plan_thank_you(
     )
     too_old = now - event.time > max_age
     reason = f"purchase older than {max_age} when processed" if too_old else None
-    return await schedule_outreach(session, plan, now=now, suppressed=reason)
+    run = prefetch.run_of(session, event)
+    if run is None:
+        return await schedule_outreach(session, plan, now=now, suppressed=reason)
+    # In a run: the run knows the keys planned so far (read ahead, then its own), so
+    # "planned once" is decided here; a pending thank-you is held and written at commit.
+    if plan.dedupe_key in run.thanked:
+        return False
+    run.thanked.add(plan.dedupe_key)
+    holding = held.of(session)
+    if reason is not None or holding is None:
+        return await schedule_outreach(session, plan, now=now, suppressed=reason)
+    holding.outreach[plan.dedupe_key] = outreach_values(plan, now=now)
+    mark(session, OUTREACH_FLAG)
+    return True
 
 
 def thank_you_context(data: PurchaseCompletedData) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""A consumer batch of purchases reads ahead (``prefetch``) and ends where one-by-one
-handling ends: the same messages, exits, attributions and recommendation counts."""
+"""A consumer batch of purchases reads ahead (``prefetch``) and holds its writes until
+commit (``held``), and ends where one-by-one handling ends: the same messages, exits,
+attributions, recommendations and their counts, contacts and consents."""
 
 from __future__ import annotations
 
@@ -16,20 +17,24 @@ from services.engagement.config import EngagementSettings
 from services.engagement.consumers import handlers
 from services.engagement.main import MIGRATIONS
 from services.engagement.models import (
+    Consent,
+    Contact,
     Conversion,
     ItemPair,
     ItemSequence,
     LastBasket,
     Outreach,
 )
+from services.engagement.service import OUTREACH_FLAG
 from shared.consumer import ConsumerRunner, Item
 from shared.db import Database
 from shared.events import Event
 from shared.migrations import upgrade_async
 from tests.conftest import DatabaseFactory
 from tests.engagement.support import customer, handle, now, published, purchase, settings
-from tests.engagement.test_identity import merged
+from tests.engagement.test_identity import erased, merged
 from tests.engagement.test_journeys import risk
+from tests.engagement.test_policy import consent
 
 pytestmark = pytest.mark.db
 
@@ -91,6 +96,8 @@ async def _state(db: Database) -> dict[str, Any]:
         pairs = (await session.execute(select(ItemPair))).scalars().all()
         sequences = (await session.execute(select(ItemSequence))).scalars().all()
         baskets = (await session.execute(select(LastBasket))).scalars().all()
+        contacts = (await session.execute(select(Contact))).scalars().all()
+        consents = (await session.execute(select(Consent))).scalars().all()
     return {
         "outreach": sorted(
             (o.dedupe_key, o.customer_id, o.journey, o.status, o.last_error, str(o.context))
@@ -101,6 +108,10 @@ async def _state(db: Database) -> dict[str, Any]:
         "sequences": sorted((s.sku, s.next_sku, s.count) for s in sequences),
         "baskets": sorted((b.customer_id, b.purchase_key, tuple(b.skus)) for b in baskets),
         "published": sorted(e.type for e in await published(db)),
+        "contacts": sorted(
+            (c.customer_id, c.name, c.email, c.language, c.updated_at) for c in contacts
+        ),
+        "consents": sorted((c.customer_id, c.channel, c.status, c.changed_at) for c in consents),
     }
 
 
@@ -171,3 +182,101 @@ async def test_a_run_asks_once_for_what_each_purchase_used_to_ask(db: Database) 
         assert sum(f"FROM {table}" in s for s in statements) == 1, table
     assert sum(s.startswith("SELECT") and "FROM LAST_BASKETS" in s for s in statements) == 1
     assert not [s for s in statements if s.startswith("UPDATE OUTREACH")]  # no win-back waits
+    # the run's writes are held and written once: one statement per table
+    for table in ("OUTREACH", "ITEM_PAIRS", "LAST_BASKETS"):
+        assert sum(s.startswith(f"INSERT INTO {table} ") for s in statements) == 1, table
+    for table in ("ITEM_PAIRS", "ITEM_SEQUENCES"):
+        assert sum(s.startswith("SELECT") and f"FROM {table}" in s for s in statements) == 1
+
+
+async def test_contact_details_in_a_batch_end_as_one_by_one(db: Database, twin: Database) -> None:
+    """Held contact and consent upserts: the newest event wins (the later of two equally
+    new ones), an older one arriving late changes nothing, and a merge or an erasure in
+    the middle of the batch sees what the events before it wrote."""
+    config = settings()
+    t0 = now() - timedelta(hours=2)
+    minutes = [t0 + timedelta(minutes=m) for m in range(10)]
+    events: list[Event] = [
+        customer("c-a", email="a1@example.com", when=minutes[0],
+                 consents={"email": "opt_in", "sms": "opt_in"}),
+        customer("c-a", email="a3@example.com", when=minutes[3], update=True,
+                 consents={"email": "opt_in"}),
+        # older, delivered late: neither the address nor the consent changes
+        customer("c-a", email="a2@example.com", when=minutes[2], update=True,
+                 consents={"email": "opt_out"}),
+        consent("c-a", "opt_out", at=minutes[4]),  # newer than every statement above
+        consent("c-a", "opt_in", at=minutes[1]),  # older: ignored
+        customer("c-b", name="B1", email="b@example.com", when=minutes[1]),
+        customer("c-b", name="B2", email="b@example.com", when=minutes[1], update=True),
+        customer("c-c", email="c@example.com", when=minutes[1], consents={"email": "opt_in"}),
+        purchase("c-a", purchase_id="p-1", items=("Green tea", "Lotus cake"), when=t0),
+        purchase("c-b", purchase_id="p-2", items=("Green tea", "Jasmine"), when=t0),
+        merged("c-a", "c-b"),  # reads both contacts and consents back
+        erased("c-c"),  # deletes what the batch wrote for c-c before it
+        customer("c-b", name="B3", email="b3@example.com", when=minutes[5], update=True,
+                 consents={"sms": "opt_out"}),
+        consent("c-b", "opt_in", at=minutes[6]),  # c-b is c-a's now
+        purchase("c-b", purchase_id="p-3", items=("Jasmine", "Oolong"), when=t0),
+        customer("c-d", email="d@example.com", when=minutes[7]),
+    ]  # fmt: skip
+    await _in_one_batch(db, events, config)
+    await handle(twin, *events, config=config)
+    batched, alone = await _state(db), await _state(twin)
+    assert batched == alone
+    contacts = {c: (name, email) for c, name, email, *_ in batched["contacts"]}
+    assert contacts == {
+        "c-a": ("Lan", "a3@example.com"),
+        "c-b": ("B3", "b3@example.com"),  # written again after the merge
+        "c-d": ("Lan", "d@example.com"),
+    }
+    consents = {(c, channel): status for c, channel, status, _ in batched["consents"]}
+    assert consents == {
+        ("c-a", "email"): "opt_in",  # c-b's statement after the merge, newest of all
+        ("c-a", "sms"): "opt_in",
+        ("c-b", "sms"): "opt_out",
+    }
+    assert len(batched["outreach"]) == 3
+    # p-3 (now c-a's) saw the pair counts of p-1 and p-2 from the same batch
+    [p3] = [context for key, *_, context in batched["outreach"] if key.endswith(":p-3")]
+    assert "'recommendations': ['Green tea']" in p3
+
+
+async def test_thank_yous_in_batches_are_planned_once_and_wake_the_sender(
+    db: Database, twin: Database
+) -> None:
+    config = settings()
+    wakes: list[str] = []
+    db.on_commit(lambda: wakes.append("woken"), when=OUTREACH_FLAG)
+    t0 = now() - timedelta(hours=1)
+    first: list[Event] = [
+        purchase("c-a", purchase_id="p-1", items=("Green tea", "Lotus cake"), when=t0),
+        purchase("c-b", purchase_id="p-2", items=("Lotus cake",), when=t0),
+    ]
+    again: list[Event] = [
+        # the same sales re-sent under new event ids, in a later batch
+        purchase("c-a", purchase_id="p-1", items=("Green tea", "Lotus cake"), when=t0),
+        purchase("c-b", purchase_id="p-2", items=("Lotus cake",), when=t0),
+    ]
+    later: list[Event] = [
+        purchase("c-a", purchase_id="p-3", items=("Oolong",), when=t0 + timedelta(minutes=1)),
+        # a replay of history: recorded as suppressed (and published) rather than thanked
+        purchase("c-b", purchase_id="p-4", items=("Oolong",), when=t0 - timedelta(days=30)),
+        purchase("c-b", purchase_id="p-4", items=("Oolong",), when=t0 - timedelta(days=30)),
+        purchase("c-a", purchase_id="p-3", items=("Oolong",), when=t0 + timedelta(minutes=1)),
+    ]
+    await _in_one_batch(db, first, config)
+    assert wakes == ["woken"]
+    await _in_one_batch(db, again, config)
+    assert wakes == ["woken"]  # nothing planned, nothing to wake for
+    await _in_one_batch(db, later, config)
+    assert wakes == ["woken", "woken"]
+    await handle(twin, *first, *again, *later, config=config)
+    batched, alone = await _state(db), await _state(twin)
+    assert batched == alone
+    assert [(k, status) for k, _, _, status, *_ in batched["outreach"]] == [
+        ("thank_you:/pos/store-7:p-1", "pending"),
+        ("thank_you:/pos/store-7:p-2", "pending"),
+        ("thank_you:/pos/store-7:p-3", "pending"),
+        ("thank_you:/pos/store-7:p-4", "suppressed"),
+    ]
+    assert batched["published"] == ["outreach.suppressed"]

@@ -3,12 +3,16 @@ configuration and identity queries in the modules beside it (re-exported where s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Row, and_, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.engagement.models import (
     PENDING,
@@ -16,6 +20,9 @@ from services.engagement.models import (
     SENT,
     Consent,
     Contact,
+    ItemPair,
+    ItemSequence,
+    LastBasket,
     Outreach,
 )
 from services.engagement.repository.addresses import address as _address
@@ -50,32 +57,87 @@ from services.engagement.repository.sweeps import (
 from services.engagement.repository.sweeps import (
     suppress_unreachable as suppress_unreachable,
 )
-from shared.db import upsertable_insert
+
+CONTACT_COLUMNS = (
+    "name",
+    "email",
+    "phone",
+    "language",
+    "timezone",
+    "quiet_start",
+    "quiet_end",
+    "updated_at",
+)
+
+
+@cache
+def _statements(dialect: str) -> dict[str, Any]:
+    """The upserts engagement's consumer writes, built once per dialect and run with
+    parameters (one row, or many in one ``executemany``), so each is compiled once."""
+    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+    contacts, consents = Contact.__table__.c, Consent.__table__.c
+    pairs, sequences = ItemPair.__table__.c, ItemSequence.__table__.c
+    contact = insert(Contact.__table__)
+    consent = insert(Consent.__table__)
+    pair = insert(ItemPair.__table__)
+    sequence = insert(ItemSequence.__table__)
+    basket = insert(LastBasket.__table__)
+    return {
+        "contact": contact.on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={k: contact.excluded[k] for k in CONTACT_COLUMNS},
+            where=contacts.updated_at <= contact.excluded.updated_at,
+        ),
+        "consent": consent.on_conflict_do_update(
+            index_elements=["customer_id", "channel"],
+            set_={"status": consent.excluded.status, "changed_at": consent.excluded.changed_at},
+            where=consents.changed_at <= consent.excluded.changed_at,
+        ),
+        "outreach": insert(Outreach.__table__).on_conflict_do_nothing(
+            index_elements=["dedupe_key"]
+        ),
+        "pair": pair.on_conflict_do_update(
+            index_elements=["sku", "other_sku"],
+            set_={
+                "count": pairs["count"] + pair.excluded["count"],
+                "other_name": pair.excluded.other_name,
+            },
+        ),
+        "sequence": sequence.on_conflict_do_update(
+            index_elements=["sku", "next_sku"],
+            set_={
+                "count": sequences["count"] + sequence.excluded["count"],
+                "next_name": sequence.excluded.next_name,
+            },
+        ),
+        "basket": basket.on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={c: basket.excluded[c] for c in ("purchase_key", "skus", "purchased_at")},
+        ),
+    }
+
+
+def statement(session: AsyncSession | Session, name: str) -> Any:
+    """One of ``_statements`` for the session's database."""
+    return _statements(session.get_bind().dialect.name)[name]
 
 
 async def upsert_contact(session: AsyncSession, values: dict[str, Any]) -> None:
     """Insert or replace a contact, unless the stored one comes from a newer event."""
-    stmt = upsertable_insert(session)(Contact).values(**values)
-    changed = {k: stmt.excluded[k] for k in values if k != "customer_id"}
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["customer_id"],
-            set_=changed,
-            where=Contact.updated_at <= stmt.excluded.updated_at,
-        )
-    )
+    await session.execute(statement(session, "contact"), values)
 
 
 async def upsert_consent(session: AsyncSession, values: dict[str, Any]) -> None:
     """Record one channel's consent, unless the stored one was stated later."""
-    stmt = upsertable_insert(session)(Consent).values(**values)
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["customer_id", "channel"],
-            set_={"status": stmt.excluded.status, "changed_at": stmt.excluded.changed_at},
-            where=Consent.changed_at <= stmt.excluded.changed_at,
-        )
-    )
+    await session.execute(statement(session, "consent"), values)
+
+
+def write_held_sync(session: Session, rows: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+    """A consumer batch's held writes (``services.engagement.held``), one ``executemany``
+    per kind: ``rows`` maps a name of ``_statements`` to its rows."""
+    for name, values in rows.items():
+        if values:
+            session.execute(statement(session, name), list(values))
 
 
 async def consents(session: AsyncSession, customer_id: str) -> dict[str, str]:
@@ -89,8 +151,7 @@ async def get_contact(session: AsyncSession, customer_id: str) -> Contact | None
 
 async def insert_outreach(session: AsyncSession, values: dict[str, Any]) -> bool:
     """Insert a planned message; False if one with the same dedupe key exists."""
-    stmt = upsertable_insert(session)(Outreach).values(**values)
-    result = await session.execute(stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]))
+    result = await session.execute(statement(session, "outreach"), values)
     return bool(getattr(result, "rowcount", 0))
 
 
