@@ -61,6 +61,7 @@ Basket = tuple[str, list[str], datetime]
 @dataclass
 class Run:
     covered: set[str] = field(default_factory=set)  # event ids
+    size: int = 0  # purchases in the run (its last one can write what the run held)
     customers: list[str] = field(default_factory=list)  # after merges, sorted
     survivors: dict[str, str] = field(default_factory=dict)
     win_back: set[str] = field(default_factory=set)
@@ -94,7 +95,7 @@ async def read_ahead(
             break
         purchases.append(e)
     await held.write(session)  # what the batch holds so far, before reading it back
-    run = Run(covered={p.id for p in purchases})
+    run = Run(covered={p.id for p in purchases}, size=len(purchases))
     run.survivors = await _survivors(session, {p.subject for p in purchases})
     customers = sorted({run.survivors.get(p.subject, p.subject) for p in purchases})
     run.customers = customers

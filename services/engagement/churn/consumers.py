@@ -6,7 +6,7 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement.churn import schedule, service
+from services.engagement.churn import ahead, schedule, service
 from services.engagement.churn.settings import ChurnSettings, churn_settings
 from shared.config import ServiceSettings
 from shared.consumer import Handlers
@@ -32,17 +32,17 @@ async def on_purchase_completed(
     bootstrap: schedule.Bootstrap,
 ) -> None:
     now = clock()
-    await service.record_purchase(
-        session,
-        customer_id=event.subject,
-        purchase_id=event.data.purchase_id,
-        occurred_at=event.time,
-        amount=event.data.total.amount,
-        currency=event.data.total.currency,
-        config=config,
-        now=now,
-        absent=await service.read_ahead(session, event),
-    )
+    if not await ahead.record_purchase(session, event, config=config, now=now):
+        await service.record_purchase(
+            session,
+            customer_id=event.subject,
+            purchase_id=event.data.purchase_id,
+            occurred_at=event.time,
+            amount=event.data.total.amount,
+            currency=event.data.total.currency,
+            config=config,
+            now=now,
+        )
     await bootstrap(session, config=config, now=now)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -86,23 +86,62 @@ def history(row: Any) -> History:
     )
 
 
+# A re-score to make: the customer's row (an ORM object or a held copy, changed in place),
+# the history to score (None: no purchase is left and the scores are cleared) and the time.
+Step = tuple[Any, History | None, datetime]
+
+
 async def rescore_customer(
     session: AsyncSession, customer: ChurnCustomer, *, config: ChurnSettings, now: datetime
 ) -> None:
     """Score one customer as of ``now`` with the current model (if there is one)."""
-    if customer.first_day is None:
-        _clear(customer)
-        return
-    model = await current_model(session)
-    if model is None:
-        return
-    [result] = score(population(model), [history(customer)], now.date(), config)
-    previous = customer.band or NO_BAND
-    _assign(customer, result, model.id, now)
+    known = customer.first_day is not None
+    await rescore(session, [(customer, history(customer) if known else None, now)], config=config)
     await session.flush()
-    if previous != result.band:
-        await enqueue(session, _changed(customer.customer_id, result, previous, customer, now))
-        await _record_changes(session, [(customer.customer_id, result.band, previous)], now)
+
+
+async def rescore(session: AsyncSession, steps: Sequence[Step], *, config: ChurnSettings) -> None:
+    """Make the re-scores in their order, as one ``rescore_customer`` after another would
+    (a customer's band as each left it, a band change published and kept each time it
+    changes), scoring all of them in one ``score`` per day."""
+    scored = [h for _, h, _ in steps if h is not None]
+    model = await current_model(session) if scored else None
+    results = iter(_score(model, steps, config) if model is not None else [])
+    changed: list[ChurnRiskChanged] = []
+    kept: list[tuple[str, str, str, datetime]] = []
+    for row, known, now in steps:
+        if known is None:
+            _clear(row)
+            continue
+        if model is None:
+            continue
+        result = next(results)
+        previous = row.band or NO_BAND
+        _assign(row, result, model.id, now)
+        if previous != result.band:
+            changed.append(_changed(row.customer_id, result, previous, known, now))
+            kept.append((row.customer_id, result.band, previous, now))
+    if changed:
+        await enqueue(session, *changed)
+        await _record_changes(session, kept)
+
+
+def _score(model: ChurnModel, steps: Sequence[Step], config: ChurnSettings) -> list[Score]:
+    """The scores of the steps with a history, in their order: one ``score`` per day."""
+    by_day: dict[date, list[int]] = {}
+    histories: list[History] = []
+    for _, known, now in steps:
+        if known is not None:
+            by_day.setdefault(now.date(), []).append(len(histories))
+            histories.append(known)
+    people = population(model)
+    results: list[Score | None] = [None] * len(histories)
+    for day, indices in by_day.items():
+        for i, result in zip(
+            indices, score(people, [histories[i] for i in indices], day, config), strict=True
+        ):
+            results[i] = result
+    return [r for r in results if r is not None]
 
 
 def _clear(customer: ChurnCustomer) -> None:
@@ -167,18 +206,19 @@ async def rescore_all(session: AsyncSession, *, config: ChurnSettings, now: date
     ]
     await enqueue(session, *changed)
     await _record_changes(
-        session, [(e.subject, e.data.band, e.data.previous_band or NO_BAND) for e in changed], now
+        session,
+        [(e.subject, e.data.band, e.data.previous_band or NO_BAND, now) for e in changed],
     )
     return len(changed)
 
 
 async def _record_changes(
-    session: AsyncSession, changes: list[tuple[str, str, str]], now: datetime
+    session: AsyncSession, changes: list[tuple[str, str, str, datetime]]
 ) -> None:
     """Keep each band change (the reports count customers entering ``high`` and won back)."""
     rows = [
-        {"customer_id": c, "band": band, "previous_band": previous, "changed_at": now}
-        for c, band, previous in changes
+        {"customer_id": c, "band": band, "previous_band": previous, "changed_at": at}
+        for c, band, previous, at in changes
     ]
     for start in range(0, len(rows), 5000):
         await session.execute(insert(ChurnBandChange), rows[start : start + 5000])

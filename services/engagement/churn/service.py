@@ -15,7 +15,6 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from services.engagement import prefetch
 from services.engagement.churn import months, scores
 from services.engagement.churn.models import (
     ChurnBandChange,
@@ -25,9 +24,8 @@ from services.engagement.churn.models import (
     ChurnRefund,
 )
 from services.engagement.churn.settings import ChurnSettings
-from services.engagement.churn.stats import PurchaseRow, Stats, compute_stats
+from services.engagement.churn.stats import Stats, compute_stats
 from shared.db import upsertable_insert
-from shared.events import Event
 
 CUSTOMER_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnCustomer, ChurnBandChange)
 
@@ -42,7 +40,6 @@ async def record_purchase(
     currency: str,
     config: ChurnSettings,
     now: datetime,
-    absent: set[str] | None = None,
 ) -> None:
     values = {
         "purchase_id": purchase_id,
@@ -57,7 +54,7 @@ async def record_purchase(
     added = await session.execute(insert(ChurnPurchase).values(values).on_conflict_do_nothing())
     if not getattr(added, "rowcount", 1):
         return  # the same purchase again (another event id): nothing new
-    await refresh(session, customer_id, config=config, now=now, absent=absent)
+    await refresh(session, customer_id, config=config, now=now)
 
 
 async def record_refund(
@@ -104,75 +101,41 @@ async def _refunded(session: AsyncSession, purchase_id: str) -> Decimal:
 
 
 async def refresh(
-    session: AsyncSession,
-    customer_id: str,
-    *,
-    config: ChurnSettings,
-    now: datetime,
-    absent: set[str] | None = None,
+    session: AsyncSession, customer_id: str, *, config: ChurnSettings, now: datetime
 ) -> None:
     """Recompute a customer's statistics from their purchases, then re-score them."""
     rows = (
         await session.scalars(select(ChurnPurchase).where(ChurnPurchase.customer_id == customer_id))
     ).all()
-    stats = compute_stats(
-        [PurchaseRow(r.purchase_id, r.day, r.amount, r.currency, r.refunded) for r in rows],
-        config.cadence_percentile,
-    )
+    stats = compute_stats(rows, config.cadence_percentile)
     await months.refresh_months(session, customer_id, rows)
-    customer = await customer_row(session, customer_id, absent=absent)
-    _apply_stats(customer, stats)
+    customer = await customer_row(session, customer_id)
+    apply_stats(customer, stats)
     await session.flush()
     await scores.rescore_customer(session, customer, config=config, now=now)
 
 
-_AHEAD = "engagement.churn_ahead"
+NEW_CUSTOMER: dict[str, Any] = {
+    "purchase_days": 0,
+    "repeat_purchases": 0,
+    "total_spend": Decimal(0),
+    "repeat_average_value": 0.0,
+    "gap_count": 0,
+    "open_complaints": 0,
+}
 
 
-async def read_ahead(session: AsyncSession, event: Event) -> set[str] | None:
-    """For a purchase in a read-ahead run (``prefetch``): load the run's customers' rows
-    in one query (later gets find them in the session) and return the ids that have
-    none, so their first purchase need not ask. None outside a run."""
-    run = prefetch.run_of(session, event)
-    if run is None:
-        return None
-    ahead = session.info.get(_AHEAD)
-    if ahead is not None and ahead[0] is run:
-        absent: set[str] = ahead[1]
-        return absent
-    stmt = select(ChurnCustomer).where(ChurnCustomer.customer_id.in_(run.customers))
-    found = {c.customer_id for c in (await session.scalars(stmt)).all()}
-    absent = set(run.customers) - found
-    session.info[_AHEAD] = (run, absent)
-    return absent
-
-
-async def customer_row(
-    session: AsyncSession, customer_id: str, *, absent: set[str] | None = None
-) -> ChurnCustomer:
-    """The customer's statistics row, created if new; ``absent`` (``read_ahead``) names
-    customers known to have none (one is taken off once created)."""
-    if absent is not None and customer_id in absent:
-        absent.discard(customer_id)
-        customer = None
-    else:
-        customer = await session.get(ChurnCustomer, customer_id)
+async def customer_row(session: AsyncSession, customer_id: str) -> ChurnCustomer:
+    """The customer's statistics row, created if new."""
+    customer = await session.get(ChurnCustomer, customer_id)
     if customer is None:
-        customer = ChurnCustomer(
-            customer_id=customer_id,
-            purchase_days=0,
-            repeat_purchases=0,
-            total_spend=Decimal(0),
-            repeat_average_value=0.0,
-            gap_count=0,
-            open_complaints=0,
-            reasons=[],
-        )
+        customer = ChurnCustomer(customer_id=customer_id, reasons=[], **NEW_CUSTOMER)
         session.add(customer)
     return customer
 
 
-def _apply_stats(customer: ChurnCustomer, stats: Stats) -> None:
+def apply_stats(customer: Any, stats: Stats) -> None:
+    """Set the statistics on a customer row (an ORM object or a held copy)."""
     for name in Stats.__dataclass_fields__:
         setattr(customer, name, getattr(stats, name))
 

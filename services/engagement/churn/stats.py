@@ -11,8 +11,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Protocol
 
 import numpy as np
+
+
+class Purchased(Protocol):
+    """What the statistics need of a purchase (``PurchaseRow``, a ``ChurnPurchase`` row, …)."""
+
+    @property
+    def purchase_id(self) -> str: ...
+    @property
+    def day(self) -> date: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def refunded(self) -> Decimal: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,7 @@ class Stats:
 EMPTY = Stats(None, None, None, 0, 0, Decimal(0), None, 0.0, 0, None, None)
 
 
-def compute_stats(rows: Sequence[PurchaseRow], percentile: float = 90.0) -> Stats:
+def compute_stats(rows: Sequence[Purchased], percentile: float = 90.0) -> Stats:
     kept = sorted((r for r in rows if not _fully_refunded(r)), key=lambda r: (r.day, r.purchase_id))
     if not kept:
         return EMPTY
@@ -70,5 +86,5 @@ def compute_stats(rows: Sequence[PurchaseRow], percentile: float = 90.0) -> Stat
     )
 
 
-def _fully_refunded(row: PurchaseRow) -> bool:
+def _fully_refunded(row: Purchased) -> bool:
     return row.refunded > 0 and row.refunded >= row.amount
