@@ -128,7 +128,7 @@ def _answer(customer_id: str, when: datetime) -> FeedbackSubmitted:
     )
 
 
-def _history() -> tuple[list[Event], dict[str, Event]]:
+def _history() -> tuple[list[Event], dict[str, PurchaseCompleted]]:
     """Purchases of several customers over surveys with windows, a merge, an erasure,
     an answer to an invitation issued in the batch; and the events asserted on."""
     named = {
