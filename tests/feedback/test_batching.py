@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 
@@ -257,3 +257,37 @@ async def test_a_run_reads_ahead_once_and_writes_once(db: Database) -> None:
     days = {e.data.purchase_id: n for n, e in enumerate(events) if isinstance(e, PurchaseCompleted)}
     invited = sorted(days[p] for p in await _invited(db))
     assert invited == [*range(10), *range(30, 40)]
+
+
+async def test_a_failed_batch_replayed_one_at_a_time_invites_as_one_by_one(
+    db: Database, twin: Database
+) -> None:
+    """An answer out of range fails the batch after its purchases held invitations: the
+    batch rolls back (nothing held is written) and the runner replays it one message
+    at a time, reading ahead over runs of one."""
+    config = settings_for(db.url)
+    await _setup(db)
+    await _setup(twin)
+    bad = FeedbackSubmitted.create(
+        subject="c-x",
+        source="/call-centre",
+        time=T0 + DAY,
+        data=FeedbackSubmittedData(
+            survey_id="after-buy", channel="phone", answers={"recommend": 42}
+        ),
+    )
+    good: list[Event] = [
+        purchase("c-x", purchase_id="x0", when=T0),
+        purchase("c-x", purchase_id="x1", when=T0 + DAY),  # fatigued by x0
+        purchase("c-y", purchase_id="y11", when=T0 + 11 * DAY),
+    ]
+    items = _items([good[0], good[1], bad, good[2]])
+    runner = _runner(db, config)
+    assert await runner._process(TopicPartition("commerce.purchases", 0), [i.record for i in items])
+    await _one_by_one(twin, good, config)
+    batched, alone = await _state(db), await _state(twin)
+    assert batched["invitations"] == alone["invitations"]
+    assert await _invited(db) == {"x0": ("c-x", "after-buy"), "y11": ("c-y", "spring")}
+    async with db.unit_of_work() as session:
+        topics = (await session.execute(select(outbox.c.topic).order_by(outbox.c.id))).scalars()
+        assert [t for t in topics if t.endswith("deadletter")] == ["test.deadletter"]
