@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.feedback.config import FeedbackSettings
 from services.feedback.service import (
+    batching,
     complaints,
     invitations,
     periodic,
@@ -16,6 +18,7 @@ from services.feedback.service import (
     responses,
     support,
 )
+from shared import outbox
 from shared.config import ServiceSettings
 from shared.consumer import Handler, Handlers
 from shared.events.commerce import PURCHASES_TOPIC, PurchaseCompleted
@@ -39,6 +42,8 @@ INPUT_TOPICS = (PURCHASES_TOPIC, INTERACTIONS_TOPIC, PROFILE_TOPIC)
 async def on_purchase_completed(
     session: AsyncSession, event: PurchaseCompleted, *, settings: FeedbackSettings
 ) -> None:
+    """A run of purchases reads ahead and holds its invitations (``batching``)."""
+    outbox.defer(session)
     await invitations.invite_after_purchase(session, event=event, settings=settings)
 
 
@@ -88,16 +93,31 @@ def _feedback(settings: ServiceSettings) -> FeedbackSettings:
     return settings
 
 
+def _after_held(handler: Handler) -> Handler:
+    """Another kind of event may read or change invitations: the purchases' held ones
+    are written first and their read-ahead dropped (``batching.write``). Outbox rows
+    of the whole batch wait for the commit (``outbox.defer``)."""
+
+    async def handle(session: AsyncSession, event: Any) -> None:
+        outbox.defer(session)
+        await batching.write(session)
+        await handler(session, event)
+
+    return handle
+
+
 def handlers(settings: ServiceSettings) -> Handlers:
+    """Profile's ``customer.registered`` / ``customer.updated`` have no handler: the
+    runner counts them as ignored, and a batch of only those opens no transaction."""
     config = _feedback(settings)
     found: dict[type, Handler] = {
         PurchaseCompleted: partial(on_purchase_completed, settings=config),
-        FeedbackSubmitted: partial(on_feedback_submitted, settings=config),
-        InteractionRecorded: partial(on_interaction_recorded, settings=config),
-        CustomerMerged: on_customer_merged,
-        CustomerErased: on_customer_erased,
-        SegmentEntered: on_segment_entered,
-        SegmentExited: on_segment_exited,
+        FeedbackSubmitted: _after_held(partial(on_feedback_submitted, settings=config)),
+        InteractionRecorded: _after_held(partial(on_interaction_recorded, settings=config)),
+        CustomerMerged: _after_held(on_customer_merged),
+        CustomerErased: _after_held(on_customer_erased),
+        SegmentEntered: _after_held(on_segment_entered),
+        SegmentExited: _after_held(on_segment_exited),
     }
     return found
 

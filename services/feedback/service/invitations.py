@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.feedback import repository
 from services.feedback.config import FeedbackSettings
 from services.feedback.models import Invitation, Survey
-from services.feedback.service import SOURCE, as_utc, tokens
+from services.feedback.service import SOURCE, as_utc, batching, tokens
 from shared import outbox
 from shared.events import derived_id
 from shared.events.commerce import PurchaseCompleted
@@ -24,11 +24,20 @@ log = logging.getLogger(__name__)
 async def invite_after_purchase(
     session: AsyncSession, *, event: PurchaseCompleted, settings: FeedbackSettings
 ) -> Invitation | None:
-    """Invite the buyer to the active after-purchase survey, unless recently invited."""
+    """Invite the buyer to the active after-purchase survey, unless recently invited.
+
+    In a consumer batch the run of purchases reads ahead and holds its invitations
+    (``batching``)."""
     at = as_utc(event.time)
-    survey = await repository.get_active_survey(session, "after_purchase", at)
-    if survey is None or await _fatigued(session, event.subject, at, settings):
-        return None
+    run = await batching.read_ahead(session, event)
+    if run is None:
+        survey = await repository.get_active_survey(session, batching.AFTER_PURCHASE, at)
+        if survey is None or await _fatigued(session, event.subject, at, settings):
+            return None
+    else:
+        survey = run.active_survey(at)
+        if survey is None or run.fatigued(event.subject, at, settings.fatigue_days):
+            return None
     invitation = Invitation(
         id=derived_id("invitation", event.source, event.id),
         reason="after_purchase",
@@ -37,7 +46,13 @@ async def invite_after_purchase(
         store_id=event.data.store_id,
         product_category=main_category(event),
     )
-    return await _issue(session, invitation, survey, event.subject, at, settings)
+    if run is None:
+        return await _issue(session, invitation, survey, event.subject, at, settings)
+    _fill(invitation, survey, event.subject, at, settings)
+    batching.hold(session, invitation)
+    run.invited(event.subject, at)
+    await outbox.enqueue(session, _event(invitation, settings))
+    return invitation
 
 
 async def invite_follow_up(
@@ -105,14 +120,24 @@ async def _issue(
     at: datetime,
     settings: FeedbackSettings,
 ) -> Invitation:
-    expires = (at + timedelta(days=settings.invitation_ttl_days)).replace(microsecond=0)
-    invitation.survey_id, invitation.survey_version = survey.id, survey.version
-    invitation.customer_id = invitation.signed_customer_id = customer_id
-    invitation.created_at, invitation.expires_at = at, expires
+    _fill(invitation, survey, customer_id, at, settings)
     session.add(invitation)
     await session.flush()
     await outbox.enqueue(session, _event(invitation, settings))
     return invitation
+
+
+def _fill(
+    invitation: Invitation,
+    survey: Survey,
+    customer_id: str,
+    at: datetime,
+    settings: FeedbackSettings,
+) -> None:
+    expires = (at + timedelta(days=settings.invitation_ttl_days)).replace(microsecond=0)
+    invitation.survey_id, invitation.survey_version = survey.id, survey.version
+    invitation.customer_id = invitation.signed_customer_id = customer_id
+    invitation.created_at, invitation.expires_at = at, expires
 
 
 def _event(invitation: Invitation, settings: FeedbackSettings) -> SurveyInvitationCreated:
