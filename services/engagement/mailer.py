@@ -1,20 +1,15 @@
-"""E-mail over SMTP: build the MIME message, hand it to the server, classify failures."""
+"""E-mail over SMTP: hand a composed message (``composing``) to the server, classify failures."""
 
 from __future__ import annotations
 
 import asyncio
-import re
-from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import parseaddr
 
 import aiosmtplib
 
+from services.engagement.composing import Mail
 from services.engagement.config import EngagementSettings
-from services.engagement.rendering import RenderedMessage
 
-_PLAUSIBLE_ADDRESS = re.compile(r"[^@\s\"<>,;]+@[^@\s\"<>,;]+\.[^@\s\"<>,;]+")
 # Errors about one recipient or one message: the server's code says whether it will pass.
 _PER_MESSAGE = (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError)
 
@@ -26,37 +21,6 @@ class DeliveryFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
-
-
-def message_id(outreach_id: str, mail_from: str) -> str:
-    """A Message-ID stable across retries, so mail systems can drop a re-sent copy."""
-    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "keepwell.local"
-    return f"<{outreach_id}@{domain}>"
-
-
-def build_email(
-    rendered: RenderedMessage,
-    *,
-    mail_from: str,
-    to_email: str,
-    to_name: str | None,
-    message_id: str,
-    now: datetime,
-) -> EmailMessage:
-    """Raises ``ValueError`` for an address or header that cannot be written."""
-    if not _PLAUSIBLE_ADDRESS.fullmatch(to_email):
-        raise ValueError(f"not an e-mail address: {to_email!r}")
-    username, _, domain = to_email.rpartition("@")
-    message = EmailMessage()
-    message["From"] = mail_from
-    message["To"] = Address(display_name=to_name or "", username=username, domain=domain)
-    message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id
-    message.set_content(rendered.text)
-    if rendered.html is not None:
-        message.add_alternative(rendered.html, subtype="html")
-    return message
 
 
 def classify(exc: aiosmtplib.SMTPException | OSError) -> DeliveryFailed:
@@ -83,28 +47,6 @@ class SmtpMailer:
         self._settings = settings
         self._sender = parseaddr(settings.mail_from)[1]
 
-    async def send(self, message: EmailMessage, *, recipient: str) -> str:
-        """Hand the message to the server; returns its reply (often naming its queue id)."""
-        s = self._settings
-        password = s.smtp_password.get_secret_value() if s.smtp_password else None
-        try:
-            async with asyncio.timeout(s.smtp_timeout_seconds):
-                _refused, reply = await aiosmtplib.send(
-                    message,
-                    sender=self._sender,
-                    recipients=[recipient],
-                    hostname=s.smtp_host,
-                    port=s.smtp_port,
-                    username=s.smtp_username,
-                    password=password,
-                    use_tls=s.smtp_use_tls,
-                    start_tls=s.smtp_starttls,
-                    timeout=s.smtp_timeout_seconds,
-                )
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise classify(exc) from exc
-        return reply
-
     def connection(self) -> SmtpConnection:
         """A connection to reuse for a run of messages (one batch worker's)."""
         return SmtpConnection(self._settings, self._sender)
@@ -124,12 +66,24 @@ class SmtpConnection:
         self._sender = sender
         self._client: aiosmtplib.SMTP | None = None
 
-    async def send(self, message: EmailMessage, *, recipient: str) -> str:
+    async def send(self, mail: Mail, *, recipient: str) -> str:
+        """Hand the message to the server; returns its reply (often naming its queue id).
+
+        As aiosmtplib's ``send_message`` would: SMTPUTF8 if an address is not ASCII,
+        8-bit parts as they are if the server offers 8BITMIME, else in base64.
+        """
         try:
             async with asyncio.timeout(self._settings.smtp_timeout_seconds):
                 client = await self._connected()
-                _refused, reply = await client.send_message(
-                    message, sender=self._sender, recipients=[recipient]
+                eight_bit = client.supports_extension("8bitmime")
+                options = ["SMTPUTF8"] if mail.utf8 else []
+                if eight_bit:
+                    options.append("BODY=8BITMIME")
+                _refused, reply = await client.sendmail(
+                    self._sender,
+                    [recipient],
+                    mail.as_bytes(eight_bit=eight_bit),
+                    mail_options=options,
                 )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self.close()
@@ -147,9 +101,20 @@ class SmtpConnection:
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
             use_tls=s.smtp_use_tls,
             start_tls=s.smtp_starttls,
-            timeout=s.smtp_timeout_seconds,
+            # Every call runs under ``asyncio.timeout(smtp_timeout_seconds)`` (``send``,
+            # ``close``), which started first and so always ends first: a second timer
+            # per command (a ``wait_for`` on every reply) would only cost CPU.
+            timeout=None,
         )
         await self._client.connect()
+        # The greeting's extensions decide how the message is written (8BITMIME).
+        if self._client.is_ehlo_or_helo_needed:
+            try:
+                await self._client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                if not self._client.is_connected:
+                    raise
+                await self._client.helo()
         return self._client
 
     async def close(self) -> None:

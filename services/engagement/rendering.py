@@ -110,7 +110,10 @@ class Renderer:
         )
         self._env.filters["money"] = _money_filter
         self._names = frozenset(self._env.list_templates())
+        # Compiled once and kept, like the built-in files (no reload while running);
+        # a stored template's key carries its version.
         self._compiled: dict[str, tuple[Template, Template]] = {}
+        self._compiled_html: dict[str, Template] = {}
         self._html_env: SandboxedEnvironment | None = None
 
     def language_for(self, template: str, language: str | None) -> str:
@@ -152,11 +155,13 @@ class Renderer:
                 self._env.from_string(template.subject),
                 self._env.from_string(template.body),
             )
+            if template.html is not None:
+                self._compiled_html[key] = self.html_env.from_string(template.html)
         subject, body = self._compiled[key]
         variables = {**context, "language": template.language}
         html = None
         if template.html is not None:
-            html = self.html_env.from_string(template.html).render(variables)
+            html = self._compiled_html[key].render(variables)
         return RenderedMessage(
             subject=" ".join(subject.render(variables).split()),
             text=body.render(variables).strip() + "\n",
@@ -182,7 +187,9 @@ class Renderer:
         html_name = f"{template}.{chosen}.html"
         html = None
         if html_name in self._names:
-            html = self._env.get_template(html_name).render(variables)
+            if html_name not in self._compiled_html:
+                self._compiled_html[html_name] = self._env.get_template(html_name)
+            html = self._compiled_html[html_name].render(variables)
         return RenderedMessage(
             subject=" ".join(subject.render(variables).split()),
             text=body.render(variables).strip() + "\n",

@@ -34,21 +34,15 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any, TypeVar
 
 from jinja2 import TemplateError
 
 from services.engagement import catalog, delivery, journey_config, sweeps, templates_store
+from services.engagement.composing import Composer, Mail
 from services.engagement.config import EngagementSettings
 from services.engagement.delivery import Claim, FrequencyCap, RetryPolicy
-from services.engagement.mailer import (
-    DeliveryFailed,
-    SmtpConnection,
-    SmtpMailer,
-    build_email,
-    message_id,
-)
+from services.engagement.mailer import DeliveryFailed, SmtpConnection, SmtpMailer
 from services.engagement.models import SENT
 from services.engagement.rendering import RenderedMessage, Renderer, Stored
 from services.engagement.repository import config as config_repo
@@ -78,6 +72,7 @@ class Sender:
         self._cap = FrequencyCap.from_settings(settings)
         self._renderer = renderer or Renderer()
         self._mailer = mailer or SmtpMailer(settings)
+        self._composer = Composer(settings.mail_from)
         self._webhooks: dict[str, WebhookChannel] = webhook_channels(settings)
         self._channels = (catalog.EMAIL, *self._webhooks)
         self._stored: Stored = {}
@@ -240,15 +235,14 @@ class Sender:
             reason = f"cannot compose the message: {type(exc).__name__}: {exc}"
             raise DeliveryFailed(reason, permanent=True) from exc
 
-    def _compose(self, claim: Claim) -> EmailMessage:
+    def _compose(self, claim: Claim) -> Mail:
         rendered = self._render(claim)
         try:
-            return build_email(
+            return self._composer.compose(
                 rendered,
-                mail_from=self._settings.mail_from,
                 to_email=claim.address,
                 to_name=claim.name,
-                message_id=message_id(claim.outreach_id, self._settings.mail_from),
+                message_id=self._composer.message_id(claim.outreach_id),
                 now=datetime.now(UTC),
             )
         except (TemplateError, ValueError, ArithmeticError, LookupError, TypeError) as exc:

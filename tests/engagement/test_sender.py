@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from services.engagement.rendering import Renderer
 from services.engagement.sender import Sender
 from shared.db import Database
 from shared.events import derived_id
@@ -27,6 +28,7 @@ from tests.engagement.support import (
     set_outreach,
     settings,
 )
+from tests.engagement.test_composing import read_back, reference_bytes
 from tests.helpers import wait_until
 from tools import broker as tansu
 from tools import smtp_sink
@@ -90,6 +92,33 @@ async def test_a_vietnamese_customer_is_written_to_in_vietnamese(db: Database, s
     assert mail.subject == "Cảm ơn Lan đã mua sắm cùng chúng tôi"
     assert "Chào Lan," in mail.text()
     assert "1.250.000 VND" in mail.text()
+
+
+async def test_the_mail_on_the_wire_reads_as_the_email_package_wrote_it(
+    db: Database, smtp: Smtp
+) -> None:
+    port, sink = smtp
+    name = "Nguyễn Thị Lan"
+    await handle(
+        db,
+        customer("c-1", name=name, email="lan@example.vn", language="vi"),
+        purchase("c-1", amount="1250000", currency="VND", items=("Trà xanh", "Bánh pía")),
+    )
+    await sender(db, port).run_once()
+    mail = sink.wait_for(1, timeout=5)[0]
+    row = await only_outreach(db, "c-1")
+    rendered = Renderer().render("thank_you", language="vi", context={**row.context, "name": name})
+    assert rendered.html is not None
+    before = reference_bytes(
+        rendered,
+        to_email="lan@example.vn",
+        to_name=name,
+        eight_bit=True,  # the sink offers 8BITMIME
+        now=mail.message["Date"].datetime,
+        message_id=f"<{row.id}@keepwell.local>",
+    )
+    assert read_back(mail.message.as_bytes()) == read_back(before)
+    assert mail.message["To"].addresses[0].display_name == name
 
 
 async def test_the_mail_goes_out_once_the_contact_arrives(db: Database, smtp: Smtp) -> None:

@@ -58,3 +58,14 @@ def test_a_new_version_is_compiled_afresh() -> None:
     assert renderer.render_stored(first, context=CONTEXT).subject == "One"
     second = replace(first, subject="Two", version=2)
     assert renderer.render_stored(second, context=CONTEXT).subject == "Two"
+
+
+def test_stored_html_is_compiled_once_per_version_and_autoescaped() -> None:
+    renderer = Renderer()
+    first = replace(stored("en", "email", "One"), html="<p>{{ name }} v1</p>")
+    hostile = {**CONTEXT, "name": "<b>Lan</b>"}
+    assert renderer.render_stored(first, context=hostile).html == "<p>&lt;b&gt;Lan&lt;/b&gt; v1</p>"
+    assert renderer.render_stored(first, context=CONTEXT).html == "<p>Lan v1</p>"
+    second = replace(first, html="<p>{{ name }} v2</p>", version=2)
+    assert renderer.render_stored(second, context=CONTEXT).html == "<p>Lan v2</p>"
+    assert renderer.render_stored(first, context=CONTEXT).html == "<p>Lan v1</p>"
