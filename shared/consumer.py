@@ -4,9 +4,9 @@
   effects has committed, so a crash re-delivers rather than loses.
 * Each event's (source, id) is recorded in ``processed_events`` in that same
   transaction, so a re-delivered event is recognised and skipped.
-* A poll's messages for one partition are handled in one transaction. If that
-  fails for a reason that is not transient, the batch is replayed one message at a
-  time so only the culprit is dead-lettered.
+* A poll's messages (every partition it returned, each in order) are handled in one
+  transaction. If that fails for a reason that is not transient, the batch is
+  replayed one message at a time so only the culprit is dead-lettered.
 * Undecodable or invalid messages, and messages whose handler keeps failing, are
   written to the service's dead-letter topic (through the outbox, in the same
   transaction as the offset's progress) with the reason and the original bytes.
@@ -164,18 +164,22 @@ class ConsumerRunner:
             await self._consumer.stop()
 
     async def _poll_once(self) -> None:
-        """Handle a poll's partition batches, then commit their offsets in one request.
+        """Handle everything a poll returned in one transaction, then commit the offsets
+        of its partitions in one request.
 
-        What was handled before stopping is committed; the rest is re-delivered to
-        whoever owns the partition next."""
+        Each partition's messages keep their order (partitions follow one another), so
+        handlers see the same sequence per partition as one batch each, with one BEGIN,
+        inbox check, inbox insert and COMMIT for the poll instead of one per partition.
+        If the poll fails as a whole, its messages are replayed one at a time. Nothing
+        is committed when stopping mid-way: the poll is re-delivered to whoever owns its
+        partitions next, and the inbox skips what was already handled.
+        """
         batches = await self._consumer.getmany(timeout_ms=250)
-        done: dict[TopicPartition, int] = {}
-        for tp, records in batches.items():
-            if self.stopping or not await self._process(tp, records):
-                break
-            done[tp] = records[-1].offset + 1
-        if done:
-            await self._commit(done)
+        if not batches or self.stopping:
+            return
+        records = [r for partition in batches.values() for r in partition]
+        if await self._process(records):
+            await self._commit({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit offsets; losing a partition meanwhile is normal, not an error.
@@ -217,10 +221,8 @@ class ConsumerRunner:
                 max(0, high - offset - 1)
             )
 
-    async def _process(
-        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
-    ) -> bool:
-        """Handle one partition batch durably. False only when stopping mid-retry."""
+    async def _process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> bool:
+        """Handle a poll's messages durably. False only when stopping mid-retry."""
         items = [self._decode(r) for r in records]
         started = time.perf_counter()
         outcome = await self._with_retry(lambda: self._apply_batch(items))

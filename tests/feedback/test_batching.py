@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 
@@ -283,7 +283,7 @@ async def test_a_failed_batch_replayed_one_at_a_time_invites_as_one_by_one(
     ]
     items = _items([good[0], good[1], bad, good[2]])
     runner = _runner(db, config)
-    assert await runner._process(TopicPartition("commerce.purchases", 0), [i.record for i in items])
+    assert await runner._process([i.record for i in items])
     await _one_by_one(twin, good, config)
     batched, alone = await _state(db), await _state(twin)
     assert batched["invitations"] == alone["invitations"]

@@ -1,6 +1,6 @@
 """Reading ahead and writing once per consumer batch.
 
-The runner hands a transaction a whole partition batch (``shared.consumer.batch``).
+The runner hands a transaction a whole poll's batch (``shared.consumer.batch``).
 Per event, the view needs the customer locked (created if new), the segment
 definitions and the customer's memberships, and it writes a channel, maybe a
 hint's identities, a timeline entry and the customer row. One statement each is
