@@ -72,15 +72,14 @@ def create_engine(
     SQLite its transactions take no lock until they read, on PostgreSQL each statement is
     its own read-only transaction (see ``Database.read_only``)."""
     if not is_sqlite(url):
-        options: dict[str, Any] = {}
-        if read_only:
+        options: dict[str, Any] = {"max_overflow": pool_size}
+        if read_only:  # no overflow: a replica's connections stay within 3 x pool_size
             options = {
+                "max_overflow": 0,
                 "isolation_level": "AUTOCOMMIT",
                 "connect_args": {"server_settings": {"default_transaction_read_only": "on"}},
             }
-        engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, echo=echo, **options
-        )
+        engine = create_async_engine(url, pool_size=pool_size, echo=echo, **options)
         event.listen(engine.sync_engine, "checkout", _replace_closed)
         return engine
     database = make_url(url).database
