@@ -12,7 +12,8 @@ A service adopts it in three steps:
 The row is written in the request's own unit of work, so a read that commits is
 always logged, and a read that fails (404, 422, a crash) leaves no row and
 revealed nothing. Routes reading through a read-only session (``ReadSessionDep``,
-which cannot write) use ``audited_read(AccessLog)`` instead of ``staff_reads``: once
+which cannot write) use ``audited_read(AccessLog)`` instead of ``staff_reads`` (or take
+their session from ``audited_read_session(AccessLog)``, the two in one): once
 the route has answered without error, the row is written in a unit of work of its
 own, before the response leaves (a failure to write it fails the request). Routes
 returning several customers call ``record_apart`` after their read. Only principals
@@ -32,7 +33,7 @@ from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Tab
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import logs
-from shared.app import ReadSessionDep, Runtime, RuntimeDep, SessionDep
+from shared.app import ReadSessionDep, Runtime, RuntimeDep, SessionDep, get_runtime
 from shared.auth import Principal, current_principal, require
 from shared.db import UtcDateTime
 from shared.http import AppError
@@ -136,13 +137,41 @@ def audited_read(table: Table, *, param: str = "customer_id") -> Any:
         runtime: RuntimeDep,
     ) -> AsyncIterator[None]:
         yield
-        customer_id = request.path_params.get(param)
-        if customer_id:
-            await record_apart(
-                runtime, table, principal=principal, request=request, customer_ids=[customer_id]
-            )
+        await _record_named(runtime, table, principal=principal, request=request, param=param)
 
     return Depends(log_staff_read_after, scope="function")
+
+
+def audited_read_session(table: Table, *, param: str = "customer_id") -> Any:
+    """``ReadSessionDep`` and ``audited_read(table)`` as one dependency, for a route's
+    session parameter: ``session: Annotated[AsyncSession, audited_read_session(T)]``.
+
+    The same order as the pair: the read-only transaction ends first, and only if it
+    and the route ended without error is the staff read written, in a unit of work of
+    its own, before the response is sent. One dependency instead of three (the session,
+    the audit and the runtime it needs) is less work for FastAPI on every request.
+    """
+
+    async def read_session_audited(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> AsyncIterator[AsyncSession]:
+        runtime = get_runtime(request)
+        async with runtime.db.read_only() as session:
+            yield session
+        await _record_named(runtime, table, principal=principal, request=request, param=param)
+
+    return Depends(read_session_audited, scope="function")
+
+
+async def _record_named(
+    runtime: Runtime, table: Table, *, principal: Principal, request: Request, param: str
+) -> None:
+    """Log a staff read of the customer named by path ``param`` (in its own unit of work)."""
+    customer_id = request.path_params.get(param)
+    if customer_id:
+        await record_apart(
+            runtime, table, principal=principal, request=request, customer_ids=[customer_id]
+        )
 
 
 class AccessRead(BaseModel):

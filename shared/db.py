@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -67,18 +68,58 @@ def is_sqlite(url: str) -> bool:
 def create_engine(
     url: str, *, pool_size: int = 10, echo: bool = False, read_only: bool = False
 ) -> AsyncEngine:
-    """The engine for ``url``; on SQLite, ``read_only`` gives one whose connections cannot
-    write and whose transactions take no lock until they read (see ``Database.read_only``)."""
+    """The engine for ``url``; ``read_only`` gives one whose connections cannot write: on
+    SQLite its transactions take no lock until they read, on PostgreSQL each statement is
+    its own read-only transaction (see ``Database.read_only``)."""
     if not is_sqlite(url):
-        return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
-        )
+        options: dict[str, Any] = {"max_overflow": pool_size}
+        if read_only:  # no overflow: a replica's connections stay within 3 x pool_size
+            options = {
+                "max_overflow": 0,
+                "isolation_level": "AUTOCOMMIT",
+                "connect_args": {"server_settings": {"default_transaction_read_only": "on"}},
+            }
+        engine = create_async_engine(url, pool_size=pool_size, echo=echo, **options)
+        event.listen(engine.sync_engine, "checkout", _replace_closed)
+        return engine
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+    engine = create_async_engine(
+        url, echo=echo, connect_args={"timeout": 30}, pool_reset_on_return=None
+    )
     _configure_sqlite(engine, read_only=read_only)
     return engine
+
+
+def _replace_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """PostgreSQL: a pooled connection the server has closed (a restart, an administrator's
+    ``pg_terminate_backend``) is replaced at checkout, without a round trip.
+
+    This was ``pool_pre_ping``, which costs three round trips on every checkout with
+    asyncpg (BEGIN, an empty statement, ROLLBACK): three of a 360° view's seven. asyncpg
+    notices the server closing the socket while the connection sits in the pool (its
+    protocol reads all the time), so asking it is enough for that case. A connection
+    dropped without the server closing it (a network path that silently forgets it)
+    now fails its first statement instead, which the services answer as a transient
+    error (503 with Retry-After, a batch retried); SQLAlchemy then replaces every
+    connection the pool held before that failure.
+    """
+    if dbapi_conn.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
+
+
+def _begin_deferred(conn: Any) -> None:
+    """A deferred BEGIN in one hand-off to aiosqlite's thread instead of three (a
+    statement through SQLAlchemy opens, runs and closes a cursor, each a hand-off).
+
+    It takes no lock, so it does not wait; should it fail all the same, the error is
+    wrapped as SQLAlchemy would have (a ``DBAPIError``: a 503 to retry, not a 500).
+    """
+    try:
+        conn.connection.dbapi_connection.run_async(lambda driver: driver.execute("BEGIN"))
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance("BEGIN", None, exc, sqlite3.Error, dialect=conn.dialect) from exc
 
 
 def _configure_sqlite(engine: AsyncEngine, *, read_only: bool = False) -> None:
@@ -106,7 +147,24 @@ def _configure_sqlite(engine: AsyncEngine, *, read_only: bool = False) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        if read_only:
+            _begin_deferred(conn)
+        else:
+            conn.exec_driver_sql(begin)
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_conn: Any, _record: Any, state: Any) -> None:
+        """Roll back on return to the pool only a transaction still open.
+
+        The pool's default rolls back every connection returned, also after a COMMIT:
+        with aiosqlite one more hand-off to the connection's thread per unit of work for
+        nothing (``pool_reset_on_return=None`` turns the default off; this replaces it).
+        SQLite says whether a transaction is open without a statement.
+        """
+        if state.transaction_was_reset or not state.asyncio_safe:
+            return
+        if dbapi_conn.driver_connection.in_transaction:
+            dbapi_conn.rollback()
 
 
 class ReadOnlyViolation(RuntimeError):
@@ -160,14 +218,8 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite: read-only units of work get their own engine (pool) whose connections
-        # cannot write; PostgreSQL: the same pool, each transaction begun READ ONLY.
-        self.read_engine = (
-            create_engine(url, pool_size=pool_size, echo=echo, read_only=True)
-            if self.sqlite
-            else self.engine
-        )
-        self._read_options: dict[str, Any] = {} if self.sqlite else {"postgresql_readonly": True}
+        # Read-only units of work get their own engine (pool) whose connections cannot write.
+        self.read_engine = create_engine(url, pool_size=pool_size, echo=echo, read_only=True)
         self.read_sessions = async_sessionmaker(
             self.read_engine, expire_on_commit=False, sync_session_class=_ReadOnlySession
         )
@@ -202,15 +254,18 @@ class Database:
         On SQLite it runs on ``read_engine``: a deferred ``BEGIN`` on a connection with
         ``PRAGMA query_only`` on, so it never queues behind the consumer, the relay or
         the timers for the write lock (in WAL mode it reads the last committed state
-        while they write). On PostgreSQL the transaction is ``READ ONLY``. An ORM flush
-        of pending changes is refused on every backend; a statement that writes fails
-        with ``ReadOnlyViolation``. No ``on_commit`` callback runs.
+        while they write, and all its statements read the same state). On PostgreSQL it
+        runs on ``read_engine`` too: connections in autocommit with
+        ``default_transaction_read_only`` on, so each statement is a read-only transaction
+        of its own. That is what the transaction gave at PostgreSQL's READ COMMITTED, where
+        each statement sees what was committed when it began, without the BEGIN and
+        COMMIT round trips (two of a 360° view's four). An ORM flush of pending changes
+        is refused on every backend; a statement that writes fails with
+        ``ReadOnlyViolation``. No ``on_commit`` callback runs.
         """
         async with self.read_sessions() as session:
             try:
                 async with session.begin():
-                    if self._read_options:
-                        await session.connection(execution_options=self._read_options)
                     yield session
             except DBAPIError as exc:
                 if _refused_write(exc):
@@ -226,5 +281,4 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
-            await self.read_engine.dispose()
+        await self.read_engine.dispose()

@@ -4,6 +4,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profile import repository, service
 from services.profile.models import AccessLog
@@ -24,7 +25,7 @@ from services.profile.schemas import (
     TimelineRead,
 )
 from services.profile.service import normalise, reports, segments
-from shared.access_log import audited_read, record_apart, staff_reads
+from shared.access_log import audited_read_session, record_apart, staff_reads
 from shared.app import ReadSessionDep, RuntimeDep, SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
@@ -33,9 +34,10 @@ READ = [Depends(require("customers:read"))]
 WRITE = [Depends(require("customers:write"))]
 ADMIN = [Depends(require("admin"))]
 # Customer-scoped routes: a staff principal's call is written to the access log (in the
-# route's own transaction for writes, in one of its own after a read-only route).
+# route's own transaction for writes, in one of its own after a read-only route, whose
+# session comes with it).
 AUDITED = Depends(staff_reads(AccessLog))
-AUDITED_READ = audited_read(AccessLog)
+AuditedReadSessionDep = Annotated[AsyncSession, audited_read_session(AccessLog)]
 
 customers_router = APIRouter(prefix="/v1/customers", tags=["customers"])
 segments_router = APIRouter(prefix="/v1/segments", tags=["segments"])
@@ -133,20 +135,16 @@ def _identity(raw: str, region: str) -> tuple[str, str]:
         raise BadQuery(str(exc)) from exc
 
 
-@customers_router.get(
-    "/{customer_id}", response_model=CustomerRead, dependencies=[*READ, AUDITED_READ]
-)
-async def get_customer(customer_id: str, session: ReadSessionDep) -> CustomerRead:
+@customers_router.get("/{customer_id}", response_model=CustomerRead, dependencies=READ)
+async def get_customer(customer_id: str, session: AuditedReadSessionDep) -> CustomerRead:
     view = await service.get_customer_view(session, customer_id=customer_id)
     return CustomerRead.from_view(view)
 
 
-@customers_router.get(
-    "/{customer_id}/timeline", response_model=TimelineRead, dependencies=[*READ, AUDITED_READ]
-)
+@customers_router.get("/{customer_id}/timeline", response_model=TimelineRead, dependencies=READ)
 async def get_timeline(
     customer_id: str,
-    session: ReadSessionDep,
+    session: AuditedReadSessionDep,
     channel: Annotated[str | None, Query(max_length=16)] = None,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     before: Annotated[str | None, Query(description="A cursor from a previous page")] = None,
@@ -194,8 +192,8 @@ async def update_preferences(
     return CustomerRead.from_view(view)
 
 
-@customers_router.get("/{customer_id}/export", dependencies=[*READ, AUDITED_READ])
-async def export_customer(customer_id: str, session: ReadSessionDep) -> dict[str, Any]:
+@customers_router.get("/{customer_id}/export", dependencies=READ)
+async def export_customer(customer_id: str, session: AuditedReadSessionDep) -> dict[str, Any]:
     return await service.export(session, customer_id=customer_id)
 
 

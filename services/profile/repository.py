@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy import (
     Numeric,
+    String,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -50,8 +52,16 @@ CHANNEL_KINDS = or_(
 # --- customers ---------------------------------------------------------------------
 
 
+# Built once: constructing a statement costs more CPU than running it (SQLAlchemy
+# caches the compiled form, not the construction), and these run on every 360° view.
+_CUSTOMER = select(Customer).where(Customer.customer_id == bindparam("customer_id"))
+
+
 async def get_customer(session: AsyncSession, customer_id: str) -> Customer | None:
-    return await session.get(Customer, customer_id)
+    """The customer row (the session's own instance if it holds one; pending changes are
+    flushed first, as by any query)."""
+    result = await session.execute(_CUSTOMER, {"customer_id": customer_id})
+    return result.scalar_one_or_none()
 
 
 async def lock_customer(session: AsyncSession, customer_id: str) -> Customer | None:
@@ -240,13 +250,10 @@ class ViewRows:
     segments: list[str]
 
 
-async def view_rows(session: AsyncSession, customer_id: str) -> ViewRows:
-    """The customer's channels (first used first), consents and segments (by name) in
-    one statement (``list_channels``, ``list_consents`` and ``list_member_segments``
-    were three round trips on every 360° view). The consents are detached rows."""
+def _view_rows_statement() -> Any:
     ch, co, sm = CustomerChannel, Consent, SegmentMember
-    none = null()
-    statement: Any = union_all(
+    none, customer_id = null(), bindparam("customer_id", type_=String)
+    return union_all(
         select(literal_column("'channel'"), ch.channel, none, none, ch.first_seen_at).where(
             ch.customer_id == customer_id
         ),
@@ -257,7 +264,16 @@ async def view_rows(session: AsyncSession, customer_id: str) -> ViewRows:
             sm.customer_id == customer_id
         ),
     )
-    rows: Sequence[Any] = (await session.execute(statement)).all()
+
+
+_VIEW_ROWS = _view_rows_statement()
+
+
+async def view_rows(session: AsyncSession, customer_id: str) -> ViewRows:
+    """The customer's channels (first used first), consents and segments (by name) in
+    one statement (``list_channels``, ``list_consents`` and ``list_member_segments``
+    were three round trips on every 360° view). The consents are detached rows."""
+    rows: Sequence[Any] = (await session.execute(_VIEW_ROWS, {"customer_id": customer_id})).all()
     channels: list[tuple[datetime, str]] = []
     consents: list[Consent] = []
     segments: list[str] = []

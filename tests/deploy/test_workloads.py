@@ -181,10 +181,17 @@ def test_every_resource_belongs_to_a_deploy_step(overlay: Rendered) -> None:
 
 
 def connections_per_pod(pool_size: int) -> int:
-    """What one replica may open: the engine's pool plus its overflow (shared/db.py)."""
-    pool = create_engine("postgresql+asyncpg://u:p@db/x", pool_size=pool_size).sync_engine.pool
-    assert isinstance(pool, QueuePool)
-    return pool.size() + pool._max_overflow
+    """What one replica may open: each engine's pool plus its overflow (shared/db.py: the
+    one for units of work, the one for read-only units of work)."""
+    total = 0
+    for read_only in (False, True):
+        engine = create_engine(
+            "postgresql+asyncpg://u:p@db/x", pool_size=pool_size, read_only=read_only
+        )
+        pool = engine.sync_engine.pool
+        assert isinstance(pool, QueuePool)
+        total += pool.size() + pool._max_overflow
+    return total
 
 
 def test_the_database_accepts_every_replica_at_full_pool(

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import Depends, FastAPI
 
-from shared.auth import Principal, TokenVerifier, issue_token, require
+from shared import auth
+from shared.auth import Principal, TokenVerifier, Unauthenticated, issue_token, require
 from shared.config import ServiceSettings
 from shared.http import install
 from tests.helpers import TEST_SECRET, auth_headers
@@ -129,3 +130,72 @@ async def test_a_public_key_cannot_be_abused_as_an_hmac_secret() -> None:
         forged = hand_made_token({"alg": "HS256", "typ": "JWT"}, pem.encode(), claims)
         bad = await c.get("/points", headers={"Authorization": f"Bearer {forged}"})
         assert bad.status_code == 401
+
+
+# --- remembered tokens ---------------------------------------------------------------------
+
+OTHER_SECRET = "another-secret-of-at-least-32-bytes-long"
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every token ``jwt.decode`` is asked to verify."""
+    seen: list[str] = []
+    real = jwt.decode
+
+    def counted(token: str, *args: object, **kwargs: object) -> object:
+        seen.append(token)
+        return real(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counted)
+    return seen
+
+
+def test_a_token_is_verified_once_and_then_remembered(decodes: list[str]) -> None:
+    verifier = TokenVerifier(ServiceSettings(auth_secret=TEST_SECRET))
+    token = issue_token(secret=TEST_SECRET, subject="pos", scopes=["customers:read"], staff=True)
+    first = verifier.verify(token)
+    assert verifier.verify(token) == first == Principal("pos", frozenset({"customers:read"}), True)
+    assert decodes == [token]
+
+
+def test_a_remembered_token_is_verified_again_once_it_has_expired(
+    decodes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier(ServiceSettings(auth_secret=TEST_SECRET))
+    token = issue_token(secret=TEST_SECRET, subject="pos", scopes=["admin"], ttl_seconds=60)
+    verifier.verify(token)
+    exp = jwt.PyJWT().decode(token, options={"verify_signature": False})["exp"]
+    monkeypatch.setattr(time, "time", lambda: exp + auth.LEEWAY_SECONDS - 1)
+    verifier.verify(token)
+    assert len(decodes) == 1  # still within exp + leeway: remembered
+    monkeypatch.setattr(time, "time", lambda: exp + auth.LEEWAY_SECONDS)
+    verifier.verify(token)  # (PyJWT's own clock still finds it valid)
+    assert len(decodes) == 2
+
+
+def test_a_remembered_token_counts_only_under_the_key_that_verified_it() -> None:
+    class Rotating(TokenVerifier):
+        """As with a JWKS: the key a token resolves to can change between calls."""
+
+        key = TEST_SECRET
+
+        def _key(self, token: str) -> tuple[object, list[str]]:
+            return self.key, ["HS256"]
+
+    verifier = Rotating(ServiceSettings(auth_secret=TEST_SECRET))
+    token = issue_token(secret=TEST_SECRET, subject="pos", scopes=["admin"])
+    verifier.verify(token)
+    verifier.key = OTHER_SECRET
+    with pytest.raises(Unauthenticated, match="invalid token"):
+        verifier.verify(token)
+    verifier.key = TEST_SECRET
+    assert verifier.verify(token).subject == "pos"
+
+
+def test_the_verifier_remembers_a_bounded_number_of_tokens(decodes: list[str]) -> None:
+    verifier = TokenVerifier(ServiceSettings(auth_secret=TEST_SECRET), cache_size=2)
+    a, b, c = (issue_token(secret=TEST_SECRET, subject=s, scopes=["admin"]) for s in "abc")
+    for token in (a, b, a, c, a, b):  # c pushes out b (a was used since), then b pushes out c
+        verifier.verify(token)
+    assert decodes == [a, b, c, b]

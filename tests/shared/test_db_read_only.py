@@ -11,7 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.consumer import is_transient
 from shared.db import Database, ReadOnlyViolation
-from tests.conftest import DatabaseFactory
+from tests.conftest import TEST_DB, DatabaseFactory
 
 pytestmark = pytest.mark.db
 
@@ -123,3 +123,18 @@ async def test_read_only_runs_no_commit_callbacks(db: Database) -> None:
     db.on_commit(lambda: called.append("x"))
     await texts(db)
     assert called == []
+
+
+async def test_a_read_only_unit_of_work_reads_one_state_throughout(db: Database) -> None:
+    """Its statements read what was committed when it began (SQLite: a snapshot held from
+    the first read to the end), or, on PostgreSQL, each what was committed when it began
+    (READ COMMITTED, as the BEGIN … READ ONLY transaction did)."""
+    async with db.unit_of_work() as s:
+        await s.execute(insert(Note).values(text="first"))
+    async with db.read_only() as reader:
+        before = list((await reader.execute(select(Note.text))).scalars())
+        async with db.unit_of_work() as s:
+            await s.execute(insert(Note).values(text="second"))
+        after = list((await reader.execute(select(Note.text))).scalars())
+    assert before == ["first"]
+    assert after == (["first", "second"] if TEST_DB == "postgres" else ["first"])
