@@ -157,7 +157,7 @@ async def burst(
     bootstrap: str,
     prefix: str,
     watch: Watch,
-    sink: smtp_sink.SinkHandler,
+    sink: smtp_sink.ArrivalSink,
     n: int,
     pids: dict[str, int],
 ) -> Burst:
@@ -209,7 +209,7 @@ async def paced(
     bootstrap: str,
     prefix: str,
     watch: Watch,
-    sink: smtp_sink.SinkHandler,
+    sink: smtp_sink.ArrivalSink,
     rate: float,
     seconds: int,
     drain: float,
@@ -261,7 +261,7 @@ async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> Pipeli
     settings = ServiceSettings(kafka_bootstrap_servers=bootstrap)
     await create_topics(settings, [*all_topics(prefix), "raw-floor"], partitions=4)
     smtp_port = tansu.free_port()
-    controller, sink = smtp_sink.start(smtp_port)
+    sink = smtp_sink.ArrivalSink(smtp_port)
     databases = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-")), backend=db)
     services: list[ServiceProcess] = []
     try:
@@ -293,7 +293,7 @@ async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> Pipeli
         watcher = asyncio.create_task(watch.run(stop))
         print(f"[{db}] burst of {n} purchases …", flush=True)
         pids = {s.name: s.proc.pid for s in services if s.proc}
-        pids |= {"broker": broker_proc.pid, "benchmark + SMTP sink": os.getpid()}
+        pids |= {"broker": broker_proc.pid, "SMTP sink": sink.pid, "benchmark": os.getpid()}
         measured = await burst(bootstrap, prefix, watch, sink, n, pids)
         runs = []
         for offered in (0.8 * measured.end_to_end, float(rate)):
@@ -309,7 +309,7 @@ async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> Pipeli
     finally:
         for s in services:
             s.stop()
-        controller.stop()
+        sink.stop()
         tansu.stop(broker_proc)
         await databases.drop_all()
 

@@ -2,6 +2,10 @@
 
 Each message is printed as a one-line summary and saved as an .eml file, so a
 developer can see what the platform sends without a real mail server.
+
+``--arrivals`` runs it for a benchmark instead: nothing is parsed or saved, and each
+accepted message is one ``<unix time> <recipient>`` line on stdout, which
+``ArrivalSink`` reads from another process (so the sink's CPU is not the benchmark's).
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ import argparse
 import asyncio
 import email
 import email.policy
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -86,11 +93,87 @@ def start(
     return controller, handler
 
 
+class _ArrivalPrinter:
+    """Accepts every message; prints when and to whom, nothing else."""
+
+    async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
+        now = time.time()
+        sys.stdout.write("".join(f"{now:.6f} {rcpt}\n" for rcpt in envelope.rcpt_tos))
+        sys.stdout.flush()
+        return "250 Message accepted for delivery"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    rcpt_tos: tuple[str, ...]
+    received_at: datetime
+
+
+class ArrivalSink:
+    """An ``--arrivals`` sink in its own process, seen through what it prints.
+
+    ``messages`` and ``wait_for`` answer as ``SinkHandler``'s do, with arrivals
+    (recipient and time) in place of parsed messages.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[Arrival] = []
+        self.arrived = threading.Condition()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.smtp_sink", "--arrivals", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the arrivals sink did not start")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            stamp, rcpt = line.split(maxsplit=1)
+            arrival = Arrival((rcpt.strip(),), datetime.fromtimestamp(float(stamp), UTC))
+            with self.arrived:
+                self.messages.append(arrival)
+                self.arrived.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> list[Arrival]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
+            return list(self.messages)
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._reader.join(10)
+
+
+def _serve_arrivals(port: int) -> None:
+    controller = Controller(_ArrivalPrinter(), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    try:
+        asyncio.run(asyncio.Event().wait())
+    finally:
+        controller.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=1025)
     parser.add_argument("--out", type=Path, default=Path("var/mail"))
+    parser.add_argument("--arrivals", action="store_true", help="benchmark mode (see above)")
     args = parser.parse_args()
+    if args.arrivals:
+        _serve_arrivals(args.port)
+        return
     controller, _ = start(args.port, out_dir=args.out, echo=True)
     print(
         f"[smtp-sink] listening on 127.0.0.1:{args.port}; saving messages to {args.out}/",
