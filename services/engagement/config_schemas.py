@@ -42,7 +42,7 @@ class JourneyUpdate(BaseModel):
     delay_seconds: float | None = Field(default=None, ge=0, le=366 * 24 * 3600)
     channels: list[Channel] | None = Field(default=None, min_length=1, max_length=4)
     template: str | None = Field(default=None, min_length=1, max_length=64)
-    max_lateness_seconds: float | None = Field(default=None, gt=0)
+    max_lateness_seconds: float | None = Field(default=None, gt=0, le=366 * 24 * 3600)
     expected_version: int | None = Field(
         default=None, ge=0, description="Refuse (409) if someone changed it meanwhile"
     )

@@ -111,6 +111,8 @@ async def test_changing_a_journey_is_versioned_and_audited(
         {"channels": None},
         {"delay_seconds": None},
         {"enabled": None, "template": None},
+        {"max_lateness_seconds": 1.39e308},  # beyond any timedelta: was a 500
+        {"delay_seconds": 1e300},
     ],
 )
 async def test_bad_journey_settings_are_refused(

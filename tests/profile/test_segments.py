@@ -38,6 +38,8 @@ SYNTAX_ERRORS = [
     ("last_purchase_before soon", "expected a duration"),
     ("tier = Gold; drop table", "unexpected character"),
     ("__import__('os')", "unexpected character"),
+    ("last_purchase_within 99999999999999999999d", "at most 36525 days"),  # was OverflowError
+    ("last_purchase_before 876601 hours", "at most 36525 days"),  # would overflow at evaluation
 ]
 
 

@@ -33,6 +33,7 @@ NUMBER_FIELDS = frozenset(
 )
 RECENCY = frozenset({"last_purchase_before", "last_purchase_within"})
 UNITS = {"d": 24.0, "day": 24.0, "days": 24.0, "h": 1.0, "hour": 1.0, "hours": 1.0}
+MAX_DAYS = 36_525  # a hundred years: any longer would overflow the clock arithmetic
 TOKEN = re.compile(
     r'\s*(?:(?P<op><=|>=|!=|=|<|>)|(?P<paren>[()])|"(?P<str>[^"]*)"'
     r"|(?P<num>\d+(?:\.\d+)?)(?P<unit>[a-z]+)?\b|(?P<word>[A-Za-z_][A-Za-z0-9_\-]*))",
@@ -150,7 +151,10 @@ class _Parser:
             unit = self.take().text.lower()
         if token.kind != "num" or unit not in UNITS:
             raise SegmentSyntaxError(f"expected a duration such as 60d, found {token.text!r}")
-        return timedelta(hours=float(token.text) * UNITS[unit])
+        hours = float(token.text) * UNITS[unit]
+        if hours > MAX_DAYS * 24:
+            raise SegmentSyntaxError(f"a duration of at most {MAX_DAYS} days, not {token.text!r}")
+        return timedelta(hours=hours)
 
     def comparison(self, field: str) -> Predicate:
         if field not in TEXT_FIELDS | NUMBER_FIELDS:
