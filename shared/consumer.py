@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -43,6 +43,8 @@ Handlers = Mapping[type[Event], Handler]
 
 MAX_HANDLER_ATTEMPTS = 3
 SOURCES_PER_QUERY = 100  # distinct event sources per "already processed" query
+
+E = TypeVar("E", bound=Event)
 
 
 BATCH = "keepwell.batch"
@@ -74,6 +76,24 @@ def batch_from(session: AsyncSession, event: Event) -> Sequence[Event] | None:
         session.info[_POSITIONS] = positions
     start: int | None = positions[1].get(id(event))
     return None if start is None else events[start:]
+
+
+def run_from(session: AsyncSession, event: E) -> list[E] | None:
+    """``event`` and the events of its type right after it in the batch: its *run*, up to
+    the first event of another type. None if ``event`` is not in the batch.
+
+    What a handler reads ahead for: the events before another type's handler runs
+    (which may change what was read).
+    """
+    following = batch_from(session, event)
+    if following is None:
+        return None
+    run: list[E] = []
+    for e in following:
+        if not isinstance(e, type(event)):
+            break
+        run.append(e)
+    return run
 
 
 class TransientError(Exception):

@@ -48,7 +48,7 @@ from services.engagement.catalog import THANK_YOU, WIN_BACK
 from services.engagement.config import EngagementSettings
 from services.engagement.journey_config import JourneySettings
 from services.engagement.models import PENDING, SENT, LastBasket, MergedCustomer, Outreach
-from shared.consumer import batch_from
+from shared.consumer import run_from
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
 
@@ -86,14 +86,9 @@ async def read_ahead(
     """The run ``event`` belongs to, read ahead now if it was not yet; None outside one."""
     if (run := run_of(session, event)) is not None:
         return run
-    following = batch_from(session, event)
-    if following is None:
+    purchases = run_from(session, event)
+    if purchases is None:
         return None
-    purchases: list[PurchaseCompleted] = []
-    for e in following:
-        if not isinstance(e, PurchaseCompleted):
-            break
-        purchases.append(e)
     await held.write(session)  # what the batch holds so far, before reading it back
     run = Run(covered={p.id for p in purchases}, size=len(purchases))
     run.survivors = await _survivors(session, {p.subject for p in purchases})

@@ -89,12 +89,7 @@ async def recommend(
     event: Event | None = None,
 ) -> list[str]:
     """Names of up to ``limit`` items often bought with this purchase's, not in it."""
-    skus = list(items(data))
-    if not skus:
-        return []
-    run = prefetch.run_of(session, event) if event is not None else None
-    counts = run.pairs if run is not None else await pair_counts(session, skus)
-    return top(counts, skus, limit=limit)
+    return await _ranked(session, data, limit, event, after=False)
 
 
 async def recommend_after(
@@ -105,11 +100,27 @@ async def recommend_after(
     event: Event | None = None,
 ) -> list[str]:
     """Names of up to ``limit`` items customers most often bought next after these."""
+    return await _ranked(session, data, limit, event, after=True)
+
+
+async def _ranked(
+    session: AsyncSession,
+    data: PurchaseCompletedData,
+    limit: int,
+    event: Event | None,
+    *,
+    after: bool,
+) -> list[str]:
+    """``top`` over the pair (or sequence) counts of the purchase's items: the run's copy
+    inside a consumer batch, else read now."""
     skus = list(items(data))
     if not skus:
         return []
     run = prefetch.run_of(session, event) if event is not None else None
-    counts = run.sequences if run is not None else await sequence_counts(session, skus)
+    if run is not None:
+        counts = run.sequences if after else run.pairs
+    else:
+        counts = await (sequence_counts if after else pair_counts)(session, skus)
     return top(counts, skus, limit=limit)
 
 

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from services.feedback.models import Invitation, Survey
 from services.feedback.service import as_utc
-from shared.consumer import batch_from
+from shared.consumer import run_from
 from shared.events.commerce import PurchaseCompleted
 
 _RUN = "feedback.run"
@@ -82,14 +82,9 @@ async def read_ahead(session: AsyncSession, event: PurchaseCompleted) -> Run | N
     run = session.info.get(_RUN)
     if isinstance(run, Run) and (event.source, event.id) in run.covered:
         return run
-    following = batch_from(session, event)
-    if following is None:
+    purchases = run_from(session, event)
+    if purchases is None:
         return None
-    purchases: list[PurchaseCompleted] = []
-    for e in following:
-        if not isinstance(e, PurchaseCompleted):
-            break
-        purchases.append(e)
     await write(session)  # what earlier runs hold, before reading invitations back
     times = [as_utc(p.time) for p in purchases]
     run = Run(covered={(p.source, p.id) for p in purchases})

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
-from shared.consumer import batch_from
+from shared.consumer import run_from
 from shared.events.commerce import PurchaseCompleted
 
 _KEY = "loyalty.prefetched"
@@ -78,14 +78,9 @@ async def purchase_state(
 async def _read_ahead(
     session: AsyncSession, event: PurchaseCompleted, seen: set[str]
 ) -> _Run | None:
-    following = batch_from(session, event)
-    if following is None:
+    purchases = run_from(session, event)
+    if purchases is None:
         return None
-    purchases: list[PurchaseCompleted] = []
-    for e in following:
-        if not isinstance(e, PurchaseCompleted):
-            break
-        purchases.append(e)
     run = _Run(covered={p.data.purchase_id for p in purchases})
     run.recorded, run.waiting = await repository.purchases_state(session, run.covered)
     earning: set[str] = set()
