@@ -57,11 +57,13 @@ def make_purchase(customer: str, i: int, tag: str = "B") -> PurchaseCompleted:
 
 @dataclass
 class Watch:
-    """Consumes loyalty.events and records when each purchase's points arrived."""
+    """Consumes loyalty.events and records when each purchase's points arrived, and when
+    loyalty's relay produced them (the record's timestamp, set by the producer)."""
 
     bootstrap: str
     topic: str
     arrived: dict[str, float] = field(default_factory=dict)
+    relayed: dict[str, float] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -77,7 +79,10 @@ class Watch:
                     now = time.time()
                     for r in records:
                         event = decode(r.value)
-                        self.arrived.setdefault(event.data.source_event_id, now)
+                        purchase = event.data.source_event_id
+                        if purchase not in self.arrived:
+                            self.arrived[purchase] = now
+                            self.relayed[purchase] = r.timestamp / 1000
         finally:
             await consumer.stop()
 
@@ -131,6 +136,13 @@ def cpu_seconds(pid: int) -> float:
 
 def cpu_now(pids: dict[str, int]) -> dict[str, float]:
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far, from /proc/stat (idle and iowait idle)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -203,6 +215,10 @@ class Paced:
     points: list[float]  # seconds from send to points.earned consumed
     mails: list[float]  # seconds from send to the e-mail accepted by the sink
     waited: float  # seconds after the last send until every sample was in (or gave up)
+    # purchase → points split at loyalty's relay producing points.earned, seconds each
+    hops: dict[str, list[float]] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # per purchase, by process
+    busy: float = float("nan")  # share of the machine's CPUs busy during the run
 
 
 async def paced(
@@ -213,10 +229,12 @@ async def paced(
     rate: float,
     seconds: int,
     drain: float,
+    pids: dict[str, int],
 ) -> Paced:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     sent: dict[str, tuple[float, str]] = {}
+    cpu_before, ticks_before = cpu_now(pids), machine_ticks()
     start = time.time()
     run = uuid.uuid4().hex[:6]
     for i in range(int(rate * seconds)):
@@ -236,10 +254,18 @@ async def paced(
             break
         await asyncio.sleep(0.2)
     waited = time.time() - finished
+    cpu_after, ticks_after = cpu_now(pids), machine_ticks()
+    busy = (ticks_after[0] - ticks_before[0]) / max(1, ticks_after[1] - ticks_before[1])
+    cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(sent)) for k in pids}
     mail_at = {m.rcpt_tos[0]: m.received_at.timestamp() for m in list(sink.messages)}
     points = [watch.arrived[i] - t for i, (t, _) in sent.items() if i in watch.arrived]
     mails = [mail_at[a] - t for (t, a) in sent.values() if a in mail_at]
-    return Paced(rate, len(sent), points, mails, waited)
+    hops: dict[str, list[float]] = {"to loyalty's relay": [], "relay to consumer": []}
+    for i, (t, _) in sent.items():
+        if i in watch.relayed:
+            hops["to loyalty's relay"].append(watch.relayed[i] - t)
+            hops["relay to consumer"].append(watch.arrived[i] - watch.relayed[i])
+    return Paced(rate, len(sent), points, mails, waited, hops, cpu_ms, busy)
 
 
 @dataclass
@@ -299,7 +325,9 @@ async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> Pipeli
         for offered in (0.8 * measured.end_to_end, float(rate)):
             if offered == offered and offered >= 1.0:  # NaN: the burst never completed
                 print(f"[{db}] paced at {offered:.0f}/s for {seconds}s …", flush=True)
-                runs.append(await paced(bootstrap, prefix, watch, sink, offered, seconds, drain))
+                runs.append(
+                    await paced(bootstrap, prefix, watch, sink, offered, seconds, drain, pids)
+                )
         stop.set()
         await watcher
         rss = {s.name: peak_rss_mb(s.proc.pid) for s in services if s.proc}
@@ -346,6 +374,19 @@ def report(r: PipelineResult) -> None:
                 f"{f'at {run.rate:.0f}/s: purchase → {label}':<50} {latency(values)}"
                 f"  ({len(values)}/{run.sent} in, {run.waited:.0f}s after the last send)"
             )
+        print(
+            f"{'':<10}points, by hop: "
+            + "; ".join(
+                f"{hop} p50 {pct(v, 50):.0f} / p99 {pct(v, 99):.0f} ms"
+                for hop, v in run.hops.items()
+                if v
+            )
+        )
+        print(
+            f"{'':<10}CPU per purchase: "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in run.cpu_ms.items())
+            + f"; machine {run.busy:.0%} busy"
+        )
     print(
         "CPU per purchase in the burst (until the last e-mail): "
         + ", ".join(f"{k} {v:.1f} ms" for k, v in b.cpu_ms.items())
