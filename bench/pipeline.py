@@ -261,10 +261,10 @@ async def paced(
     points = [watch.arrived[i] - t for i, (t, _) in sent.items() if i in watch.arrived]
     mails = [mail_at[a] - t for (t, a) in sent.values() if a in mail_at]
     hops: dict[str, list[float]] = {"to loyalty's relay": [], "relay to consumer": []}
-    for i, (t, _) in sent.items():
-        if i in watch.relayed:
-            hops["to loyalty's relay"].append(watch.relayed[i] - t)
-            hops["relay to consumer"].append(watch.arrived[i] - watch.relayed[i])
+    for purchase, (t, _) in sent.items():
+        if purchase in watch.relayed:
+            hops["to loyalty's relay"].append(watch.relayed[purchase] - t)
+            hops["relay to consumer"].append(watch.arrived[purchase] - watch.relayed[purchase])
     return Paced(rate, len(sent), points, mails, waited, hops, cpu_ms, busy)
 
 
