@@ -124,7 +124,6 @@ def service_env(
     env = {
         f"{p}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         f"{p}TOPIC_PREFIX": prefix,
-        f"{p}KAFKA_FETCH_MAX_WAIT_MS": "20",
         f"{p}RELAY_POLL_INTERVAL_MS": "100",
     }
     if database_url:
