@@ -56,6 +56,11 @@ def _lat(run: pipeline.Paced | None, values_of: str) -> str:
     return f"{shown} ({len(values)}/{run.sent})"
 
 
+def _cpu(per_process: dict[str, float], busy: float) -> str:
+    """The machine's CPU per purchase (every process, PostgreSQL and the kernel)."""
+    return f"{sum(per_process.values()):.1f} ({busy:.0%} busy)"
+
+
 def _rest(result: rest.RestResult, mode: str, paced: bool) -> str:
     for o in result.outcomes:
         if o.scenario.mode == mode and bool(o.scenario.rate) == paced:
@@ -89,6 +94,10 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
         add(f"{label} {rate}: → points p50/p95/p99 ms", [_lat(r, "points") for r in runs], target)
         target = TARGETS["e-mail p99 @200"] if index else ""
         add(f"{label} {rate}: → e-mail p50/p95/p99 ms", [_lat(r, "mails") for r in runs], target)
+        add(
+            f"{label} {rate}: CPU ms per purchase, all (busy)",
+            [_cpu(r.cpu_ms, r.busy) if r else "-" for r in runs],
+        )
     by_db = {r.db: r for r in rests}
     for mode, paced, label in (
         ("view", False, "360° view, closed loop"),
@@ -101,6 +110,10 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
             [_rest(by_db[db], mode, paced) if db in by_db else "-" for db in dbs],
             TARGETS["view p99"] if (mode, paced) == ("view", True) else "",
         )
+    add(
+        "burst: CPU ms per purchase, all (busy)",
+        [_cpu(p.burst.cpu_ms, p.burst.busy) for p in pipes],
+    )
     for name in pipes[0].burst.cpu_ms:
         add(
             f"burst CPU per purchase, {name}, ms",

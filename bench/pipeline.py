@@ -138,11 +138,31 @@ def cpu_now(pids: dict[str, int]) -> dict[str, float]:
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs so far, from /proc/stat (idle and iowait idle)."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
+REST = "rest of machine"  # PostgreSQL, the kernel, anything else running
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU used so far by each process of ``pids`` and by the whole machine."""
+
+    processes: dict[str, float]  # seconds
+    busy: float  # seconds, all CPUs
+    total: float  # seconds, all CPUs, busy or idle
+
+    @classmethod
+    def now(cls, pids: dict[str, int]) -> CpuMark:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        tick = os.sysconf("SC_CLK_TCK")
+        idle = fields[3] + fields[4]  # idle and iowait
+        return cls(cpu_now(pids), (sum(fields) - idle) / tick, sum(fields) / tick)
+
+    def since(self, before: CpuMark, n: int) -> tuple[dict[str, float], float]:
+        """Per purchase (ms) by process, plus REST; and the machine's busy share."""
+        used = {k: self.processes[k] - before.processes[k] for k in self.processes}
+        busy = self.busy - before.busy
+        per = {k: v * 1000 / max(1, n) for k, v in used.items()}
+        per[REST] = max(0.0, busy - sum(used.values())) * 1000 / max(1, n)
+        return per, busy / max(1e-9, self.total - before.total)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -159,6 +179,7 @@ class Burst:
     mail: float
     mails: int
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per purchase, by process
+    busy: float = float("nan")  # share of the machine's CPUs busy during the burst
 
     @property
     def end_to_end(self) -> float:
@@ -177,7 +198,7 @@ async def burst(
     mails_before = len(sink.messages)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
-    cpu_before = cpu_now(pids)
+    cpu_before = CpuMark.now(pids)
     started = time.time()
     for e in events:
         await producer.send(prefix + "commerce.purchases", e.to_json(), key=e.key)
@@ -198,13 +219,14 @@ async def burst(
     await asyncio.to_thread(sink.wait_for, mails_before + n, max(1.0, deadline - time.time()))
     mails = len(sink.messages) - mails_before
     mail_done = time.time() if mails >= n else float("nan")
-    cpu_after = cpu_now(pids)
+    cpu_ms, busy = CpuMark.now(pids).since(cpu_before, n)
     return Burst(
         points=n / (points_done - started),
         profile=n / (profile_done - started),
         mail=n / (mail_done - started),
         mails=mails,
-        cpu_ms={k: (cpu_after[k] - cpu_before[k]) * 1000 / n for k in pids},
+        cpu_ms=cpu_ms,
+        busy=busy,
     )
 
 
@@ -234,7 +256,7 @@ async def paced(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     sent: dict[str, tuple[float, str]] = {}
-    cpu_before, ticks_before = cpu_now(pids), machine_ticks()
+    cpu_before = CpuMark.now(pids)
     start = time.time()
     run = uuid.uuid4().hex[:6]
     for i in range(int(rate * seconds)):
@@ -254,9 +276,7 @@ async def paced(
             break
         await asyncio.sleep(0.2)
     waited = time.time() - finished
-    cpu_after, ticks_after = cpu_now(pids), machine_ticks()
-    busy = (ticks_after[0] - ticks_before[0]) / max(1, ticks_after[1] - ticks_before[1])
-    cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(sent)) for k in pids}
+    cpu_ms, busy = CpuMark.now(pids).since(cpu_before, len(sent))
     mail_at = {m.rcpt_tos[0]: m.received_at.timestamp() for m in list(sink.messages)}
     points = [watch.arrived[i] - t for i, (t, _) in sent.items() if i in watch.arrived]
     mails = [mail_at[a] - t for (t, a) in sent.values() if a in mail_at]
@@ -390,6 +410,7 @@ def report(r: PipelineResult) -> None:
     print(
         "CPU per purchase in the burst (until the last e-mail): "
         + ", ".join(f"{k} {v:.1f} ms" for k, v in b.cpu_ms.items())
+        + f"; machine {b.busy:.0%} busy"
     )
     print("peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in r.rss.items()))
 
