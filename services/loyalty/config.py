@@ -33,6 +33,14 @@ class LoyaltySettings(ServiceSettings):
     redemption_code_days: int | None = Field(
         default=None, ge=1, description="Default redemption code lifetime; None = never expires"
     )
+    redemption_key_retention_days: int = Field(
+        default=7,
+        ge=1,
+        description="How long an Idempotency-Key's answer is kept for retries of it",
+    )
+    redemption_key_sweep_seconds: float = Field(
+        default=3600.0, gt=0, description="How often expired Idempotency-Keys are pruned"
+    )
     report_currency: str = Field(
         default="EUR",
         min_length=3,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -10,10 +13,12 @@ from services.loyalty import consumers
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.endpoints import ROUTERS
 from services.loyalty.models import AccessLog
+from services.loyalty.service.redemption import prune_keys
 from shared.access_log import access_log_router
-from shared.app import create_service_app
+from shared.app import Runtime, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: LoyaltySettings | None = None) -> FastAPI:
@@ -27,4 +32,18 @@ def create_app(settings: LoyaltySettings | None = None) -> FastAPI:
         input_topics=consumers.INPUT_TOPICS,
         migrations_dir=MIGRATIONS,
         timer_handlers=consumers.timer_handlers,
+        extra_tasks=[prune_redemption_keys],
     )
+
+
+async def prune_redemption_keys(runtime: Runtime) -> None:
+    """Every ``redemption_key_sweep_seconds``, from start-up on, forget Idempotency-Keys
+    past their retention (``redemption_requests`` would otherwise only grow)."""
+    settings = runtime.settings
+    assert isinstance(settings, LoyaltySettings)
+    while True:
+        try:
+            await prune_keys(runtime.db, settings, now=datetime.now(UTC))
+        except Exception:
+            log.exception("pruning Idempotency-Keys failed; retrying at the next interval")
+        await asyncio.sleep(settings.redemption_key_sweep_seconds)

@@ -209,7 +209,9 @@ class RedemptionRequest(Base):
     a retry, a double tap or an attempt that waited out a fault all get the first
     answer: the redemption it made, or the refusal (no member, no such reward, not
     enough points, unavailable) it was given. Nothing here is personal beyond the
-    customer id, and erasure deletes the rows.
+    customer id, and erasure deletes the rows. Rows older than
+    ``redemption_key_retention_days`` are pruned: a granted redemption still answers
+    a late retry of its key from the redemption row itself.
     """
 
     __tablename__ = "redemption_requests"
@@ -221,7 +223,7 @@ class RedemptionRequest(Base):
     refusal_status: Mapped[int | None] = mapped_column(SmallInteger)
     refusal_code: Mapped[str | None] = mapped_column(String(64))
     refusal_message: Mapped[str | None] = mapped_column(String(500))
-    created_at: Mapped[datetime] = mapped_column(Tz)
+    created_at: Mapped[datetime] = mapped_column(Tz, index=True)  # for pruning by age
 
 
 class RedemptionLot(Base):

@@ -38,6 +38,7 @@ from services.loyalty.repository.redemptions import (
     list_redemptions,
     list_rewards,
     lock_reward,
+    prune_requests,
     redemption_by_key,
     redemption_lots,
 )
@@ -332,6 +333,7 @@ __all__ = [
     "lots_with_points",
     "next_expiry",
     "next_release",
+    "prune_requests",
     "redemption_by_key",
     "redemption_lots",
 ]

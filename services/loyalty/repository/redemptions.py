@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import Redemption, RedemptionLot, RedemptionRequest, Reward
@@ -75,6 +75,27 @@ async def forget_requests(session: AsyncSession, customer_ids: Sequence[str]) ->
     await session.execute(
         delete(RedemptionRequest).where(RedemptionRequest.customer_id.in_(customer_ids))
     )
+
+
+async def prune_requests(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Forget up to ``limit`` Idempotency-Keys first used before ``before``, oldest
+    first; returns how many went. A retry of a pruned key that was granted still finds
+    its redemption (``redemption_by_key``); a pruned refusal is decided afresh."""
+    old = (
+        select(RedemptionRequest.customer_id, RedemptionRequest.idempotency_key)
+        .where(RedemptionRequest.created_at < before)
+        .order_by(RedemptionRequest.created_at)
+        .limit(limit)
+    )
+    keys = [tuple(row) for row in (await session.execute(old)).all()]
+    if not keys:
+        return 0
+    columns = tuple_(RedemptionRequest.customer_id, RedemptionRequest.idempotency_key)
+    # created_at again: a key pruned and used anew meanwhile (another replica) stays.
+    gone = await session.execute(
+        delete(RedemptionRequest).where(columns.in_(keys), RedemptionRequest.created_at < before)
+    )
+    return int(gone.rowcount)  # type: ignore[attr-defined]
 
 
 async def get_redemption(session: AsyncSession, redemption_id: str) -> Redemption | None:

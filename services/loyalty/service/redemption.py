@@ -10,6 +10,7 @@ refusal) is recorded on the key's row in the same transaction.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from services.loyalty.service.errors import (
 from services.loyalty.service.ledger import Why
 from services.loyalty.service.rules import Rules
 from shared import outbox
+from shared.db import Database
 from shared.events import derived_id
 from shared.events.loyalty import (
     PointsRedeemed,
@@ -360,3 +362,23 @@ def _cancelled(member: Member, redemption: Redemption, now: datetime) -> Redempt
             reason="code_expired" if redemption.status == "expired" else "cancelled",
         ),
     )
+
+
+log = logging.getLogger(__name__)
+PRUNE_BATCH = 1000
+
+
+async def prune_keys(db: Database, settings: LoyaltySettings, *, now: datetime) -> int:
+    """Forget the Idempotency-Keys first used more than ``redemption_key_retention_days``
+    before ``now``, a batch per transaction so no lock is held for long; returns how many."""
+    before = now - timedelta(days=settings.redemption_key_retention_days)
+    pruned = 0
+    while True:
+        async with db.unit_of_work() as session:
+            gone = await repository.prune_requests(session, before=before, limit=PRUNE_BATCH)
+        pruned += gone
+        if gone < PRUNE_BATCH:
+            break
+    if pruned:
+        log.info("pruned %d Idempotency-Keys used before %s", pruned, before.isoformat())
+    return pruned
