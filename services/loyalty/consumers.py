@@ -62,6 +62,7 @@ async def _unbatched(session: AsyncSession) -> None:
     """
     _defer_writes(session)
     prefetch.forget(session)
+    birthdays.forget(session)
     session.sync_session.autoflush = True
     await session.flush()
 
@@ -100,7 +101,11 @@ async def on_customer_erased(session: AsyncSession, event: CustomerErased) -> No
 async def on_customer_details(
     session: AsyncSession, event: CustomerRegistered | CustomerUpdated
 ) -> None:
-    await _unbatched(session)
+    """Reads and changes locked members only (birthdays and their timers), so what the
+    batch holds stays held and changed members are written with the rest at commit. A
+    run of them reads its members once (``birthdays.record``)."""
+    _batched(session)
+    prefetch.forget(session)
     await birthdays.record(session, event=event)
 
 

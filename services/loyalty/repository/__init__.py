@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, literal, select, union_all, update
+from sqlalchemy import Select, bindparam, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import (
@@ -121,9 +121,53 @@ async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> No
             cache[member.customer_id] = member
 
 
+async def lock_existing_members(session: AsyncSession, customer_ids: Iterable[str]) -> None:
+    """Lock the members among ``customer_ids`` that exist (creating none), in id order.
+
+    One statement for what ``lock_member_or_none`` does one id at a time; they join the
+    transaction's lock cache. Ids already locked are left alone, as in ``lock_members``.
+    """
+    cache = _locked(session)
+    wanted = sorted({c for c in customer_ids if c not in cache})
+    for chunk in _chunks(wanted):
+        stmt = (
+            select(Member)
+            .where(Member.customer_id.in_(chunk))
+            .order_by(Member.customer_id)
+            .with_for_update()
+        )
+        result = await session.execute(stmt, execution_options={"populate_existing": True})
+        for member in result.scalars():
+            cache[member.customer_id] = member
+
+
 def _chunks(values: list[str], size: int = 1000) -> list[list[str]]:
     """Pieces small enough for the drivers' bound-parameter limits (32,767 on asyncpg)."""
     return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def locked_member(session: AsyncSession, customer_id: str) -> Member | None:
+    """The member if this transaction holds its lock already (its in-memory state is newer)."""
+    return _locked(session).get(customer_id)
+
+
+_BIRTHDAYS = select(
+    Member.__table__.c.customer_id, Member.__table__.c.birthday, Member.__table__.c.merged_into
+).where(Member.__table__.c.customer_id.in_(bindparam("ids", expanding=True)))
+
+
+async def member_birthdays(
+    session: AsyncSession, customer_ids: Iterable[str]
+) -> dict[str, tuple[date | None, str | None]]:
+    """(birthday, merged_into) of the members among ``customer_ids``, as committed; no lock.
+
+    One cached statement for any number of ids (an expanding parameter).
+    """
+    found: dict[str, tuple[date | None, str | None]] = {}
+    for chunk in _chunks(sorted(set(customer_ids))):
+        for customer_id, birthday, merged_into in await session.execute(_BIRTHDAYS, {"ids": chunk}):
+            found[customer_id] = (birthday, merged_into)
+    return found
 
 
 async def purchases_state(
