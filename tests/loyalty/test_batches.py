@@ -524,7 +524,12 @@ def _replayed_details(t: str) -> list[list[Event]]:
             updated(b, date(1980, 8, 8), when=at(2)),
             updated(b, date(1980, 8, 9), when=at(2)),
         ],
-        [updated(b, date(1980, 8, 8), when=at(3)), first, again],
+        [
+            updated(b, date(1980, 8, 8), when=at(3)),
+            first,
+            again,
+            updated(b, date(1980, 8, 9), when=at(3)),  # back to what b had before the run
+        ],
     ]
 
 
