@@ -13,6 +13,7 @@ from services.loyalty.service import (
     codes,
     earning,
     expiry,
+    held,
     members,
     pending,
     prefetch,
@@ -64,12 +65,16 @@ async def _unbatched(session: AsyncSession) -> None:
     prefetch.forget(session)
     birthdays.forget(session)
     session.sync_session.autoflush = True
-    await session.flush()
+    await held.flush(session)
 
 
 async def on_purchase_completed(
     session: AsyncSession, event: PurchaseCompleted, *, settings: LoyaltySettings
 ) -> None:
+    if session.sync_session.new:
+        # Rows another handler added go first, so ids keep the order of the events (the
+        # purchase's rows are held, ``held``, and written before the session's at commit).
+        await session.flush()
     _batched(session)
     await earning.award_purchase(session, event=event, settings=settings)
 

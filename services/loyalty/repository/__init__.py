@@ -92,6 +92,26 @@ async def _create_and_lock(session: AsyncSession, customer_id: str) -> Member:
     return member
 
 
+_LOCK_MEMBERS: dict[str, Any] = {}
+
+
+def _lock_members_statement(session: AsyncSession) -> Any:
+    """Built once per dialect (a statement object keeps its cache key)."""
+    dialect = session.get_bind().dialect.name
+    stmt = _LOCK_MEMBERS.get(dialect)
+    if stmt is None:
+        insert = upsertable_insert(session)
+        stmt = _LOCK_MEMBERS[dialect] = (
+            insert(Member)
+            .on_conflict_do_update(
+                index_elements=["customer_id"],
+                set_={"customer_id": insert(Member).excluded.customer_id},
+            )
+            .returning(Member)
+        )
+    return stmt
+
+
 async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> None:
     """Lock several members at once (creating the new ones), in customer id order.
 
@@ -102,20 +122,14 @@ async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> No
     """
     cache = _locked(session)
     wanted = sorted({c for c in customer_ids if c not in cache})
-    insert = upsertable_insert(session)
+    if not wanted:
+        return
+    stmt = _lock_members_statement(session)
     for chunk in _chunks(wanted):
         rows = [
             {"customer_id": c, "balance": 0, "lifetime_earned": 0, "purchase_count": 0}
             for c in chunk
         ]
-        stmt = (
-            insert(Member)
-            .on_conflict_do_update(
-                index_elements=["customer_id"],
-                set_={"customer_id": insert(Member).excluded.customer_id},
-            )
-            .returning(Member)
-        )
         result = await session.execute(stmt, rows, execution_options={"populate_existing": True})
         for member in result.scalars():
             cache[member.customer_id] = member
@@ -170,22 +184,27 @@ async def member_birthdays(
     return found
 
 
+_PURCHASES_STATE = union_all(
+    select(Purchase.purchase_id, literal(True).label("recorded")).where(
+        Purchase.purchase_id.in_(bindparam("ids", expanding=True))
+    ),
+    select(Refund.purchase_id, literal(False).label("recorded"))
+    .where(Refund.purchase_id.in_(bindparam("ids", expanding=True)), Refund.applied.is_(False))
+    .distinct(),
+)
+
+
 async def purchases_state(
     session: AsyncSession, purchase_ids: Iterable[str]
 ) -> tuple[set[str], set[str]]:
-    """``purchase_state`` for several purchases in one query: (recorded, with refunds waiting)."""
+    """``purchase_state`` for several purchases in one query: (recorded, with refunds waiting).
+
+    One cached statement for any number of ids (an expanding parameter).
+    """
     known: set[str] = set()
     refunds: set[str] = set()
     for ids in _chunks(sorted(set(purchase_ids))):
-        recorded = select(Purchase.purchase_id, literal(True).label("recorded")).where(
-            Purchase.purchase_id.in_(ids)
-        )
-        waiting = (
-            select(Refund.purchase_id, literal(False).label("recorded"))
-            .where(Refund.purchase_id.in_(ids), Refund.applied.is_(False))
-            .distinct()
-        )
-        for purchase_id, is_recorded in await session.execute(union_all(recorded, waiting)):
+        for purchase_id, is_recorded in await session.execute(_PURCHASES_STATE, {"ids": ids}):
             (known if is_recorded else refunds).add(purchase_id)
     return known, refunds
 
@@ -242,9 +261,11 @@ async def list_ledger(
     return (await session.execute(stmt)).scalars().all()
 
 
+_LATEST_RULE_SET = select(RuleSet).order_by(RuleSet.version.desc()).limit(1)
+
+
 async def latest_rule_set(session: AsyncSession) -> RuleSet | None:
-    stmt = select(RuleSet).order_by(RuleSet.version.desc()).limit(1)
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return (await session.execute(_LATEST_RULE_SET)).scalar_one_or_none()
 
 
 async def pending_refunds(session: AsyncSession, purchase_id: str) -> Sequence[Refund]:
