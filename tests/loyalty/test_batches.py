@@ -533,14 +533,16 @@ def _replayed_details(t: str) -> list[list[Event]]:
     ]
 
 
-async def birthday_books(loyalty: Loyalty, tag: str) -> tuple[object, ...]:
+async def birthday_books(
+    loyalty: Loyalty, tag: str
+) -> tuple[list[tuple[object, ...]], tuple[object, ...]]:
     async with loyalty.db.unit_of_work() as session:
         members = (
             await session.execute(
                 select(Member).where(Member.customer_id.like(f"{tag}-%")).order_by("customer_id")
             )
         ).scalars()
-        birthdays = [
+        birthdays: list[tuple[object, ...]] = [
             (
                 m.customer_id.removeprefix(tag),
                 m.birthday,
