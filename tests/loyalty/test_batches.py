@@ -17,6 +17,7 @@ from sqlalchemy import event, select, update
 from services.loyalty.models import CampaignUsage, LedgerEntry, Member
 from services.loyalty.service import schedule
 from shared.events import Event
+from shared.events.commerce import PurchaseCompleted
 from shared.plumbing import timers
 from tests.loyalty.support import (
     FakeClock,
@@ -655,3 +656,57 @@ async def test_a_run_of_details_reads_its_members_once(loyalty: Loyalty, members
     # written), the last held timers, and the members' updates in one statement
     assert await _statements(loyalty, changed) <= 4 + 1 + 2 * members + 1
     assert (await loyalty.member(f"m-{members - 1}")).birthday == date(1990, 1, 3)  # type: ignore[union-attr]
+
+
+async def test_held_rows_are_written_before_any_flush_reads_them(loyalty: Loyalty) -> None:
+    """A purchase's rows are held (``service.held``); an autoflush writes them first, and a
+    rolled-back transaction writes none."""
+    kept, dropped = purchase("h-a", "10", when=at(1)), purchase("h-b", "10", when=at(1))
+
+    async def award(event: Event) -> list[LedgerEntry]:
+        async with loyalty.db.unit_of_work() as session:
+            await loyalty.handlers[type(event)](session, event)
+            session.sync_session.autoflush = True  # as the next handler of another kind
+            stmt = select(LedgerEntry).where(LedgerEntry.customer_id == event.subject)
+            return list((await session.execute(stmt)).scalars())
+
+    async def award_then_fail() -> None:
+        async with loyalty.db.unit_of_work() as session:
+            await loyalty.handlers[PurchaseCompleted](session, dropped)
+            raise RuntimeError("rolled back")
+
+    assert [e.points for e in await award(kept)] == [10]
+    with pytest.raises(RuntimeError):
+        await award_then_fail()
+    async with loyalty.db.unit_of_work() as session:  # a fresh transaction holds nothing
+        await session.execute(select(Member))
+    assert [e.points for e in await loyalty.entries("h-a")] == [10]
+    assert await loyalty.entries("h-b") == []
+    assert await loyalty.member("h-b") is None
+    await loyalty.check_invariants()
+
+
+async def test_ledger_ids_keep_the_order_of_the_events_in_a_batch(loyalty: Loyalty) -> None:
+    """Rows other handlers added go to the database before a purchase's held rows."""
+    await loyalty.publish_rules(interaction_points={"review": 7})
+
+    def story(t: str) -> list[Event]:
+        return [
+            interaction(f"{t}-a", "review", when=at(1)),
+            purchase(f"{t}-a", "10", when=at(2)),
+            interaction(f"{t}-a", "review", when=at(3)),
+            refund(f"{t}-a", f"{t}-P", "5", when=at(3)),
+            purchase(f"{t}-a", "20", purchase_id=f"{t}-P", when=at(4)),
+            purchase(f"{t}-a", "30", when=at(5)),
+        ]
+
+    await loyalty.handle(*story("single"))
+    await loyalty.handle_batch(*story("batch"))
+
+    async def in_id_order(t: str) -> list[tuple[object, ...]]:
+        return [(e.kind, e.rule_id, e.points, e.balance_after) for e in await loyalty.entries(t)]
+
+    single = await in_id_order("single-a")
+    assert await in_id_order("batch-a") == single
+    assert [p for _, _, p, _ in single] == [7, 10, 7, 20, -5, 30]
+    await loyalty.check_invariants()
