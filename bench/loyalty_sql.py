@@ -10,6 +10,12 @@ this process's CPU), and the batch's wall and CPU time. The first batch creates 
 members; the next ones are the steady state the benchmark mostly measures.
 ``--floor`` counts the benchmark's floor consumer instead; ``--rules`` publishes a
 rule set with tiers or a budgeted campaign first (the benchmark runs on the default).
+
+``--details`` makes each poll look like the pipeline's: after its purchases, one
+``customer.registered`` (no birthday) for each of as many purchases before it, as
+profile announces every new customer and loyalty sees the announcement a poll later. The
+summary at the end gives, per poll size, the statements and the median CPU of the
+polls after the first.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import statistics
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +40,9 @@ from services.loyalty.service import rulebook
 from services.loyalty.service.rules import RuleSetBody
 from shared.consumer import ConsumerRunner, Handlers, Item
 from shared.db import Database
+from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
+from shared.events.profile import CustomerDetails, CustomerRegistered
 from tools.databases import DatabaseMaker
 
 
@@ -55,8 +64,22 @@ def _shape(statement: str) -> str:
     return f"{verb} {table}".strip()
 
 
+def registered(customer: str) -> CustomerRegistered:
+    """What profile announces for a customer it sees first (the pipeline's: no birthday)."""
+    return CustomerRegistered.create(
+        subject=customer,
+        source="keepwell/profile",
+        data=CustomerDetails(name=f"Customer {customer}", email=f"{customer}@bench.test"),
+    )
+
+
 async def count(
-    db: Database, handlers: Handlers, batches: int, sizes: list[int], customers: int
+    db: Database,
+    handlers: Handlers,
+    batches: int,
+    sizes: list[int],
+    customers: int,
+    details: bool = False,
 ) -> None:
     runner = ConsumerRunner(
         db=db,
@@ -81,14 +104,22 @@ async def count(
     event.listen(db.engine.sync_engine, "before_cursor_execute", before)
     event.listen(db.engine.sync_engine, "after_cursor_execute", after)
     n = 0
+    announced: list[str] = []  # the customers of the polls before, for --details
+    summary: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for b in range(batches):
-        items = []
+        events: list[Event] = []
         size = sizes[b % len(sizes)]
         for _ in range(size):
-            e = make_purchase(f"cus-{n % customers}", n)
+            events.append(make_purchase(f"cus-{n % customers}", n))
             n += 1
+        if details:  # the latest customers before this poll (the first poll's: not members)
+            earlier = announced[-size:] or [f"new-{e.subject}" for e in events]
+            announced += [e.subject for e in events]
+            events += [registered(c) for c in earlier]
+        items: list[Item] = []
+        for e in events:
             record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-                "t", 0, n, 0, 0, e.key, e.to_json(), None, 0, 0, []
+                "t", 0, len(items), 0, 0, e.key, e.to_json(), None, 0, 0, []
             )
             items.append(Item(record, e, None))
         seen.clear()
@@ -99,7 +130,10 @@ async def count(
         shapes = Counter(_shape(s) + (" [many]" if m else "") for s, m in seen)
         label = "first batch (new members)" if b == 0 else f"batch {b + 1}"
         per = len(seen) / size
-        print(f"\n{label}: {size} purchases, {len(seen)} statements, {per:.2f}/purchase")
+        extra = f" + {len(items) - size} customer details" if details else ""
+        print(f"\n{label}: {size} purchases{extra}, {len(seen)} statements, {per:.2f}/purchase")
+        if b:
+            summary[size].append((len(seen), cpu))
         in_sql = sum(waited.values())
         print(
             f"  {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU in this process, "
@@ -107,6 +141,16 @@ async def count(
         )
         for shape, k in shapes.most_common():
             print(f"  {k:>6}  {shape:<44}{waited[shape] * 1000:>8.1f} ms")
+    if summary:
+        print("\nsummary (polls after the first):")
+    for size, polls in sorted(summary.items()):
+        statements = statistics.median(s for s, _ in polls)
+        cpu = statistics.median(c for _, c in polls) * 1000
+        print(
+            f"  {size:>5} purchases{' + details' if details else ''}: {len(polls)} polls, "
+            f"{statements:g} statements, median {cpu:.1f} ms CPU a poll, "
+            f"{cpu / size:.3f} ms a purchase"
+        )
 
 
 # ``--rules``: rule sets with what costs statements per purchase beyond the default.
@@ -129,7 +173,13 @@ RULES: dict[str, dict[str, Any]] = {
 
 
 async def main(
-    db_kind: str, floor: bool, batches: int, sizes: list[int], customers: int, rules: str
+    db_kind: str,
+    floor: bool,
+    batches: int,
+    sizes: list[int],
+    customers: int,
+    rules: str,
+    details: bool = False,
 ) -> None:
     maker = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-sql-")), backend=db_kind)
     try:
@@ -145,7 +195,7 @@ async def main(
                     body = RuleSetBody.model_validate(RULES[rules])
                     await rulebook.publish(session, body=body, operator="bench", settings=settings)
         try:
-            await count(db, handlers, batches, sizes, customers)
+            await count(db, handlers, batches, sizes, customers, details)
         finally:
             await db.dispose()
     finally:
@@ -165,8 +215,23 @@ def cli(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--customers", type=int, default=125)
     parser.add_argument("--rules", choices=sorted(RULES), default="default")
+    parser.add_argument(
+        "--details",
+        action="store_true",
+        help="each poll also holds a customer.registered for as many purchases before it",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(main(args.db, args.floor, args.batches, args.batch, args.customers, args.rules))
+    asyncio.run(
+        main(
+            args.db,
+            args.floor,
+            args.batches,
+            args.batch,
+            args.customers,
+            args.rules,
+            args.details,
+        )
+    )
 
 
 if __name__ == "__main__":

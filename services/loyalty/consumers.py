@@ -13,6 +13,7 @@ from services.loyalty.service import (
     codes,
     earning,
     expiry,
+    held,
     members,
     pending,
     prefetch,
@@ -62,13 +63,18 @@ async def _unbatched(session: AsyncSession) -> None:
     """
     _defer_writes(session)
     prefetch.forget(session)
+    birthdays.forget(session)
     session.sync_session.autoflush = True
-    await session.flush()
+    await held.flush(session)
 
 
 async def on_purchase_completed(
     session: AsyncSession, event: PurchaseCompleted, *, settings: LoyaltySettings
 ) -> None:
+    if session.sync_session.new:
+        # Rows another handler added go first, so ids keep the order of the events (the
+        # purchase's rows are held, ``held``, and written before the session's at commit).
+        await session.flush()
     _batched(session)
     await earning.award_purchase(session, event=event, settings=settings)
 
@@ -100,7 +106,11 @@ async def on_customer_erased(session: AsyncSession, event: CustomerErased) -> No
 async def on_customer_details(
     session: AsyncSession, event: CustomerRegistered | CustomerUpdated
 ) -> None:
-    await _unbatched(session)
+    """Reads and changes locked members only (birthdays and their timers), so what the
+    batch holds stays held and changed members are written with the rest at commit. A
+    run of them reads its members once (``birthdays.record``)."""
+    _batched(session)
+    prefetch.forget(session)
     await birthdays.record(session, event=event)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,10 +39,13 @@ from shared.events.commerce import (
 )
 from shared.events.interactions import InteractionRecorded, InteractionRecordedData
 from shared.events.profile import (
+    CustomerDetails,
     CustomerErased,
     CustomerErasedData,
     CustomerMerged,
     CustomerMergedData,
+    CustomerRegistered,
+    CustomerUpdated,
 )
 from shared.plumbing import outbox
 from shared.timers import Clock, Scheduler
@@ -117,6 +120,26 @@ def merged(survivor: str, gone: str, *, when: datetime = T0) -> CustomerMerged:
         source="keepwell/profile",
         time=when,
         data=CustomerMergedData(merge_id=f"m-{uuid.uuid4().hex[:8]}", merged_id=gone),
+    )
+
+
+def registered(
+    customer_id: str, birthday: date | None = None, *, when: datetime = T0
+) -> CustomerRegistered:
+    return CustomerRegistered.create(
+        subject=customer_id,
+        source="keepwell/profile",
+        time=when,
+        data=CustomerDetails(name="Lan", email="lan@example.com", birthday=birthday),
+    )
+
+
+def updated(customer_id: str, birthday: date | None, *, when: datetime = T0) -> CustomerUpdated:
+    return CustomerUpdated.create(
+        subject=customer_id,
+        source="keepwell/profile",
+        time=when,
+        data=CustomerDetails(birthday=birthday),
     )
 
 

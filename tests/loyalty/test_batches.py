@@ -7,16 +7,20 @@ changes an outcome, including for events that read what an earlier one wrote.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select, update
 
 from services.loyalty.models import CampaignUsage, LedgerEntry, Member
+from services.loyalty.service import schedule
 from shared.events import Event
+from shared.events.commerce import PurchaseCompleted
 from shared.plumbing import timers
 from tests.loyalty.support import (
+    FakeClock,
     Loyalty,
     at,
     erased,
@@ -24,6 +28,8 @@ from tests.loyalty.support import (
     merged,
     purchase,
     refund,
+    registered,
+    updated,
 )
 
 pytestmark = pytest.mark.db
@@ -458,3 +464,249 @@ async def test_a_run_of_purchases_costs_the_same_statements_however_long(
     assert await loyalty.balance("m-0") == 10 * (1 + 1 + 5)
     ids = [e["id"] for e in await loyalty.published("points.earned")]
     assert len(set(ids)) == len(ids) == members * 7
+
+
+# Details runs: customer.registered / customer.updated back to back read their members'
+# birthdays once and skip the events that change nothing. Each story is handled one
+# event per transaction and as runner batches; birthdays, birthday timers, the books and
+# what is published must be the same, and so must the bonuses the timers then pay.
+
+
+def _details_and_purchases_of_one_customer(t: str) -> list[list[Event]]:
+    a, b, c = f"{t}-a", f"{t}-b", f"{t}-c"
+    return [
+        [
+            purchase(a, "10", when=at(1)),  # a is locked by the purchase run...
+            registered(a, date(1990, 3, 10), when=at(1)),  # ...and read from memory here
+            registered(b, None, when=at(1)),  # no member, no birthday: nothing
+            registered(c, None, when=at(1)),
+            registered(c, date(1985, 1, 1), when=at(2)),  # made mid-run, after a no-op
+            updated(c, date(1985, 1, 1), when=at(2)),  # the same again: nothing
+            purchase(c, "20", when=at(2)),
+            purchase(b, "30", when=at(2)),
+            updated(b, date(1970, 6, 1), when=at(3)),  # b made by the purchase just before
+            updated(a, date(1990, 3, 10), when=at(3)),
+            updated(a, date(1990, 4, 11), when=at(3)),  # a change after a no-op
+            updated(a, None, when=at(4)),  # and removed
+            updated(a, date(1990, 4, 11), when=at(5)),  # and back: the timer from at(5)
+            purchase(a, "10", when=at(5)),
+        ],
+    ]
+
+
+def _details_around_a_merge(t: str) -> list[list[Event]]:
+    a, b, d = f"{t}-a", f"{t}-b", f"{t}-d"
+    return [
+        [registered(a, date(1990, 3, 10), when=at(0)), purchase(b, "10", when=at(0))],
+        [
+            updated(a, date(1990, 3, 10), when=at(1)),  # nothing
+            registered(d, date(2000, 2, 29), when=at(1)),
+            merged(b, a, when=at(2)),  # b adopts a's birthday
+            updated(a, date(1991, 5, 5), when=at(3)),  # lands on b
+            updated(b, date(1991, 5, 5), when=at(3)),  # nothing now
+            updated(a, date(1991, 5, 5), when=at(3)),  # nor this
+            merged(b, d, when=at(4)),  # b keeps its own
+            updated(d, None, when=at(5)),  # lands on b: removed
+            updated(b, date(1991, 5, 6), when=at(5)),
+        ],
+    ]
+
+
+def _replayed_details(t: str) -> list[list[Event]]:
+    a, b = f"{t}-a", f"{t}-b"
+    first = registered(a, date(1990, 3, 10), when=at(1))
+    again = updated(b, date(1980, 8, 8), when=at(1))
+    return [
+        [first, again, first],  # the same event twice in a poll: the inbox skips it
+        [
+            first,  # a redelivery
+            registered(a, date(1990, 3, 10), when=at(2)),  # the same under a new id
+            again,
+            updated(b, date(1980, 8, 8), when=at(2)),
+            updated(b, date(1980, 8, 9), when=at(2)),
+        ],
+        [
+            updated(b, date(1980, 8, 8), when=at(3)),
+            first,
+            again,
+            updated(b, date(1980, 8, 9), when=at(3)),  # back to what b had before the run
+        ],
+    ]
+
+
+async def birthday_books(
+    loyalty: Loyalty, tag: str
+) -> tuple[list[tuple[object, ...]], tuple[object, ...]]:
+    async with loyalty.db.unit_of_work() as session:
+        members = (
+            await session.execute(
+                select(Member).where(Member.customer_id.like(f"{tag}-%")).order_by("customer_id")
+            )
+        ).scalars()
+        birthdays: list[tuple[object, ...]] = [
+            (
+                m.customer_id.removeprefix(tag),
+                m.birthday,
+                m.next_birthday_at,
+                m.birthday_bonus_year,
+                m.merged_into and m.merged_into.removeprefix(tag),
+                m.balance,
+                m.purchase_count,
+            )
+            for m in members
+        ]
+    return birthdays, await books(loyalty, tag)
+
+
+DETAILS_STORIES = [
+    _details_and_purchases_of_one_customer,
+    _details_around_a_merge,
+    _replayed_details,
+]
+
+
+@pytest.mark.parametrize("story", DETAILS_STORIES)
+async def test_a_run_of_details_ends_where_one_event_at_a_time_does(
+    loyalty: Loyalty, story: Story
+) -> None:
+    await loyalty.publish_rules(birthday_bonus=100, **STORY_RULES)
+    for events in story("single"):
+        await loyalty.handle(*events)
+    for events in story("batch"):
+        await loyalty.handle_batch(*events)
+    single = await birthday_books(loyalty, "single")
+    assert await birthday_books(loyalty, "batch") == single
+    assert [b for _, b, _, _, merged_into, _, _ in single[0] if not merged_into] != []
+    assert await published(loyalty, "batch") == await published(loyalty, "single")
+    scheduler = loyalty.scheduler(FakeClock(at(800)))  # every birthday timer, twice over
+    while await scheduler.fire_due():
+        pass
+    assert await birthday_books(loyalty, "batch") == await birthday_books(loyalty, "single")
+    # timers due at the same moment fire in id order, which the two stories interleave
+    fired = sorted(map(str, await published(loyalty, "batch")))
+    assert fired == sorted(map(str, await published(loyalty, "single")))
+    await loyalty.check_invariants()
+
+
+async def test_details_in_a_batch_store_the_birthdays_one_at_a_time_would(
+    loyalty: Loyalty,
+) -> None:
+    for events in _details_and_purchases_of_one_customer("t"):
+        await loyalty.handle_batch(*events)
+    for events in _details_around_a_merge("m"):
+        await loyalty.handle_batch(*events)
+    async with loyalty.db.unit_of_work() as session:
+        rows = await session.execute(
+            select(Member.customer_id, Member.birthday, Member.merged_into).order_by(
+                Member.customer_id
+            )
+        )
+        stored = {c: (b, m) for c, b, m in rows}
+    assert stored == {
+        "m-a": (None, "m-b"),
+        "m-b": (date(1991, 5, 6), None),
+        "m-d": (None, "m-b"),
+        "t-a": (date(1990, 4, 11), None),
+        "t-b": (date(1970, 6, 1), None),
+        "t-c": (date(1985, 1, 1), None),
+    }
+    timers_due = {key.split(":")[1]: due async for key, due in _birthday_timers(loyalty)}
+    assert timers_due == {
+        "m-b": datetime(2026, 5, 6, tzinfo=UTC),
+        "t-a": datetime(2026, 4, 11, tzinfo=UTC),
+        "t-b": datetime(2026, 6, 1, tzinfo=UTC),
+        "t-c": datetime(2027, 1, 1, tzinfo=UTC),
+    }
+
+
+async def _birthday_timers(loyalty: Loyalty) -> AsyncIterator[tuple[str, datetime]]:
+    async with loyalty.db.unit_of_work() as session:
+        rows = (
+            await session.execute(
+                select(timers.c.key, timers.c.due_at).where(timers.c.kind == schedule.BIRTHDAY)
+            )
+        ).all()
+    for key, due in rows:
+        yield key, due.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("members", [3, 30])
+async def test_a_run_of_details_reads_its_members_once(loyalty: Loyalty, members: int) -> None:
+    """Details that change nothing cost one statement for the run, however long it is.
+
+    Members locked by the poll's purchases are read from memory: none at all for them.
+    """
+    await loyalty.handle_batch(*[purchase(f"m-{i}", "10", when=at(1)) for i in range(members)])
+    await loyalty.handle_batch(*[registered(f"m-{i}", date(1990, 1, 2)) for i in range(members)])
+    short = await _statements(loyalty, [updated(f"m-{i}", date(1990, 1, 2)) for i in range(3)])
+    long = await _statements(
+        loyalty,
+        [updated(f"m-{i % members}", date(1990, 1, 2)) for i in range(members * 3)]
+        + [registered(f"new-{i}") for i in range(members)],
+    )
+    # BEGIN (counted on SQLite), the inbox's read and insert, and the run's read
+    assert short == long <= 4, (short, long)
+    buying = [purchase(f"m-{i}", "10", when=at(2)) for i in range(members)]
+    alone = await _statements(loyalty, buying)
+    buying = [purchase(f"m-{i}", "10", when=at(3)) for i in range(members)]
+    with_details = buying + [updated(f"m-{i}", date(1990, 1, 2)) for i in range(members)]
+    assert await _statements(loyalty, with_details) == alone
+    changed = [updated(f"m-{i}", date(1990, 1, 3)) for i in range(members)]
+    # + the lock, each member's old timer cancelled (after the timers held so far are
+    # written), the last held timers, and the members' updates in one statement
+    assert await _statements(loyalty, changed) <= 4 + 1 + 2 * members + 1
+    assert (await loyalty.member(f"m-{members - 1}")).birthday == date(1990, 1, 3)  # type: ignore[union-attr]
+
+
+async def test_held_rows_are_written_before_any_flush_reads_them(loyalty: Loyalty) -> None:
+    """A purchase's rows are held (``service.held``); an autoflush writes them first, and a
+    rolled-back transaction writes none."""
+    kept, dropped = purchase("h-a", "10", when=at(1)), purchase("h-b", "10", when=at(1))
+
+    async def award(event: Event) -> list[LedgerEntry]:
+        async with loyalty.db.unit_of_work() as session:
+            await loyalty.handlers[type(event)](session, event)
+            session.sync_session.autoflush = True  # as the next handler of another kind
+            stmt = select(LedgerEntry).where(LedgerEntry.customer_id == event.subject)
+            return list((await session.execute(stmt)).scalars())
+
+    async def award_then_fail() -> None:
+        async with loyalty.db.unit_of_work() as session:
+            await loyalty.handlers[PurchaseCompleted](session, dropped)
+            raise RuntimeError("rolled back")
+
+    assert [e.points for e in await award(kept)] == [10]
+    with pytest.raises(RuntimeError):
+        await award_then_fail()
+    async with loyalty.db.unit_of_work() as session:  # a fresh transaction holds nothing
+        await session.execute(select(Member))
+    assert [e.points for e in await loyalty.entries("h-a")] == [10]
+    assert await loyalty.entries("h-b") == []
+    assert await loyalty.member("h-b") is None
+    await loyalty.check_invariants()
+
+
+async def test_ledger_ids_keep_the_order_of_the_events_in_a_batch(loyalty: Loyalty) -> None:
+    """Rows other handlers added go to the database before a purchase's held rows."""
+    await loyalty.publish_rules(interaction_points={"review": 7})
+
+    def story(t: str) -> list[Event]:
+        return [
+            interaction(f"{t}-a", "review", when=at(1)),
+            purchase(f"{t}-a", "10", when=at(2)),
+            interaction(f"{t}-a", "review", when=at(3)),
+            refund(f"{t}-a", f"{t}-P", "5", when=at(3)),
+            purchase(f"{t}-a", "20", purchase_id=f"{t}-P", when=at(4)),
+            purchase(f"{t}-a", "30", when=at(5)),
+        ]
+
+    await loyalty.handle(*story("single"))
+    await loyalty.handle_batch(*story("batch"))
+
+    async def in_id_order(t: str) -> list[tuple[object, ...]]:
+        return [(e.kind, e.rule_id, e.points, e.balance_after) for e in await loyalty.entries(t)]
+
+    single = await in_id_order("single-a")
+    assert await in_id_order("batch-a") == single
+    assert [p for _, _, p, _ in single] == [7, 10, 7, 20, -5, 30]
+    await loyalty.check_invariants()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, literal, select, union_all, update
+from sqlalchemy import Select, bindparam, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import (
@@ -93,6 +93,26 @@ async def _create_and_lock(session: AsyncSession, customer_id: str) -> Member:
     return member
 
 
+_LOCK_MEMBERS: dict[str, Any] = {}
+
+
+def _lock_members_statement(session: AsyncSession) -> Any:
+    """Built once per dialect (a statement object keeps its cache key)."""
+    dialect = session.get_bind().dialect.name
+    stmt = _LOCK_MEMBERS.get(dialect)
+    if stmt is None:
+        insert = upsertable_insert(session)
+        stmt = _LOCK_MEMBERS[dialect] = (
+            insert(Member)
+            .on_conflict_do_update(
+                index_elements=["customer_id"],
+                set_={"customer_id": insert(Member).excluded.customer_id},
+            )
+            .returning(Member)
+        )
+    return stmt
+
+
 async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> None:
     """Lock several members at once (creating the new ones), in customer id order.
 
@@ -103,21 +123,35 @@ async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> No
     """
     cache = _locked(session)
     wanted = sorted({c for c in customer_ids if c not in cache})
-    insert = upsertable_insert(session)
+    if not wanted:
+        return
+    stmt = _lock_members_statement(session)
     for chunk in _chunks(wanted):
         rows = [
             {"customer_id": c, "balance": 0, "lifetime_earned": 0, "purchase_count": 0}
             for c in chunk
         ]
-        stmt = (
-            insert(Member)
-            .on_conflict_do_update(
-                index_elements=["customer_id"],
-                set_={"customer_id": insert(Member).excluded.customer_id},
-            )
-            .returning(Member)
-        )
         result = await session.execute(stmt, rows, execution_options={"populate_existing": True})
+        for member in result.scalars():
+            cache[member.customer_id] = member
+
+
+async def lock_existing_members(session: AsyncSession, customer_ids: Iterable[str]) -> None:
+    """Lock the members among ``customer_ids`` that exist (creating none), in id order.
+
+    One statement for what ``lock_member_or_none`` does one id at a time; they join the
+    transaction's lock cache. Ids already locked are left alone, as in ``lock_members``.
+    """
+    cache = _locked(session)
+    wanted = sorted({c for c in customer_ids if c not in cache})
+    for chunk in _chunks(wanted):
+        stmt = (
+            select(Member)
+            .where(Member.customer_id.in_(chunk))
+            .order_by(Member.customer_id)
+            .with_for_update()
+        )
+        result = await session.execute(stmt, execution_options={"populate_existing": True})
         for member in result.scalars():
             cache[member.customer_id] = member
 
@@ -127,22 +161,51 @@ def _chunks(values: list[str], size: int = 1000) -> list[list[str]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
+def locked_member(session: AsyncSession, customer_id: str) -> Member | None:
+    """The member if this transaction holds its lock already (its in-memory state is newer)."""
+    return _locked(session).get(customer_id)
+
+
+_BIRTHDAYS = select(
+    Member.__table__.c.customer_id, Member.__table__.c.birthday, Member.__table__.c.merged_into
+).where(Member.__table__.c.customer_id.in_(bindparam("ids", expanding=True)))
+
+
+async def member_birthdays(
+    session: AsyncSession, customer_ids: Iterable[str]
+) -> dict[str, tuple[date | None, str | None]]:
+    """(birthday, merged_into) of the members among ``customer_ids``, as committed; no lock.
+
+    One cached statement for any number of ids (an expanding parameter).
+    """
+    found: dict[str, tuple[date | None, str | None]] = {}
+    for chunk in _chunks(sorted(set(customer_ids))):
+        for customer_id, birthday, merged_into in await session.execute(_BIRTHDAYS, {"ids": chunk}):
+            found[customer_id] = (birthday, merged_into)
+    return found
+
+
+_PURCHASES_STATE = union_all(
+    select(Purchase.purchase_id, literal(True).label("recorded")).where(
+        Purchase.purchase_id.in_(bindparam("ids", expanding=True))
+    ),
+    select(Refund.purchase_id, literal(False).label("recorded"))
+    .where(Refund.purchase_id.in_(bindparam("ids", expanding=True)), Refund.applied.is_(False))
+    .distinct(),
+)
+
+
 async def purchases_state(
     session: AsyncSession, purchase_ids: Iterable[str]
 ) -> tuple[set[str], set[str]]:
-    """``purchase_state`` for several purchases in one query: (recorded, with refunds waiting)."""
+    """``purchase_state`` for several purchases in one query: (recorded, with refunds waiting).
+
+    One cached statement for any number of ids (an expanding parameter).
+    """
     known: set[str] = set()
     refunds: set[str] = set()
     for ids in _chunks(sorted(set(purchase_ids))):
-        recorded = select(Purchase.purchase_id, literal(True).label("recorded")).where(
-            Purchase.purchase_id.in_(ids)
-        )
-        waiting = (
-            select(Refund.purchase_id, literal(False).label("recorded"))
-            .where(Refund.purchase_id.in_(ids), Refund.applied.is_(False))
-            .distinct()
-        )
-        for purchase_id, is_recorded in await session.execute(union_all(recorded, waiting)):
+        for purchase_id, is_recorded in await session.execute(_PURCHASES_STATE, {"ids": ids}):
             (known if is_recorded else refunds).add(purchase_id)
     return known, refunds
 
@@ -199,9 +262,11 @@ async def list_ledger(
     return (await session.execute(stmt)).scalars().all()
 
 
+_LATEST_RULE_SET = select(RuleSet).order_by(RuleSet.version.desc()).limit(1)
+
+
 async def latest_rule_set(session: AsyncSession) -> RuleSet | None:
-    stmt = select(RuleSet).order_by(RuleSet.version.desc()).limit(1)
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return (await session.execute(_LATEST_RULE_SET)).scalar_one_or_none()
 
 
 async def pending_refunds(session: AsyncSession, purchase_id: str) -> Sequence[Refund]:

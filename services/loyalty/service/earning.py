@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.models import LedgerEntry, Member, Purchase
-from services.loyalty.service import earned, ledger, prefetch, refunds, rollup, rulebook, tiers
+from services.loyalty.service import (
+    earned,
+    held,
+    ledger,
+    prefetch,
+    refunds,
+    rollup,
+    rulebook,
+    tiers,
+)
 from services.loyalty.service.common import utc
 from services.loyalty.service.earned import Earning
 from services.loyalty.service.ledger import Why
@@ -61,31 +72,38 @@ async def _award_purchase(
     tier = rules.tier(member.tier)  # held before the purchase, as for the multiplier
     earning, quote = await _earn(session, member, rules, event)
     reversible = sum(e.points for e in earning.entries if _reversible(e.rule_id))
-    purchase = Purchase(
-        purchase_id=data.purchase_id,
-        customer_id=member.customer_id,
-        occurred_at=utc(event.time),
-        total=data.total.amount,
-        currency=data.total.currency,
-        points=reversible,
-        reversed_points=0,
-        unit_points=unit_points(reversible, quote.line_weights, data.lines),
-        tier=tier.name if tier is not None else member.tier,
-    )
-    session.add(purchase)
+    occurred_at = utc(event.time)
+    tier_name = tier.name if tier is not None else member.tier
+    row = {
+        "purchase_id": data.purchase_id,
+        "customer_id": member.customer_id,
+        "occurred_at": occurred_at,
+        "total": data.total.amount,
+        "currency": data.total.currency,
+        "points": reversible,
+        "reversed_points": 0,
+        "refunded_exact": Decimal(0),
+        "unit_points": unit_points(reversible, quote.line_weights, data.lines),
+        "tier": tier_name,
+    }
     rollup.count_purchase(
         session,
         customer_id=member.customer_id,
-        tier=purchase.tier,
-        currency=purchase.currency,
-        total=purchase.total,
-        at=purchase.occurred_at,
+        tier=tier_name,
+        currency=data.total.currency,
+        total=data.total.amount,
+        at=occurred_at,
     )
-    await _finish(session, member, rules, earning, event)
-    if refunds_waiting:
-        await session.flush()
-        for refund in await repository.pending_refunds(session, data.purchase_id):
-            await refunds.apply(session, member, purchase, refund)
+    if not refunds_waiting:  # the usual case: nothing reads the purchase in this batch
+        held.hold(session, held.PURCHASES, row)
+        await _finish(session, member, rules, earning, event, hold=True)
+        return earning.points
+    purchase = Purchase(**row)  # the refunds change it
+    session.add(purchase)
+    await _finish(session, member, rules, earning, event, hold=True)
+    await held.flush(session)
+    for refund in await repository.pending_refunds(session, data.purchase_id):
+        await refunds.apply(session, member, purchase, refund)
     return earning.points
 
 
@@ -139,7 +157,9 @@ def _post_base(
         rule_id="base",
         rule_version=rules.version,
     )
-    return ledger.post(session, member, kind="earn", points=quote.base, why=why, at=event.time)
+    return ledger.post(
+        session, member, kind="earn", points=quote.base, why=why, at=event.time, hold=True
+    )
 
 
 def _post_campaign(
@@ -158,7 +178,9 @@ def _post_campaign(
         rule_id=f"campaign:{campaign.id}",
         rule_version=rules.version,
     )
-    return ledger.post(session, member, kind="earn", points=points, why=why, at=event.time)
+    return ledger.post(
+        session, member, kind="earn", points=points, why=why, at=event.time, hold=True
+    )
 
 
 def _post_milestone(
@@ -177,7 +199,7 @@ def _post_milestone(
         rule_version=rules.version,
     )
     return ledger.post(
-        session, member, kind="earn", points=milestone.points, why=why, at=event.time
+        session, member, kind="earn", points=milestone.points, why=why, at=event.time, hold=True
     )
 
 
@@ -232,8 +254,10 @@ async def _finish(
     rules: Rules,
     earning: Earning,
     event: Event,
+    *,
+    hold: bool = False,
 ) -> None:
-    """Lot, tier, and the events: what every earning ends with."""
+    """Lot, tier, and the events: what every earning ends with (``hold``: a purchase's)."""
     at = utc(event.time)
     pending_until = None
     if earning.points > 0:
@@ -245,6 +269,7 @@ async def _finish(
             expiry_days=rules.body.expiry_days,
             notice_days=rules.body.expiring_notice_days,
             pending_days=rules.body.pending_days if isinstance(event, PurchaseCompleted) else None,
+            hold=hold,
         )
         pending_until = lot.pending_until
     await earned.publish(session, member, rules, earning, event, at, pending_until)

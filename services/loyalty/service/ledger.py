@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
 from services.loyalty.models import LedgerEntry, Lot, Member
-from services.loyalty.service import rollup, schedule
+from services.loyalty.service import held, rollup, schedule
 from services.loyalty.service.common import utc
 
 
@@ -35,29 +35,43 @@ class Why:
 
 
 def post(
-    session: AsyncSession, member: Member, *, kind: str, points: int, why: Why, at: datetime
+    session: AsyncSession,
+    member: Member,
+    *,
+    kind: str,
+    points: int,
+    why: Why,
+    at: datetime,
+    hold: bool = False,
 ) -> LedgerEntry:
+    """The entry, added to the session; with ``hold``, written as a held row instead
+    (``held``: the object returned is then only a record of it, not in the session)."""
     member.balance += points
     if kind == "earn":
         member.lifetime_earned += points
-    entry = LedgerEntry(
-        customer_id=member.customer_id,
-        kind=kind,
-        points=points,
-        balance_after=member.balance,
-        reason=why.reason[:300],
-        entry_key=why.key[:300],
-        source_event_id=why.source_event_id,
-        purchase_id=why.purchase_id,
-        rule_id=why.rule_id,
-        rule_version=why.rule_version,
-        operator=why.operator,
-        reference=why.reference,
-        occurred_at=utc(at),
-    )
-    session.add(entry)
+    occurred_at = utc(at)
+    row = {
+        "customer_id": member.customer_id,
+        "kind": kind,
+        "points": points,
+        "balance_after": member.balance,
+        "reason": why.reason[:300],
+        "entry_key": why.key[:300],
+        "source_event_id": why.source_event_id,
+        "purchase_id": why.purchase_id,
+        "rule_id": why.rule_id,
+        "rule_version": why.rule_version,
+        "operator": why.operator,
+        "reference": why.reference,
+        "occurred_at": occurred_at,
+    }
+    entry = LedgerEntry(**row)
+    if hold:
+        held.hold(session, held.ENTRIES, row)
+    else:
+        session.add(entry)
     rollup.count_points(
-        session, customer_id=member.customer_id, kind=kind, points=points, at=entry.occurred_at
+        session, customer_id=member.customer_id, kind=kind, points=points, at=occurred_at
     )
     return entry
 
@@ -71,29 +85,39 @@ async def add_lot(
     expiry_days: int | None,
     notice_days: int,
     pending_days: int | None = None,
+    hold: bool = False,
 ) -> Lot:
     """A lot for points just posted; a negative balance absorbs them first.
 
-    With ``pending_days`` the lot stays locked until its release timer fires.
+    With ``pending_days`` the lot stays locked until its release timer fires. With
+    ``hold`` it is written as a held row, as in ``post``.
     """
     earned_at = entry.occurred_at
     expires = earned_at + timedelta(days=expiry_days) if expiry_days else None
-    lot = Lot(
-        customer_id=member.customer_id,
-        entry_key=entry.entry_key,
-        purchase_id=entry.purchase_id,
-        points=points,
-        remaining=min(points, max(0, member.balance)),
-        earned_at=earned_at,
-        expires_at=expires,
-        warned=False,
-    )
-    session.add(lot)
-    if pending_days and lot.remaining > 0:
-        lot.pending_until = earned_at + timedelta(days=pending_days)
-        member.pending += lot.remaining
-        await schedule.release(session, member, at=lot.pending_until)
-    if expires is not None and lot.remaining > 0:
+    remaining = min(points, max(0, member.balance))
+    pending_until = None
+    if pending_days and remaining > 0:
+        pending_until = earned_at + timedelta(days=pending_days)
+    row = {
+        "customer_id": member.customer_id,
+        "entry_key": entry.entry_key,
+        "purchase_id": entry.purchase_id,
+        "points": points,
+        "remaining": remaining,
+        "earned_at": earned_at,
+        "expires_at": expires,
+        "pending_until": pending_until,
+        "warned": False,
+    }
+    lot = Lot(**row)
+    if hold:
+        held.hold(session, held.LOTS, row)
+    else:
+        session.add(lot)
+    if pending_until is not None:
+        member.pending += remaining
+        await schedule.release(session, member, at=pending_until)
+    if expires is not None and remaining > 0:
         await schedule.expiry(session, member, expires_at=expires, notice_days=notice_days)
     return lot
 

@@ -18,7 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,24 +82,47 @@ def _forget(session: Session, *_: Any) -> None:
     session.info.pop(_KEY, None)
 
 
+def _upserts(dialect: str) -> tuple[Any, Any]:
+    """The two upserts, built once per dialect: a statement object keeps its cache key,
+    and one single-row statement executed over many rows is compiled once."""
+    cached = _UPSERTS.get(dialect)
+    if cached is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        points = insert(_POINTS)
+        revenue = insert(_REVENUE)
+        cached = _UPSERTS[dialect] = (
+            points.on_conflict_do_update(
+                index_elements=["day", "kind", "shard"],
+                set_={"points": _POINTS.c.points + points.excluded.points},
+            ),
+            revenue.on_conflict_do_update(
+                index_elements=["day", "tier", "currency", "shard"],
+                set_={
+                    "orders": _REVENUE.c.orders + revenue.excluded.orders,
+                    "revenue": _REVENUE.c.revenue + revenue.excluded.revenue,
+                },
+            ),
+        )
+    return cached
+
+
+_POINTS: Table = DailyPoints.__table__  # type: ignore[assignment]
+_REVENUE: Table = DailyRevenue.__table__  # type: ignore[assignment]
+_UPSERTS: dict[str, tuple[Any, Any]] = {}
+
+
 def _write(session: Session) -> None:
     counts = session.info.pop(_KEY, None)
     if not isinstance(counts, _Counts):
         return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    connection = session.connection()
+    points, revenue = _upserts(connection.dialect.name)
     if counts.points:
         rows = [
             {"day": d, "kind": k, "shard": s, "points": p}
             for (d, k, s), p in sorted(counts.points.items())
         ]
-        stmt = insert(DailyPoints)
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["day", "kind", "shard"],
-                set_={"points": DailyPoints.points + stmt.excluded.points},
-            ),
-            rows,
-        )
+        connection.execute(points, rows)
     if counts.orders:
         rows = [
             {"day": d, "tier": t, "currency": c, "shard": s, "orders": n, "revenue": r}
@@ -109,14 +132,4 @@ def _write(session: Session) -> None:
                 strict=True,
             )
         ]
-        stmt = insert(DailyRevenue)
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["day", "tier", "currency", "shard"],
-                set_={
-                    "orders": DailyRevenue.orders + stmt.excluded.orders,
-                    "revenue": DailyRevenue.revenue + stmt.excluded.revenue,
-                },
-            ),
-            rows,
-        )
+        connection.execute(revenue, rows)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.models import Member, TierChange
-from services.loyalty.service import rulebook, schedule
+from services.loyalty.service import held, rulebook, schedule
 from services.loyalty.service.common import SOURCE, utc
 from services.loyalty.service.rules import Rules, Tier
 from shared import outbox
@@ -36,7 +36,7 @@ async def qualifying(session: AsyncSession, member: Member, rules: Rules, until:
 async def on_earn(session: AsyncSession, member: Member, rules: Rules, *, at: datetime) -> None:
     if not rules.body.tiers or _out_of_reach(member, rules):
         return
-    await session.flush()  # the window sum must include this batch's entries
+    await held.flush(session)  # the window sum must include this batch's entries
     amount = await qualifying(session, member, rules, at)
     target = rules.tier_for(amount)
     if target is not None and rules.rank(target.name) > rules.rank(member.tier):
