@@ -198,10 +198,11 @@ class Relay:
         return woken
 
     async def _anything_waiting(self) -> bool:
-        """The sweep's question, in one read-only statement (no transaction to begin and
-        commit on PostgreSQL): is there a row at all?"""
-        async with self._db.read_only() as session:
-            return (await session.execute(select(outbox.c.id).limit(1))).first() is not None
+        """The sweep's question, in one statement on a connection of the read-only engine
+        (no transaction to begin and commit on PostgreSQL, no ORM session): is there a
+        row at all?"""
+        async with self._db.read_engine.connect() as conn:
+            return (await conn.execute(_ANY_ROW)).first() is not None
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many rows went out."""
@@ -229,6 +230,9 @@ class Relay:
                 )
             )
         await asyncio.gather(*futures)
+
+
+_ANY_ROW = select(outbox.c.id).limit(1)
 
 
 def _take_statement(batch_size: int, *, lock: bool) -> Executable:

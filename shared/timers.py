@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, event, false, select, true, union_all, update
+from sqlalchemy import bindparam, delete, event, false, select, true, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -175,6 +175,28 @@ def _timer(row: Any) -> Timer:
     return Timer(row.id, row.kind, row.key, row.due_at, dict(row.payload), row.attempts)
 
 
+def _sweep_statement(batch_size: int) -> Any:
+    """Up to ``batch_size`` timers due at ``:now`` and the first one after them, each row
+    telling which it is (``is_due``); built once, so its compiled form is reused."""
+    t = timers
+    now = bindparam("now", type_=t.c.due_at.type)
+    columns = (t.c.id, t.c.kind, t.c.key, t.c.due_at, t.c.payload, t.c.attempts)
+    order = (t.c.due_at, t.c.id)
+    due = (
+        select(*columns, true().label("is_due"))
+        .where(t.c.due_at <= now, t.c.failed == 0)
+        .order_by(*order)
+        .limit(batch_size)
+    )
+    upcoming = (
+        select(*columns, false().label("is_due"))
+        .where(t.c.due_at > now, t.c.failed == 0)
+        .order_by(*order)
+        .limit(1)
+    )
+    return union_all(due.subquery().select(), upcoming.subquery().select())
+
+
 class Scheduler:
     """Fires due timers through their kind's handler, oldest first.
 
@@ -211,6 +233,7 @@ class Scheduler:
         # The earliest due time of a timer not fired yet, as far as this process knows
         # (None: none known). Reset before each read, which then sets it.
         self._next_due: datetime | None = None
+        self._sweep = _sweep_statement(batch_size)
         db.on_commit_with(self._scheduled, when=TIMERS_DUE)
 
     def stop(self) -> None:
@@ -274,25 +297,10 @@ class Scheduler:
 
     async def _claim(self, now: datetime) -> tuple[list[Timer], datetime | None]:
         """The timers due at ``now`` (oldest first, up to a batch) and when the next one
-        after them is due (None if there is none), in one read-only statement."""
-        t = timers
-        columns = (t.c.id, t.c.kind, t.c.key, t.c.due_at, t.c.payload, t.c.attempts)
-        order = (t.c.due_at, t.c.id)
-        due = (
-            select(*columns, true().label("is_due"))
-            .where(t.c.due_at <= now, t.c.failed == 0)
-            .order_by(*order)
-            .limit(self._batch_size)
-        )
-        upcoming = (
-            select(*columns, false().label("is_due"))
-            .where(t.c.due_at > now, t.c.failed == 0)
-            .order_by(*order)
-            .limit(1)
-        )
-        query = union_all(due.subquery().select(), upcoming.subquery().select())
-        async with self._db.read_only() as session:
-            rows = (await session.execute(query)).all()
+        after them is due (None if there is none), in one statement on a connection of
+        the read-only engine."""
+        async with self._db.read_engine.connect() as conn:
+            rows = (await conn.execute(self._sweep, {"now": now})).all()
         fire = sorted((r for r in rows if r.is_due), key=lambda r: (r.due_at, r.id))
         after = [r.due_at for r in rows if not r.is_due]
         return [_timer(r) for r in fire], (after[0] if after else None)
