@@ -227,17 +227,21 @@ class Reads:
     """Counts the scheduler's sweeps (``fire_due``) while ``run`` goes on."""
 
     def __init__(self, sched: timers.Scheduler) -> None:
-        self.count = 0
+        self.count = 0  # begun
+        self.done = 0
         fire_due = sched.fire_due
 
         async def counted() -> int:
             self.count += 1
-            return await fire_due()
+            try:
+                return await fire_due()
+            finally:
+                self.done += 1
 
         sched.fire_due = counted  # type: ignore[method-assign]
 
     async def at_least(self, n: int) -> bool:
-        return self.count >= n
+        return self.done >= n
 
 
 async def settle() -> None:
