@@ -224,6 +224,7 @@ class Database:
             self.read_engine, expire_on_commit=False, sync_session_class=_ReadOnlySession
         )
         self._after_commit: list[tuple[str | None, Callable[[], None]]] = []
+        self._after_commit_with: list[tuple[str, Callable[[Any], None]]] = []
 
     @property
     def sqlite(self) -> bool:
@@ -237,6 +238,12 @@ class Database:
         """
         self._after_commit.append((when, callback))
 
+    def on_commit_with(self, callback: Callable[[Any], None], *, when: str) -> None:
+        """Call ``callback(value)`` after a unit of work commits whose session holds
+        ``session.info[when] = value`` (e.g. the timers give the earliest due time the
+        transaction scheduled, so the scheduler need not read it back)."""
+        self._after_commit_with.append((when, callback))
+
     @asynccontextmanager
     async def unit_of_work(self, *, notify: bool = True) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
@@ -246,6 +253,9 @@ class Database:
                 for when, callback in self._after_commit:
                     if when is None or session.info.get(when):
                         callback()
+                for key, with_value in self._after_commit_with:
+                    if (value := session.info.get(key)) is not None:
+                        with_value(value)
 
     @asynccontextmanager
     async def read_only(self) -> AsyncIterator[AsyncSession]:

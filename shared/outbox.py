@@ -2,7 +2,7 @@
 then relayed to Kafka by a background task and deleted once the broker has them.
 
 A crash between commit and publish loses nothing (the row is still there); a crash
-after publish but before delete re-publishes, and consumers de-duplicate by id.
+after publish but before the relay's commit re-publishes, and consumers de-duplicate by id.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import delete, event, func, insert, select, text
+from sqlalchemy import Boolean, Executable, delete, event, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -121,18 +121,24 @@ def _no_savepoint_while_held(session: Session, transaction: SessionTransaction) 
 
 async def backlog(session: AsyncSession) -> tuple[int, float]:
     """Number of unpublished rows and the age in seconds of the oldest."""
-    row = (await session.execute(select(func.count(), func.min(outbox.c.created_at)))).one()
-    count, oldest = row
+    query = select(func.count(), func.min(outbox.c.created_at), func.now())
+    count, oldest, now = (await session.execute(query)).one()
     if not count or oldest is None:
         return 0, 0.0
-    now = (await session.execute(select(func.now()))).scalar_one()
     if oldest.tzinfo is None and now.tzinfo is not None:
         now = now.replace(tzinfo=None)
     return int(count), max(0.0, (now - oldest).total_seconds())
 
 
 class Relay:
-    """Publishes outbox rows in id order, then deletes them."""
+    """Publishes outbox rows in id order, then deletes them.
+
+    One batch is one transaction of one statement: ``DELETE … RETURNING`` the oldest
+    rows (on PostgreSQL only if this relay takes the advisory lock, tested once in the
+    same statement), send them, wait for the broker's acknowledgements, commit. A
+    failed send or a crash before the commit rolls the delete back: the rows stay and
+    go out again, in order.
+    """
 
     def __init__(
         self,
@@ -154,6 +160,7 @@ class Relay:
         self._max_backoff = max_backoff
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._take = _take_statement(batch_size, lock=not db.sqlite)
         db.on_commit(self._wakeup.set, when=OUTBOX_FLAG)
 
     def notify(self) -> None:
@@ -165,10 +172,12 @@ class Relay:
 
     async def run(self) -> None:
         backoff = 0.0
+        woken = True  # at start: rows may be waiting
         while not self._stopping:
             try:
-                while await self.publish_batch() == self._batch_size:
-                    pass
+                if woken or await self._anything_waiting():
+                    while await self.publish_batch() == self._batch_size:
+                        pass
                 backoff = 0.0
             except Exception:
                 backoff = min(self._max_backoff, max(0.2, backoff * 2))
@@ -176,38 +185,40 @@ class Relay:
                 metrics.RELAY_ERRORS.labels(self._service).inc()
                 await asyncio.sleep(backoff)
                 continue
-            await self._wait()
+            woken = await self._wait()
         await self.publish_batch()  # drain what the last requests committed
 
-    async def _wait(self) -> None:
-        # Woken by a local commit, or by the periodic sweep that picks up rows
-        # committed by another replica or before this process started.
+    async def _wait(self) -> bool:
+        """Wait for a local commit (True), or for the periodic sweep (False) that picks
+        up rows committed by another replica or before this process started."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+        woken = self._wakeup.is_set()
         self._wakeup.clear()
+        return woken
+
+    async def _anything_waiting(self) -> bool:
+        """The sweep's question, in one statement on a connection of the read-only engine
+        (no transaction to begin and commit on PostgreSQL, no ORM session): is there a
+        row at all?"""
+        async with self._db.read_engine.connect() as conn:
+            return (await conn.execute(_ANY_ROW)).first() is not None
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many rows went out."""
         async with self._db.unit_of_work(notify=False) as session:
-            if not self._db.sqlite and not await self._take_lock(session):
-                return 0
-            rows = (
-                await session.execute(select(outbox).order_by(outbox.c.id).limit(self._batch_size))
-            ).all()
+            # A commit whose wake-up comes after this point may not be in the statement's
+            # snapshot and makes the loop go round again; one before it is in it, so its
+            # wake-up costs no second, empty, batch.
+            self._wakeup.clear()
+            rows = sorted((await session.execute(self._take)).all(), key=lambda r: r.id)
             if not rows:
                 return 0
             started = time.perf_counter()
             await self._send(rows)
-            await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         metrics.RELAY_BATCH_SECONDS.labels(self._service).observe(time.perf_counter() - started)
         return len(rows)
-
-    async def _take_lock(self, session: AsyncSession) -> bool:
-        result = await session.execute(
-            text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": RELAY_LOCK_ID}
-        )
-        return bool(result.scalar_one())
 
     async def _send(self, rows: Sequence[Any]) -> None:
         futures = []
@@ -219,3 +230,25 @@ class Relay:
                 )
             )
         await asyncio.gather(*futures)
+
+
+_ANY_ROW = select(outbox.c.id).limit(1)
+
+
+def _take_statement(batch_size: int, *, lock: bool) -> Executable:
+    """``DELETE`` the ``batch_size`` oldest rows ``RETURNING`` them (in no set order).
+
+    With ``lock`` (PostgreSQL) the statement deletes nothing unless this transaction
+    takes the relay's advisory lock, which it then holds until it commits or rolls
+    back: one relay at a time per database, preserving order. The lock is an
+    uncorrelated scalar subquery, evaluated once before any row is read (the plan's
+    one-time filter).
+    """
+    stmt = delete(outbox)
+    if lock:
+        took = func.pg_try_advisory_xact_lock(literal(RELAY_LOCK_ID), type_=Boolean)
+        stmt = stmt.where(select(took).scalar_subquery())
+    oldest = outbox.alias("oldest")
+    stmt = stmt.where(outbox.c.id.in_(select(oldest.c.id).order_by(oldest.c.id).limit(batch_size)))
+    o = outbox.c
+    return stmt.returning(o.id, o.topic, o.key, o.value, o.headers)

@@ -8,6 +8,11 @@ after ``max_attempts`` the timer is marked failed and kept for an operator.
 
 Keys are idempotency keys: scheduling the same key twice keeps the first timer
 (or moves it, with ``replace=True``); ``cancel`` removes a timer whose reason is gone.
+
+The scheduler reads the database when a timer it knows of is due (its last read told
+it the earliest pending one; a local commit tells it the earliest it scheduled), and
+at least every ``poll_interval`` for what it cannot know: timers scheduled by another
+replica, or moved by hand.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import bindparam, delete, event, false, select, true, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 TIMERS_FLAG = "keepwell.timers"
+TIMERS_DUE = "keepwell.timers_due"  # the earliest due time a transaction scheduled
 
 
 def wall_clock() -> datetime:
@@ -65,6 +71,7 @@ async def schedule(
 ) -> None:
     """Schedule ``kind`` at ``due_at`` unless a timer with ``key`` exists (or move it)."""
     mark(session, TIMERS_FLAG)
+    _note_due(session, due_at)
     values = {"kind": kind, "key": key, "due_at": due_at, "payload": payload}
     held = session.sync_session.info.get(_DEFERRED)
     if held is not None and not replace:
@@ -81,6 +88,15 @@ async def schedule(
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=["key"])
     await session.execute(stmt)
+
+
+def _note_due(session: AsyncSession, due_at: datetime) -> None:
+    """Keep the earliest due time of the transaction, for the scheduler at commit."""
+    if due_at.tzinfo is None:
+        return  # refused by the insert (UtcDateTime); nothing to wake for
+    earliest: datetime | None = session.info.get(TIMERS_DUE)
+    if earliest is None or due_at < earliest:
+        session.info[TIMERS_DUE] = due_at
 
 
 async def cancel(session: AsyncSession, *, key: str) -> bool:
@@ -159,8 +175,37 @@ def _timer(row: Any) -> Timer:
     return Timer(row.id, row.kind, row.key, row.due_at, dict(row.payload), row.attempts)
 
 
+def _sweep_statement(batch_size: int) -> Any:
+    """Up to ``batch_size`` timers due at ``:now`` and the first one after them, each row
+    telling which it is (``is_due``); built once, so its compiled form is reused."""
+    t = timers
+    now = bindparam("now", type_=t.c.due_at.type)
+    columns = (t.c.id, t.c.kind, t.c.key, t.c.due_at, t.c.payload, t.c.attempts)
+    order = (t.c.due_at, t.c.id)
+    due = (
+        select(*columns, true().label("is_due"))
+        .where(t.c.due_at <= now, t.c.failed == 0)
+        .order_by(*order)
+        .limit(batch_size)
+    )
+    upcoming = (
+        select(*columns, false().label("is_due"))
+        .where(t.c.due_at > now, t.c.failed == 0)
+        .order_by(*order)
+        .limit(1)
+    )
+    return union_all(due.subquery().select(), upcoming.subquery().select())
+
+
 class Scheduler:
-    """Fires due timers through their kind's handler, oldest first."""
+    """Fires due timers through their kind's handler, oldest first.
+
+    It reads the timers table when the earliest timer it knows of is due, when a local
+    commit scheduled one due before that, on ``notify``, and at the latest
+    ``poll_interval`` after its last read (another replica's timers). One read is one
+    read-only statement: the due timers (up to ``batch_size``) and the next one after
+    them.
+    """
 
     def __init__(
         self,
@@ -184,14 +229,26 @@ class Scheduler:
         self._max_backoff = max_backoff
         self._wakeup = asyncio.Event()
         self._stopping = False
-        db.on_commit(self._wakeup.set, when=TIMERS_FLAG)
+        self._poked = False
+        # The earliest due time of a timer not fired yet, as far as this process knows
+        # (None: none known). Reset before each read, which then sets it.
+        self._next_due: datetime | None = None
+        self._sweep = _sweep_statement(batch_size)
+        db.on_commit_with(self._scheduled, when=TIMERS_DUE)
 
     def stop(self) -> None:
         self._stopping = True
         self._wakeup.set()
 
     def notify(self) -> None:
+        self._poked = True
         self._wakeup.set()
+
+    def _scheduled(self, due_at: datetime) -> None:
+        """A local commit scheduled a timer due at ``due_at`` (its earliest)."""
+        if self._next_due is None or due_at < self._next_due:
+            self._next_due = due_at
+            self._wakeup.set()
 
     async def run(self) -> None:
         while not self._stopping:
@@ -200,30 +257,53 @@ class Scheduler:
                     pass
             except Exception:
                 log.exception("timer sweep failed; retrying")
+                self._next_due = None  # not known: read again after the poll interval
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        """Until the earliest known timer is due, ``notify``, or ``poll_interval``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._poll_interval
+        while not self._stopping and not self._poked:
+            wait = deadline - loop.time()
+            if self._next_due is not None:
+                wait = min(wait, (self._next_due - self._clock()).total_seconds())
+            if wait <= 0:
+                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+                await asyncio.wait_for(self._wakeup.wait(), wait)
             self._wakeup.clear()
+        self._poked = False
 
     async def fire_due(self) -> int:
         """Fire every timer due now (one batch); returns how many were attempted."""
         now = self._clock()
-        due = await self._claim(now)
+        self._next_due = None  # from here on a local commit's wake-up is kept
+        due, upcoming = await self._claim(now)
+        if len(due) == self._batch_size:
+            upcoming = now  # there may be more due
+        self._later(upcoming)
+        oldest = due[0].due_at if due else now
+        metrics.SCHEDULER_LAG.labels(self._service).set(max(0.0, (now - oldest).total_seconds()))
         for timer in due:
             if self._stopping:
                 break
             await self._fire(timer)
-        await self._record_lag(now)
         return len(due)
 
-    async def _claim(self, now: datetime) -> list[Timer]:
-        async with self._db.unit_of_work(notify=False) as session:
-            stmt = (
-                select(timers)
-                .where(timers.c.due_at <= now, timers.c.failed == 0)
-                .order_by(timers.c.due_at, timers.c.id)
-                .limit(self._batch_size)
-            )
-            return [_timer(r) for r in (await session.execute(stmt)).all()]
+    def _later(self, due_at: datetime | None) -> None:
+        if due_at is not None and (self._next_due is None or due_at < self._next_due):
+            self._next_due = due_at
+
+    async def _claim(self, now: datetime) -> tuple[list[Timer], datetime | None]:
+        """The timers due at ``now`` (oldest first, up to a batch) and when the next one
+        after them is due (None if there is none), in one statement on a connection of
+        the read-only engine."""
+        async with self._db.read_engine.connect() as conn:
+            rows = (await conn.execute(self._sweep, {"now": now})).all()
+        fire = sorted((r for r in rows if r.is_due), key=lambda r: (r.due_at, r.id))
+        after = [r.due_at for r in rows if not r.is_due]
+        return [_timer(r) for r in fire], (after[0] if after else None)
 
     async def _fire(self, timer: Timer) -> None:
         handler = self._handlers.get(timer.kind)
@@ -258,11 +338,12 @@ class Scheduler:
             exc,
             extra={"attempts": attempts, "gave_up": failed},
         )
+        retry_at = self._clock() + timedelta(seconds=delay)
         values = {
             "attempts": attempts,
             "failed": 1 if failed else 0,
             "last_error": f"{type(exc).__name__}: {exc}"[:1000],
-            "due_at": self._clock() + timedelta(seconds=delay),
+            "due_at": retry_at,
         }
         try:
             async with self._db.unit_of_work(notify=False) as session:
@@ -273,13 +354,6 @@ class Scheduler:
             # The database itself may be what failed: the timer stays due, unchanged,
             # and the next sweep tries it again.
             log.exception("could not record the failure of timer %s", timer.key)
-
-    async def _record_lag(self, now: datetime) -> None:
-        async with self._db.unit_of_work(notify=False) as session:
-            oldest = (
-                await session.execute(select(func.min(timers.c.due_at)).where(timers.c.failed == 0))
-            ).scalar_one()
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=UTC)
-        lag = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
-        metrics.SCHEDULER_LAG.labels(self._service).set(lag)
+            return
+        if not failed:
+            self._later(retry_at)

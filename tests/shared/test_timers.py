@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -9,11 +10,13 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import timers
+from shared import metrics, timers
 from shared.db import Database
 from shared.plumbing import plumbing_metadata
 from shared.plumbing import timers as plumbing_timers
 from tests.conftest import DatabaseFactory
+from tests.helpers import wait_until
+from tests.shared.statements import counting
 
 pytestmark = pytest.mark.db
 
@@ -195,3 +198,112 @@ async def test_a_rolled_back_transaction_schedules_no_deferred_timer(db: Databas
     with pytest.raises(RuntimeError, match="boom"):
         await fail_after_scheduling()
     assert await timer_rows(db) == []
+
+
+async def test_a_sweep_with_nothing_due_is_one_read_only_statement(db: Database) -> None:
+    """Due timers and the next one after them in one statement, on the read-only engine:
+    where the sweep was a transaction, and the lag another."""
+    clock = FakeClock()
+    await schedule(db, "later", T0 + timedelta(hours=1))
+    with counting(db) as seen:
+        assert await scheduler(db, clock).fire_due() == 0
+    assert len(seen.sql) == 1
+    assert seen.transactions == 0
+
+
+async def test_the_lag_is_how_overdue_the_oldest_due_timer_was_at_the_sweep(db: Database) -> None:
+    clock = FakeClock()
+    await schedule(db, "older", T0 - timedelta(minutes=10))
+    await schedule(db, "old", T0 - timedelta(minutes=5))
+    await schedule(db, "not yet", T0 + timedelta(minutes=5))
+    sched = scheduler(db, clock)
+    assert await sched.fire_due() == 2
+    assert metrics.SCHEDULER_LAG.labels("t")._value.get() == 600
+    assert await sched.fire_due() == 0
+    assert metrics.SCHEDULER_LAG.labels("t")._value.get() == 0
+
+
+class Reads:
+    """Counts the scheduler's sweeps (``fire_due``) while ``run`` goes on."""
+
+    def __init__(self, sched: timers.Scheduler) -> None:
+        self.count = 0  # begun
+        self.done = 0
+        fire_due = sched.fire_due
+
+        async def counted() -> int:
+            self.count += 1
+            try:
+                return await fire_due()
+            finally:
+                self.done += 1
+
+        sched.fire_due = counted  # type: ignore[method-assign]
+
+    async def at_least(self, n: int) -> bool:
+        return self.done >= n
+
+
+async def settle() -> None:
+    """Let the scheduler's task react to what just happened (no I/O involved)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def test_a_local_commit_of_a_later_timer_does_not_make_the_scheduler_read(
+    db: Database,
+) -> None:
+    clock = FakeClock()
+    sched = timers.Scheduler(
+        db=db, handlers={"remind": record}, service="t", clock=clock, poll_interval=3600
+    )
+    reads = Reads(sched)
+    task = asyncio.create_task(sched.run())
+    try:
+        await wait_until(lambda: reads.at_least(1))
+        await schedule(db, "later", T0 + timedelta(hours=1))
+        await settle()
+        assert reads.count == 1  # it knows the timer is not due: nothing to read
+        await schedule(db, "now", T0)  # due: read at once
+        await wait_until(lambda: _fired(db, ["now"]))
+        assert reads.count == 2
+    finally:
+        sched.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def _fired(db: Database, keys: list[str]) -> bool:
+    return await fired_keys(db) == keys
+
+
+async def test_a_timer_fires_when_due_without_waiting_for_the_poll_interval(
+    db: Database,
+) -> None:
+    """The scheduler sleeps until the earliest timer it knows of, from its last read
+    (scheduled before it started) or a local commit."""
+    sched = timers.Scheduler(db=db, handlers={"remind": record}, service="t", poll_interval=3600)
+    soon = timers.wall_clock() + timedelta(milliseconds=200)
+    await schedule(db, "known from the read", soon)
+    task = asyncio.create_task(sched.run())
+    try:
+        await wait_until(lambda: _fired(db, ["known from the read"]), timeout=20)
+        await schedule(db, "known from the commit", timers.wall_clock() + timedelta(seconds=0.2))
+        await wait_until(lambda: _fired(db, ["known from the read", "known from the commit"]))
+    finally:
+        sched.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_another_replicas_timer_is_found_by_the_bounded_poll(db: Database) -> None:
+    sched = timers.Scheduler(db=db, handlers={"remind": record}, service="t", poll_interval=0.05)
+    reads = Reads(sched)
+    task = asyncio.create_task(sched.run())
+    replica = Database(db.url)  # its commits do not reach this scheduler
+    try:
+        await wait_until(lambda: reads.at_least(1))
+        await schedule(replica, "elsewhere", timers.wall_clock())
+        await wait_until(lambda: _fired(db, ["elsewhere"]))
+    finally:
+        sched.stop()
+        await asyncio.wait_for(task, 30)
+        await replica.dispose()

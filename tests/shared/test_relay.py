@@ -1,0 +1,192 @@
+"""The outbox relay against the real broker and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
+from sqlalchemy import func, select
+
+from shared import outbox
+from shared.config import ServiceSettings
+from shared.db import Database
+from shared.kafka import make_producer
+from shared.plumbing import outbox as outbox_table
+from shared.plumbing import plumbing_metadata
+from tests.conftest import TEST_DB, DatabaseFactory
+from tests.helpers import purchase, read_topic, wait_until
+from tests.shared.statements import Statements, counting
+
+pytestmark = [pytest.mark.db, pytest.mark.kafka]
+
+
+class Producer:
+    """The real producer, which can be made to fail at the n-th send, or to hold a send
+    until released (a relay stuck mid-batch)."""
+
+    def __init__(self, real: AIOKafkaProducer) -> None:
+        self.real = real
+        self.fail_at: int | None = None
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.holding = asyncio.Event()
+        self.sent = 0
+
+    async def send(self, topic: str, **kwargs: Any) -> Any:
+        if self.fail_at is not None and self.sent + 1 == self.fail_at:
+            self.fail_at = None
+            raise KafkaConnectionError("the broker went away mid-batch")
+        if not self.hold.is_set():
+            self.holding.set()
+            await self.hold.wait()
+        self.sent += 1
+        return await self.real.send(topic, **kwargs)
+
+
+@pytest.fixture
+async def db(database_url: DatabaseFactory) -> AsyncIterator[Database]:
+    database = Database(await database_url("shared"))
+    async with database.engine.begin() as conn:
+        await conn.run_sync(plumbing_metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def producer(broker: str) -> AsyncIterator[Producer]:
+    real = make_producer(ServiceSettings(service_name="svc", kafka_bootstrap_servers=broker))
+    await real.start()
+    yield Producer(real)
+    await real.stop()
+
+
+def relay(db: Database, producer: Producer, topics: str, poll_interval: float = 60) -> outbox.Relay:
+    return outbox.Relay(
+        db=db,
+        producer=cast(AIOKafkaProducer, producer),
+        service="svc",
+        topic_prefix=topics,
+        poll_interval=poll_interval,
+        batch_size=100,
+    )
+
+
+async def enqueue(db: Database, *ids: str) -> list[str]:
+    """One transaction's events for one customer (one partition); returns their ids."""
+    events = [purchase("c-1", purchase_id=p) for p in ids]
+    async with db.unit_of_work() as session:
+        await outbox.enqueue(session, *events)
+    return [e.id for e in events]
+
+
+async def rows(db: Database) -> int:
+    async with db.unit_of_work() as session:
+        return int((await session.execute(select(func.count()).select_from(outbox_table))).one()[0])
+
+
+async def published(broker: str, topics: str, expect: int) -> list[str]:
+    records = await read_topic(broker, f"{topics}commerce.purchases", expect=expect)
+    return [json.loads(r.value)["id"] for r in records]
+
+
+async def test_a_batch_of_ten_is_one_statement_in_one_transaction(
+    broker: str, topics: str, db: Database, producer: Producer
+) -> None:
+    """BEGIN, ``DELETE … RETURNING`` (with the advisory lock on PostgreSQL), send, COMMIT:
+    where the lock, a SELECT and a DELETE were three statements (two on SQLite)."""
+    ids = await enqueue(db, *(f"p-{n}" for n in range(10)))
+    sender = relay(db, producer, topics)
+    with counting(db) as seen:
+        assert await sender.publish_batch() == 10
+    assert len(seen.sql) == 1
+    assert "DELETE FROM outbox" in seen.sql[0]
+    assert ("pg_try_advisory_xact_lock" in seen.sql[0]) is (TEST_DB == "postgres")
+    assert seen.transactions == 1
+    assert await rows(db) == 0
+    assert await published(broker, topics, 10) == ids
+
+
+async def test_a_commit_before_the_batch_costs_no_second_empty_batch(
+    topics: str, db: Database, producer: Producer
+) -> None:
+    sender = relay(db, producer, topics)
+    await enqueue(db, "p-1")  # a local commit: wakes the relay
+    assert sender._wakeup.is_set()
+    assert await sender.publish_batch() == 1  # its row was in the batch's statement
+    assert not sender._wakeup.is_set()  # so the relay does not go round again for it
+
+
+async def test_a_send_failing_mid_batch_keeps_the_rows_which_go_out_later_in_order(
+    broker: str, topics: str, db: Database, producer: Producer
+) -> None:
+    ids = await enqueue(db, *(f"p-{n}" for n in range(10)))
+    sender = relay(db, producer, topics)
+    producer.fail_at = 5
+    with pytest.raises(KafkaConnectionError):
+        await sender.publish_batch()
+    assert await rows(db) == 10  # the delete was rolled back
+    assert await sender.publish_batch() == 10
+    assert await rows(db) == 0
+    seen = await published(broker, topics, 14)
+    # the four sent before the failure went out (at least once), then the whole batch
+    assert seen == ids[:4] + ids
+
+
+async def test_an_idle_relay_sweeps_without_a_transaction_and_finds_other_writers_rows(
+    broker: str, topics: str, db: Database, producer: Producer
+) -> None:
+    """Each sweep is one read-only statement while the outbox is empty; a row committed
+    by another process (no local wake-up) is found by the next sweep."""
+    sender = relay(db, producer, topics, poll_interval=0.02)
+    task = asyncio.create_task(sender.run())
+    with counting(db) as started:  # its first batch at start, then sweeping
+        await wait_until(lambda: _swept(started, 1))
+    with counting(db) as seen:
+        await wait_until(lambda: _swept(seen, 3))
+    assert seen.transactions == 0
+    assert len(seen.sql) == len(seen.on("SELECT outbox.id"))
+    other = Database(db.url)  # another replica: its commits do not wake this relay
+    try:
+        ids = await enqueue(other, "from-elsewhere")
+    finally:
+        await other.dispose()
+    await wait_until(lambda: _is_zero(rows(db)))
+    sender.stop()
+    await asyncio.wait_for(task, 30)
+    assert await published(broker, topics, 1) == ids
+
+
+async def _swept(seen: Statements, times: int) -> bool:
+    return len(seen.on("SELECT outbox.id")) >= times
+
+
+async def _is_zero(count: Any) -> bool:
+    return bool(await count == 0)
+
+
+@pytest.mark.skipif(TEST_DB != "postgres", reason="the advisory lock is PostgreSQL's")
+async def test_two_relays_on_postgresql_publish_one_at_a_time_in_order(
+    broker: str, topics: str, db: Database, producer: Producer
+) -> None:
+    first_ids = await enqueue(db, *(f"p-{n}" for n in range(10)))
+    replica = Database(db.url)
+    try:
+        one, two = relay(db, producer, topics), relay(replica, producer, topics)
+        producer.hold.clear()
+        stuck = asyncio.create_task(one.publish_batch())  # holds the lock, mid-send
+        await asyncio.wait_for(producer.holding.wait(), 30)
+        # the other relay neither takes the lock nor waits for the first one's rows
+        assert await asyncio.wait_for(two.publish_batch(), 30) == 0
+        more_ids = await enqueue(replica, *(f"q-{n}" for n in range(5)))
+        assert await asyncio.wait_for(two.publish_batch(), 30) == 0
+        producer.hold.set()
+        assert await stuck == 10
+        assert await two.publish_batch() == 5
+    finally:
+        await replica.dispose()
+    assert await published(broker, topics, 15) == first_ids + more_ids
