@@ -5,8 +5,9 @@ after-purchase survey, it feeds polls of purchases to the real runner's batch
 transaction (``ConsumerRunner._apply_batch``) with feedback's real handler map, for
 each poll size in ``--batch`` (default: polls of 10, as at a paced 200 purchases/s,
 and of 500, as in a burst), and prints, per size, the statements and the CPU of a
-poll (the mean over ``--batches`` polls after one warm-up poll) and the statements
-that reached the driver in the last poll by shape (``bench.engagement_sql.Counting``).
+poll (the mean over ``--batches`` polls, by default 2,000 purchases and at least 5
+polls, after one warm-up poll) and the statements that reached the driver in the
+last poll by shape (``bench.engagement_sql.Counting``).
 By default every purchase is a new customer's (all invited, as in the pipeline);
 ``--customers N`` cycles over N customers instead (all at the current time, so a
 customer's first purchase is invited and the later ones are within the fatigue
@@ -52,7 +53,7 @@ async def run(db: Database, *, sizes: list[int], batches: int | None, customers:
     n = 0
     summary: list[str] = []
     for size in sizes:
-        polls = batches if batches is not None else max(3, 1000 // size)
+        polls = batches if batches is not None else max(5, 2000 // size)
         statements = 0
         total_cpu = 0.0
         for b in range(polls + 1):  # the first poll of a size warms up, not counted
@@ -97,7 +98,10 @@ def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
-        "--batches", type=int, default=None, help="polls per size (default: 1,000 purchases)"
+        "--batches",
+        type=int,
+        default=None,
+        help="polls per size (default: 2,000 purchases, at least 5)",
     )
     parser.add_argument(
         "--batch", default="10,500", help="purchases per poll, comma-separated sizes"

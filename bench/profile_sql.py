@@ -13,8 +13,8 @@ shaped like the pipeline benchmark's: every purchase is a new customer's, and ea
 poll also holds what loyalty and engagement sent back for the previous poll's
 purchases (a points.earned and an outreach.sent each, so a poll of 10 purchases is 30
 events). For each size it prints the statements of the last poll by shape, and the
-statements and CPU a poll as the mean over ``--batches`` polls (default: 1,000
-purchases) after a warm-up poll.
+statements and CPU a poll as the mean over ``--batches`` polls (default: 2,000
+purchases, at least 5) after a warm-up poll.
 
 ``--repeat`` feeds batches of ``--batch`` events round-robin over ``--customers``
 (``--mix`` makes every other event a points.earned, as loyalty sends back): the
@@ -153,7 +153,7 @@ async def pipeline(db: Database, sizes: list[int], batches: int | None) -> None:
     poller = Poller(db)
     summary = []
     for size in sizes:
-        polls = batches if batches is not None else max(3, 1000 // size)
+        polls = batches if batches is not None else max(5, 2000 // size)
         statements, total_cpu, events = 0, 0.0, 0
         for p in range(polls + 1):  # poll 0 has no points or thank-yous: a warm-up
             poll = pipeline_poll(p, size)
