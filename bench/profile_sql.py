@@ -2,13 +2,23 @@
 
 Deterministic companion to ``bench.profile`` and ``bench.pipeline``: no broker, no
 clock. Feeds purchases shaped like the pipeline benchmark's (a contact hint, a
-store channel; ``--mix`` adds a points.earned per purchase, as loyalty sends back)
-to the real runner's batch transaction (``ConsumerRunner._apply_batch``) in batches
-of ``--batch`` and counts what reaches the driver (one count per execute or
-executemany call, i.e. per round trip), the time spent inside the statements and
-the batch's wall and CPU time. ``--segments`` defines that many segments first
-(every event then re-evaluates its customer against them). The first batch
-creates the customers; the next ones are the steady state.
+store channel) to the real runner's batch transaction (``ConsumerRunner._apply_batch``)
+and counts what reaches the driver (one count per execute or executemany call, i.e.
+per round trip), the time spent inside the statements and the batch's wall and CPU
+time. ``--segments`` defines that many segments first (every event then re-evaluates
+its customer against them).
+
+By default (``--pipeline``) it runs polls of 10 and of 500 purchases (``--batch``)
+shaped like the pipeline benchmark's: every purchase is a new customer's, and each
+poll also holds what loyalty and engagement sent back for the previous poll's
+purchases (a points.earned and an outreach.sent each, so a poll of 10 purchases is 30
+events). For each size it prints the statements of the last poll by shape, and the
+statements and CPU a poll as the mean over ``--batches`` polls (default: 2,000
+purchases, at least 5) after a warm-up poll.
+
+``--repeat`` feeds batches of ``--batch`` events round-robin over ``--customers``
+(``--mix`` makes every other event a points.earned, as loyalty sends back): the
+first batch creates the customers; the next ones are the steady state.
 """
 
 from __future__ import annotations
@@ -17,16 +27,14 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from aiokafka import ConsumerRecord
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
-from bench.loyalty_sql import _shape
+from bench.engagement_sql import Counting
 from services.profile import consumers
 from services.profile.config import ProfileSettings
 from services.profile.main import MIGRATIONS
@@ -37,6 +45,7 @@ from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
+from shared.events.engagement import OutreachSent, OutreachSentData
 from shared.events.loyalty import PointsEarned, PointsEarnedData
 from shared.migrations import upgrade_async
 from tools.databases import DatabaseMaker
@@ -72,6 +81,16 @@ def earned(customer: str, n: int) -> PointsEarned:
     )
 
 
+def outreach(customer: str, n: int) -> OutreachSent:
+    return OutreachSent.create(
+        subject=customer,
+        source="keepwell/engagement",
+        data=OutreachSentData(
+            outreach_id=f"O-{n}", journey="thank_you", channel="email", template="thanks"
+        ),
+    )
+
+
 def events_for(batch: int, size: int, customers: int, mix: bool) -> list[Event]:
     out: list[Event] = []
     for k in range(size):
@@ -81,50 +100,80 @@ def events_for(batch: int, size: int, customers: int, mix: bool) -> list[Event]:
     return out
 
 
-async def count(db: Database, batches: int, size: int, customers: int, mix: bool) -> None:
-    runner = ConsumerRunner(
-        db=db,
-        consumer=None,  # _apply_batch never touches it
-        service="bench-sql",
-        topic_prefix="",
-        handlers=consumers.handlers(ProfileSettings()),
-    )
-    seen: list[tuple[str, bool]] = []
-    waited: Counter[str] = Counter()
+def pipeline_poll(poll: int, size: int) -> list[Event]:
+    """``size`` purchases of new customers, then the points and thank-you of the previous
+    poll's purchases (the pipeline's steady state)."""
+    out: list[Event] = [purchase(f"cus-{size}-{poll}-{k}", poll * size + k) for k in range(size)]
+    if poll:
+        for k in range(size):
+            n = (poll - 1) * size + k
+            out += [
+                earned(f"cus-{size}-{poll - 1}-{k}", n),
+                outreach(f"cus-{size}-{poll - 1}-{k}", n),
+            ]
+    return out
 
-    def before(*args: Any) -> None:
-        seen.append((args[2], bool(args[5])))
-        args[0].info["bench.started"] = time.perf_counter()
 
-    def after(*args: Any) -> None:
-        shape = _shape(args[2]) + (" [many]" if args[5] else "")
-        waited[shape] += time.perf_counter() - args[0].info.pop("bench.started")
+class Poller:
+    def __init__(self, db: Database) -> None:
+        self.runner = ConsumerRunner(
+            db=db,
+            consumer=None,  # _apply_batch never touches it
+            service="bench-sql",
+            topic_prefix="",
+            handlers=consumers.handlers(ProfileSettings()),
+        )
+        self.counting = Counting(db)
+        self.offset = 0
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
-    event.listen(db.engine.sync_engine, "after_cursor_execute", after)
-    offset = 0
-    for b in range(batches):
+    async def apply(self, events: list[Event]) -> tuple[float, float]:
+        """One poll; its wall and CPU seconds (the statements are in ``counting``)."""
         items = []
-        for e in events_for(b, size, customers, mix):
-            offset += 1
+        for e in events:
+            self.offset += 1
             record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-                "t", 0, offset, 0, 0, e.key, e.to_json(), None, 0, 0, []
+                "t", 0, self.offset, 0, 0, e.key, e.to_json(), None, 0, 0, []
             )
             items.append(Item(record, e, None))
-        seen.clear()
-        waited.clear()
+        self.counting.reset()
         wall, cpu = time.perf_counter(), time.process_time()
-        await runner._apply_batch(items)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        shapes = Counter(_shape(s) + (" [many]" if m else "") for s, m in seen)
+        await self.runner._apply_batch(items)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+
+async def count(db: Database, batches: int, size: int, customers: int, mix: bool) -> None:
+    poller = Poller(db)
+    for b in range(batches):
+        wall, cpu = await poller.apply(events_for(b, size, customers, mix))
         label = "first batch (new customers)" if b == 0 else f"batch {b + 1}"
-        print(f"\n{label}: {size} events, {len(seen)} statements, {len(seen) / size:.2f}/event")
-        print(
-            f"  {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU in this process, "
-            f"{sum(waited.values()) * 1000:.0f} ms inside statements"
+        poller.counting.report(label, size, "events", wall, cpu)
+
+
+async def pipeline(db: Database, sizes: list[int], batches: int | None) -> None:
+    poller = Poller(db)
+    summary = []
+    for size in sizes:
+        polls = batches if batches is not None else max(5, 2000 // size)
+        statements, total_cpu, events = 0, 0.0, 0
+        for p in range(polls + 1):  # poll 0 has no points or thank-yous: a warm-up
+            poll = pipeline_poll(p, size)
+            wall, cpu = await poller.apply(poll)
+            if p:
+                statements += len(poller.counting.seen)
+                total_cpu += cpu
+                events += len(poll)
+        poller.counting.report(
+            f"last poll of {size} purchases (with points and thank-yous)",
+            len(poll), "events", wall, cpu,
+        )  # fmt: skip
+        summary.append(
+            f"poll of {size:>4} purchases: {statements / polls:6.1f} statements, "
+            f"{total_cpu * 1000 / polls:7.2f} ms CPU a poll, "
+            f"{total_cpu * 1000 / (polls * size):.3f} ms a purchase "
+            f"({events // polls} events a poll, {polls} polls)"
         )
-        for shape, k in shapes.most_common():
-            print(f"  {k:>6}  {shape:<44}{waited[shape] * 1000:>8.1f} ms")
+    await totals(db)
+    print("\n".join(summary))
 
 
 async def totals(db: Database) -> None:
@@ -157,8 +206,12 @@ async def main(args: argparse.Namespace) -> None:
                     await segments.create_segment(
                         session, name=f"s{i}", expression=expression, now=now
                     )
-            await count(db, args.batches, args.batch, args.customers, args.mix)
-            await totals(db)
+            sizes = [int(b) for b in args.batch.split(",")]
+            if args.repeat:
+                await count(db, args.batches or 3, sizes[0], args.customers, args.mix)
+                await totals(db)
+            else:
+                await pipeline(db, sizes, args.batches)
         finally:
             await db.dispose()
     finally:
@@ -168,10 +221,15 @@ async def main(args: argparse.Namespace) -> None:
 def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--batches", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=500, help="events per batch")
-    parser.add_argument("--customers", type=int, default=125)
-    parser.add_argument("--mix", action="store_true", help="every other event a points.earned")
+    parser.add_argument("--repeat", action="store_true", help="round-robin over --customers")
+    parser.add_argument("--batches", type=int, default=None, help="polls (per size)")
+    parser.add_argument(
+        "--batch", default="10,500", help="purchases per poll (--repeat: events), comma-separated"
+    )
+    parser.add_argument("--customers", type=int, default=125, help="with --repeat")
+    parser.add_argument(
+        "--mix", action="store_true", help="with --repeat: every other event a points.earned"
+    )
     parser.add_argument("--segments", type=int, default=0, choices=range(len(SEGMENTS) + 1))
     asyncio.run(main(parser.parse_args(argv)))
 

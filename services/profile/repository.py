@@ -18,6 +18,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    inspect,
     literal_column,
     null,
     or_,
@@ -94,13 +95,21 @@ CHUNK = 1000  # ids per IN list / rows per statement in batch reads and writes
 async def create_customers(session: AsyncSession, customer_ids: Sequence[str]) -> set[str]:
     """Create the customers that do not exist yet; returns the ids this call created."""
     created: set[str] = set()
-    t = Customer.__table__
-    stmt = upsertable_insert(session)(t).on_conflict_do_nothing(index_elements=["customer_id"])
+    stmt = _statements(session.get_bind().dialect.name).create_customers
     for start in range(0, len(customer_ids), CHUNK):
         chunk = [{"customer_id": c} for c in customer_ids[start : start + CHUNK]]
-        result = await session.execute(stmt.returning(t.c.customer_id), chunk)
+        result = await session.execute(stmt, chunk)
         created.update(result.scalars())
     return created
+
+
+_LOCK_CUSTOMERS = (
+    select(Customer)
+    .where(Customer.customer_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Customer.customer_id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 async def lock_customers(session: AsyncSession, customer_ids: Sequence[str]) -> list[Customer]:
@@ -108,15 +117,57 @@ async def lock_customers(session: AsyncSession, customer_ids: Sequence[str]) -> 
     found: list[Customer] = []
     ordered = sorted(customer_ids)
     for start in range(0, len(ordered), CHUNK):
-        stmt = (
-            select(Customer)
-            .where(Customer.customer_id.in_(ordered[start : start + CHUNK]))
-            .order_by(Customer.customer_id)
-            .with_for_update()
-        )
-        result = await session.execute(stmt.execution_options(populate_existing=True))
+        result = await session.execute(_LOCK_CUSTOMERS, {"ids": ordered[start : start + CHUNK]})
         found += result.scalars().all()
     return found
+
+
+# The columns a handler may change. A batch writes its changed customers with one
+# statement over all of them (``update_customers_sync``).
+_WRITTEN = frozenset(
+    c.key
+    for c in Customer.__table__.columns
+    if c.key not in ("customer_id", "created_at", "updated_at")
+)
+_CUSTOMERS: Any = Customer.__table__
+_UPDATE_CUSTOMER = update(_CUSTOMERS).where(
+    _CUSTOMERS.c.customer_id == bindparam("b_customer_id")
+)  # ``updated_at`` takes its ``onupdate``, as in the ORM's UPDATE
+
+
+def update_customers_sync(session: Session, customers: Iterable[Customer]) -> None:
+    """Write the changes of these loaded customers in one executemany of one statement,
+    instead of the ORM's UPDATE per set of changed columns (one per event kind in a
+    mixed batch). The statement sets every column any of them changed (SQLAlchemy caches
+    one compiled form per set), each row from its object, which holds the row as locked
+    plus this transaction's changes. The customers are then marked written as the ORM's
+    flush marks its own (attributes committed, ``updated_at`` expired: the database set
+    it). A customer without a net change is left as it is, and so is one with a column
+    not loaded or a change outside ``_WRITTEN`` (the ORM's flush writes those)."""
+    states, columns = [], set()
+    for customer in customers:
+        state = inspect(customer)
+        if not state.modified:
+            continue
+        values = state.dict
+        changed = [k for k, old in state.committed_state.items() if values.get(k, old) != old]
+        if changed and _WRITTEN.issuperset(changed):
+            states.append(state)
+            columns.update(changed)
+    written = [s for s in states if columns <= s.dict.keys()]
+    if not written:
+        return
+    ordered = sorted(columns)
+    rows = []
+    for state in written:
+        values = state.dict
+        row = {k: values[k] for k in ordered}
+        row["b_customer_id"] = values["customer_id"]
+        rows.append(row)
+    session.execute(_UPDATE_CUSTOMER, rows)
+    for state in written:
+        state._commit_all(state.dict, session.identity_map)  # what a flush does after it
+        session.expire(state.obj(), ["updated_at"])
 
 
 async def redirect_merged(session: AsyncSession, absorbed_id: str, survivor_id: str) -> None:
@@ -230,16 +281,19 @@ async def list_member_segments(session: AsyncSession, customer_id: str) -> Seque
     return (await session.execute(stmt)).scalars().all()
 
 
+_MEMBERSHIPS = select(SegmentMember.segment, SegmentMember.customer_id).where(
+    SegmentMember.customer_id.in_(bindparam("ids", expanding=True))
+)
+
+
 async def list_memberships(
     session: AsyncSession, customer_ids: Iterable[str]
 ) -> list[tuple[str, str]]:
     """(segment, customer id) of every membership of these customers."""
     ids, found = sorted(customer_ids), []
     for start in range(0, len(ids), CHUNK):
-        stmt = select(SegmentMember.segment, SegmentMember.customer_id).where(
-            SegmentMember.customer_id.in_(ids[start : start + CHUNK])
-        )
-        found += [(s, c) for s, c in (await session.execute(stmt)).all()]
+        rows = await session.execute(_MEMBERSHIPS, {"ids": ids[start : start + CHUNK]})
+        found += [(s, c) for s, c in rows.all()]
     return found
 
 
@@ -347,12 +401,11 @@ def write_held_sync(
     channel touches (one row per customer and channel, first/last widened as in
     ``touch_channel``), hint identities (``claim_identity``: first owner wins) and
     timeline entries (``insert_timeline_sync``)."""
-    insert = _insert_for(session)
+    statements = _statements(session.get_bind().dialect.name)
     if channels:
-        session.execute(_widening(insert(CustomerChannel.__table__)), channels)
+        session.execute(statements.touch_channels, channels)
     if identities:
-        stmt = insert(Identity.__table__).on_conflict_do_nothing(index_elements=["kind", "value"])
-        session.execute(stmt, identities)
+        session.execute(statements.claim_identities, identities)
     insert_timeline_sync(session, timeline, member_of)
 
 
@@ -440,9 +493,7 @@ def insert_timeline_sync(
     money of those added goes to their customer's segments (``member_of``, or asked)."""
     if not rows:
         return
-    t = TimelineEntry.__table__
-    stmt = _insert_for(session)(t).on_conflict_do_nothing()
-    stmt = stmt.returning(t.c.customer_id, t.c.kind, t.c.occurred_at, t.c.amount, t.c.currency)
+    stmt = _statements(session.get_bind().dialect.name).add_timeline
     added = session.execute(stmt, list(rows)).all()
     changes: list[tuple[str, rollup.Money, int]] = []
     for customer_id, kind, at, amount, currency in added:
@@ -455,8 +506,38 @@ def insert_timeline_sync(
     rollup.add_rows(session, changes)
 
 
-def _insert_for(session: Session) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """A consumer batch's multi-row statements, built once per dialect: constructing one
+    cost more CPU than SQLAlchemy's cached compile and the run together."""
+
+    create_customers: Any
+    touch_channels: Any
+    claim_identities: Any
+    add_timeline: Any
+
+
+_BUILT: dict[str, _Statements] = {}
+
+
+def _statements(dialect: str) -> _Statements:
+    built = _BUILT.get(dialect)
+    if built is None:
+        insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+        c, t = Customer.__table__, TimelineEntry.__table__
+        built = _BUILT[dialect] = _Statements(
+            create_customers=insert(c)
+            .on_conflict_do_nothing(index_elements=["customer_id"])
+            .returning(c.c.customer_id),
+            touch_channels=_widening(insert(CustomerChannel.__table__)),
+            claim_identities=insert(Identity.__table__).on_conflict_do_nothing(
+                index_elements=["kind", "value"]
+            ),
+            add_timeline=insert(t)
+            .on_conflict_do_nothing()
+            .returning(t.c.customer_id, t.c.kind, t.c.occurred_at, t.c.amount, t.c.currency),
+        )
+    return built
 
 
 MONEY_KINDS = ("purchase.completed", "purchase.refunded")
@@ -540,8 +621,11 @@ async def get_segment(session: AsyncSession, name: str) -> Segment | None:
     return await session.get(Segment, name)
 
 
+_SEGMENTS = select(Segment).order_by(Segment.name)
+
+
 async def list_segments(session: AsyncSession) -> Sequence[Segment]:
-    return (await session.execute(select(Segment).order_by(Segment.name))).scalars().all()
+    return (await session.execute(_SEGMENTS)).scalars().all()
 
 
 async def add_member(session: AsyncSession, segment: str, customer_id: str, at: datetime) -> None:

@@ -13,9 +13,9 @@ from shared.events.commerce import (
     PurchaseRefundedData,
 )
 from shared.events.common import Channel, ContactHint
-from shared.events.engagement import OutreachSent, OutreachSentData
+from shared.events.engagement import ChurnRiskChanged, OutreachSent, OutreachSentData
 from shared.events.interactions import InteractionRecorded, InteractionRecordedData
-from shared.events.loyalty import PointsEarned, PointsEarnedData
+from shared.events.loyalty import PointsEarned, PointsEarnedData, TierChanged
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
@@ -95,3 +95,23 @@ def outreach(customer_id: str, journey: str, *, when: datetime = T0) -> Outreach
             outreach_id=_uid(), journey=journey, channel="email", template=journey
         ),
     )
+
+
+def tier(customer_id: str, new_tier: str, *, when: datetime = T0) -> TierChanged:
+    return TierChanged.create(
+        subject=customer_id,
+        source="keepwell/loyalty",
+        time=when,
+        data={"old_tier": "Bronze", "new_tier": new_tier, "direction": "up", "reason": "spend"},
+    )
+
+
+def churn(customer_id: str, risk: float = 0.7, *, when: datetime = T0) -> ChurnRiskChanged:
+    band = "high" if risk >= 0.6 else "low"
+    return ChurnRiskChanged.create(
+        subject=customer_id,
+        source="keepwell/engagement",
+        time=when,
+        data={"risk": risk, "band": band, "previous_band": "medium", "clv": Decimal("12.5"),
+              "currency": "EUR"},
+    )  # fmt: skip

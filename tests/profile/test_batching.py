@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
 from services.profile import consumers
@@ -22,11 +23,12 @@ from services.profile.service.merging import merge
 from shared.consumer import ConsumerRunner, Item
 from shared.db import Database
 from shared.events import Event
+from shared.events.common import ContactHint
 from shared.events.feedback import ComplaintOpened
 from shared.migrations import upgrade_async
 from shared.plumbing import outbox, processed_events
 from tests.conftest import DatabaseFactory
-from tests.profile.builders import at, points, purchase
+from tests.profile.builders import at, churn, interaction, outreach, points, purchase, tier
 from tests.profile.history import DUE, customer_ids, history
 from tests.profile.support import HANDLERS
 from tests.profile.test_rebuild import snapshot
@@ -209,3 +211,59 @@ async def test_several_events_for_a_new_customer_in_one_batch_announce_it_once(
     assert len(registered) == 1
     entered = sorted(p[3]["segment"] for p in got["published"] if p[0] == "segment.entered")
     assert entered == ["spenders", "unhappy"]
+
+
+@pytest.fixture
+async def plain(database_url: DatabaseFactory) -> AsyncIterator[tuple[Database, Database]]:
+    """Two profile databases without segments (nothing reads mid-batch, so nothing but
+    the commit flushes the customers)."""
+    dbs = []
+    for name in ("profile_plain", "profile_plain_batched"):
+        url = await database_url(name)
+        await upgrade_async(MIGRATIONS, url)
+        dbs.append(Database(url))
+    yield dbs[0], dbs[1]
+    for db in dbs:
+        await db.dispose()
+
+
+def _updates(db: Database) -> list[int]:
+    """The UPDATE customers statements sent from now on: rows in each (1 unless many)."""
+    sent: list[int] = []
+
+    def note(*args: Any) -> None:
+        if args[2].startswith("UPDATE customers"):
+            sent.append(len(args[3]) if args[5] else 1)
+
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", note)
+    return sent
+
+
+async def test_a_mixed_batch_writes_its_changed_customers_in_one_statement(
+    plain: tuple[Database, Database],
+) -> None:
+    """The ORM sent one UPDATE per set of changed columns (each kind of event changes
+    other columns); the batch sends one for every customer it changed, and leaves what
+    one event at a time leaves. A customer the batch did not change is not written."""
+    one, batched = plain
+    ids = [f"m-{n}" for n in range(6)]
+    hint = ContactHint(name="Mia", email="mia@example.com")
+    first: list[Event] = [purchase(c, "20.00", when=at(0)) for c in ids]
+    second: list[Event] = [
+        purchase(ids[0], "30.00", when=at(2)),
+        points(ids[1], 40, when=at(2)),
+        outreach(ids[2], "thank_you", when=at(2)),
+        tier(ids[3], "Gold", when=at(2)),
+        points(ids[0], 70, when=at(3)),
+        purchase("m-new", "10.00", when=at(3), hint=hint),  # new: announced without a read
+        interaction(ids[4], when=at(3)),  # changes no column of the customer
+        churn(ids[2], when=at(4)),
+    ]
+    await one_at_a_time(one, first + second)
+    await in_batches(batched, first, 50)
+    sent = _updates(batched)
+    await in_batches(batched, second, 50)
+
+    assert sent == [5]  # m-0 to m-3 and m-new, in one statement
+    all_ids = [*ids, "m-new"]
+    assert await state(batched, all_ids) == await state(one, all_ids)

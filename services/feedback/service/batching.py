@@ -5,7 +5,8 @@ active after-purchase survey and for the customer's last invitation, then insert
 invitation (an ORM flush) and its ``survey.invitation_created`` outbox row. Inside
 the runner's batch transaction (``shared.consumer.batch``) the first purchase of a
 *run* (the purchases the runner hands over back to back, up to the next event of
-another kind) instead asks for the whole run in two statements:
+another kind) instead asks for the whole run in one statement (``UNION ALL``, built
+once, rows rather than ORM objects):
 
 1. the after-purchase surveys whose active window overlaps the run's purchase
    times, in the per-purchase query's order (newest first, then id); each purchase
@@ -36,8 +37,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam, func, insert, literal_column, null, or_, select, union_all
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -51,18 +52,28 @@ _HELD = "feedback.held_invitations"
 AFTER_PURCHASE = "after_purchase"
 
 
+@dataclass(frozen=True, slots=True)
+class SurveyRow:
+    """What a purchase needs of an after-purchase survey: its window, id and version."""
+
+    id: str
+    version: int
+    active_from: datetime | None
+    active_until: datetime | None
+
+
 @dataclass
 class Run:
     covered: set[tuple[str, str]] = field(default_factory=set)  # (source, id) of its events
-    surveys: list[Survey] = field(default_factory=list)  # newest first, then id
+    surveys: list[SurveyRow] = field(default_factory=list)  # newest first, then id
     last_invited: dict[str, datetime | None] = field(default_factory=dict)
 
-    def active_survey(self, at: datetime) -> Survey | None:
+    def active_survey(self, at: datetime) -> SurveyRow | None:
         """``repository.get_active_survey(session, "after_purchase", at)``, from the run."""
         for survey in self.surveys:
-            if survey.active_from is not None and as_utc(survey.active_from) > at:
+            if survey.active_from is not None and survey.active_from > at:
                 continue
-            if survey.active_until is not None and as_utc(survey.active_until) <= at:
+            if survey.active_until is not None and survey.active_until <= at:
                 continue
             return survey
         return None
@@ -87,38 +98,57 @@ async def read_ahead(session: AsyncSession, event: PurchaseCompleted) -> Run | N
         return None
     await write(session)  # what earlier runs hold, before reading invitations back
     times = [as_utc(p.time) for p in purchases]
+    customers = sorted({p.subject for p in purchases})
     run = Run(covered={(p.source, p.id) for p in purchases})
-    run.surveys = await _surveys(session, min(times), max(times))
-    run.last_invited = await _last_invited(session, sorted({p.subject for p in purchases}))
+    run.last_invited = dict.fromkeys(customers)
+    params = {"first": min(times), "last": max(times), "customers": customers}
+    for what, key, version, at, until, _ in await session.execute(_READ_AHEAD, params):
+        if what == "survey":
+            since = None if at is None else as_utc(at)
+            until = None if until is None else as_utc(until)
+            run.surveys.append(SurveyRow(key, version, since, until))
+        else:
+            run.last_invited[key] = None if at is None else as_utc(at)
     session.info[_RUN] = run
     return run
 
 
-async def _surveys(session: AsyncSession, first: datetime, last: datetime) -> list[Survey]:
-    stmt = (
-        select(Survey)
-        .where(
-            Survey.audience == AFTER_PURCHASE,
-            or_(Survey.active_from.is_(None), Survey.active_from <= last),
-            or_(Survey.active_until.is_(None), Survey.active_until > first),
+def _read_ahead_statement() -> Any:
+    """The surveys a run may take (newest first, then id) and its customers' last
+    invitation times, in one statement: ``(what, key, version, at, until, created)``."""
+    s, i = Survey, Invitation
+    surveys: Any = select(
+        literal_column("'survey'").label("what"),
+        s.id.label("key"),
+        s.version.label("version"),
+        s.active_from.label("at"),
+        s.active_until.label("until"),
+        s.created_at.label("created"),
+    ).where(
+        s.audience == AFTER_PURCHASE,
+        or_(s.active_from.is_(None), s.active_from <= bindparam("last", type_=s.active_from.type)),
+        or_(
+            s.active_until.is_(None), s.active_until > bindparam("first", type_=s.active_until.type)
+        ),
+    )
+    invited: Any = (
+        select(
+            literal_column("'invited'"),
+            i.customer_id,
+            null(),
+            func.max(i.created_at),
+            null(),
+            null(),
         )
-        .order_by(Survey.created_at.desc(), Survey.id)
+        .where(i.customer_id.in_(bindparam("customers", expanding=True)))
+        .group_by(i.customer_id)
     )
-    return list((await session.execute(stmt)).scalars())
+    return union_all(surveys, invited).order_by(
+        literal_column("what").desc(), literal_column("created").desc(), literal_column("key")
+    )
 
 
-async def _last_invited(
-    session: AsyncSession, customer_ids: list[str]
-) -> dict[str, datetime | None]:
-    stmt = (
-        select(Invitation.customer_id, func.max(Invitation.created_at))
-        .where(Invitation.customer_id.in_(customer_ids))
-        .group_by(Invitation.customer_id)
-    )
-    found: dict[str, datetime | None] = dict.fromkeys(customer_ids)
-    for customer_id, last in (await session.execute(stmt)).all():
-        found[customer_id] = as_utc(last)
-    return found
+_READ_AHEAD = _read_ahead_statement()
 
 
 def hold(session: AsyncSession, invitation: Invitation) -> None:

@@ -30,6 +30,7 @@ async def invite_after_purchase(
     (``batching``)."""
     at = as_utc(event.time)
     run = await batching.read_ahead(session, event)
+    survey: Survey | batching.SurveyRow | None
     if run is None:
         survey = await repository.get_active_survey(session, batching.AFTER_PURCHASE, at)
         if survey is None or await _fatigued(session, event.subject, at, settings):
@@ -115,7 +116,7 @@ async def _fatigued(
 async def _issue(
     session: AsyncSession,
     invitation: Invitation,
-    survey: Survey,
+    survey: Survey | batching.SurveyRow,
     customer_id: str,
     at: datetime,
     settings: FeedbackSettings,
@@ -129,7 +130,7 @@ async def _issue(
 
 def _fill(
     invitation: Invitation,
-    survey: Survey,
+    survey: Survey | batching.SurveyRow,
     customer_id: str,
     at: datetime,
     settings: FeedbackSettings,

@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from services.profile import repository
 from services.profile.models import Customer, Segment
-from shared.consumer import batch
+from shared.consumer import BATCH, batch
 from shared.events import Event
 
 _KEY = "profile.batch"
@@ -151,6 +151,7 @@ def _hold(session: AsyncSession) -> None:
         return
     sync.info[_HELD] = _Held()
     sa_event.listen(sync, "before_commit", _write_at_commit)
+    sa_event.listen(sync, "before_flush", _write_customers)
     sa_event.listen(sync, "after_rollback", _drop)
 
 
@@ -220,6 +221,17 @@ def _member_of(session: AsyncSession) -> Mapping[str, Collection[str]] | None:
     """The batch customers' memberships as read ahead (None outside a batch)."""
     ahead = current(session)
     return ahead.members if ahead is not None else None
+
+
+def _write_customers(sync: Session, _context: object, _instances: object) -> None:
+    """Before any flush (the runner's inbox insert autoflushes after the handlers): the
+    batch's changed customers in one statement (``repository.update_customers_sync``)
+    instead of the ORM's UPDATE per set of changed columns (one per event kind in a
+    mixed poll); the flush then finds them clean."""
+    ahead = sync.info.get(_KEY)
+    if not isinstance(ahead, BatchState) or ahead.events is not sync.info.get(BATCH):
+        return
+    repository.update_customers_sync(sync, [ahead.customers[c] for c in sorted(ahead.customers)])
 
 
 def _write_at_commit(sync: Session) -> None:
