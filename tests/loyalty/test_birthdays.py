@@ -11,34 +11,19 @@ from sqlalchemy import select
 from services.loyalty.models import Member
 from services.loyalty.service import schedule
 from services.loyalty.service.rules import RuleSetBody
-from shared.events.profile import CustomerDetails, CustomerRegistered, CustomerUpdated
+from shared.events.profile import CustomerUpdated
 from shared.plumbing import timers
 from tests.helpers import auth_headers
-from tests.loyalty.support import T0, FakeClock, Loyalty, at, erased, merged, purchase
+from tests.loyalty import support
+from tests.loyalty.support import FakeClock, Loyalty, at, erased, merged, purchase, registered
 
 pytestmark = pytest.mark.db
 
 DAY_1 = at(1)
 
 
-def registered(
-    customer_id: str, birthday: date | None, *, when: datetime = T0
-) -> CustomerRegistered:
-    return CustomerRegistered.create(
-        subject=customer_id,
-        source="keepwell/profile",
-        time=when,
-        data=CustomerDetails(name="Lan", email="lan@example.com", birthday=birthday),
-    )
-
-
 def updated(customer_id: str, birthday: date | None, *, when: datetime = DAY_1) -> CustomerUpdated:
-    return CustomerUpdated.create(
-        subject=customer_id,
-        source="keepwell/profile",
-        time=when,
-        data=CustomerDetails(birthday=birthday),
-    )
+    return support.updated(customer_id, birthday, when=when)
 
 
 def day(year: int, month: int, d: int) -> datetime:

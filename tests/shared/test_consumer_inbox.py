@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from aiokafka import ConsumerRecord
 from sqlalchemy import func, insert, select
@@ -13,21 +11,11 @@ from shared import metrics
 from shared.consumer import ConsumerRunner, Handler, Item, batch
 from shared.db import Database
 from shared.events.commerce import PurchaseCompleted
-from shared.plumbing import outbox, plumbing_metadata, processed_events
-from tests.conftest import DatabaseFactory
+from shared.plumbing import outbox, processed_events
 from tests.helpers import purchase
 from tests.shared.statements import counting
 
 pytestmark = [pytest.mark.db]
-
-
-@pytest.fixture
-async def db(database_url: DatabaseFactory) -> AsyncIterator[Database]:
-    database = Database(await database_url("shared"))
-    async with database.engine.begin() as conn:
-        await conn.run_sync(plumbing_metadata.create_all)
-    yield database
-    await database.dispose()
 
 
 def _items(events: list[PurchaseCompleted], topic: str = "t") -> list[Item]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import event, select
@@ -11,20 +10,9 @@ from sqlalchemy import event, select
 from shared import outbox
 from shared.db import Database
 from shared.plumbing import outbox as outbox_table
-from shared.plumbing import plumbing_metadata
-from tests.conftest import DatabaseFactory
 from tests.helpers import purchase
 
 pytestmark = pytest.mark.db
-
-
-@pytest.fixture
-async def db(database_url: DatabaseFactory) -> AsyncIterator[Database]:
-    database = Database(await database_url("shared"))
-    async with database.engine.begin() as conn:
-        await conn.run_sync(plumbing_metadata.create_all)
-    yield database
-    await database.dispose()
 
 
 async def rows(db: Database) -> list[tuple[str, str | None]]:

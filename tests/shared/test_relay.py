@@ -17,8 +17,7 @@ from shared.config import ServiceSettings
 from shared.db import Database
 from shared.kafka import make_producer
 from shared.plumbing import outbox as outbox_table
-from shared.plumbing import plumbing_metadata
-from tests.conftest import TEST_DB, DatabaseFactory
+from tests.conftest import TEST_DB
 from tests.helpers import purchase, read_topic, wait_until
 from tests.shared.statements import Statements, counting
 
@@ -46,15 +45,6 @@ class Producer:
             await self.hold.wait()
         self.sent += 1
         return await self.real.send(topic, **kwargs)
-
-
-@pytest.fixture
-async def db(database_url: DatabaseFactory) -> AsyncIterator[Database]:
-    database = Database(await database_url("shared"))
-    async with database.engine.begin() as conn:
-        await conn.run_sync(plumbing_metadata.create_all)
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ rolled-back transaction writes none. The members they change stay ORM objects.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Insert, Table, event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,19 @@ PURCHASES: Table = Purchase.__table__  # type: ignore[assignment]
 # Built once: a statement object caches its cache key, and its compiled form is cached
 # by SQLAlchemy for every number of rows.
 _INSERTS: dict[Table, Insert] = {t: insert(t) for t in (ENTRIES, LOTS, PURCHASES)}
+
+
+M = TypeVar("M", LedgerEntry, Lot)
+
+
+def place(session: AsyncSession, model: type[M], row: dict[str, Any], *, held: bool) -> M:
+    """``model(**row)``, written as a held row (``held``) or added to the session."""
+    instance = model(**row)
+    if held:
+        hold(session, model.__table__, row)  # type: ignore[arg-type]
+    else:
+        session.add(instance)
+    return instance
 
 
 def hold(session: AsyncSession, table: Table, row: dict[str, Any]) -> None:

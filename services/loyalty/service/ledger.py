@@ -65,11 +65,7 @@ def post(
         "reference": why.reference,
         "occurred_at": occurred_at,
     }
-    entry = LedgerEntry(**row)
-    if hold:
-        held.hold(session, held.ENTRIES, row)
-    else:
-        session.add(entry)
+    entry = held.place(session, LedgerEntry, row, held=hold)
     rollup.count_points(
         session, customer_id=member.customer_id, kind=kind, points=points, at=occurred_at
     )
@@ -109,11 +105,7 @@ async def add_lot(
         "pending_until": pending_until,
         "warned": False,
     }
-    lot = Lot(**row)
-    if hold:
-        held.hold(session, held.LOTS, row)
-    else:
-        session.add(lot)
+    lot = held.place(session, Lot, row, held=hold)
     if pending_until is not None:
         member.pending += remaining
         await schedule.release(session, member, at=pending_until)
