@@ -1,26 +1,26 @@
 """The outreach sender: the background task that turns due messages into e-mails and
 webhook calls (SMS, push, chat apps).
 
-It runs continuously (``run``). A claimer keeps a queue of claims topped up: in one
+It runs continuously (``run``). A claimer keeps a queue of claims topped up. In one
 short transaction it claims due messages (status ``sending``; ``FOR UPDATE SKIP
-LOCKED`` on PostgreSQL, so replicas take disjoint rows) with the operators' stored
-templates for them, whenever a local transaction planned a message or changed a
-contact (``OUTREACH_FLAG``), when the queue runs low after a full claim, or after
-a poll interval, without waiting for the sends in flight. At most once per poll
-interval the same transaction first runs the sweeps: put back claims that stalled,
-route or suppress messages by consent, staleness and reachability (under each
-journey's current channel order and lateness); claims in between check in SQL what
-the sweeps would have decided (``delivery.Guard``) and leave such messages to them.
-With nothing due it sleeps until a local commit, the earliest future due time it
-saw, or ``sender_idle_poll_ms``.
+LOCKED`` on PostgreSQL, so replicas take disjoint rows) whenever a local transaction
+planned a message or changed a contact (``OUTREACH_FLAG``), when the queue runs low
+after a full claim, or after a poll interval, without waiting for the sends in
+flight. At most once per poll interval the same transaction first runs the sweeps:
+put back claims that stalled, route or suppress messages by consent, staleness and
+reachability (under each journey's current channel order and lateness), and read the
+operators' stored templates. The claims in between check in SQL what the sweeps
+would have decided (``delivery.Guard``) and leave such messages to them. With nothing
+due it sleeps until a local commit, the earliest future due time it saw, or
+``sender_idle_poll_ms``.
 
 ``sender_concurrency`` workers, each with one SMTP session kept open for as long as
 the sender runs (reopened after an error or when the server closed it), take claims
-from the queue, render and send them outside any transaction, and settle each
-outcome before taking the next (``sent`` plus an ``outreach.sent`` event in the
-outbox, or a retry with backoff, or ``failed``); outcomes that are ready together
-share one transaction (group commit, ``settling``). A claim still queued
-``sending_timeout - smtp_timeout`` after it was made is handed back unsent. On
+from the queue and render and send them outside any transaction. Each outcome is
+settled (``sent`` plus an ``outreach.sent`` event in the outbox, or a retry with
+backoff, or ``failed``) while the worker sends its next message; outcomes that are
+ready together share one transaction (group commit, ``settling``). A claim still
+queued ``sending_timeout - smtp_timeout`` after it was made is handed back unsent. On
 shutdown each worker finishes and settles the message in hand; the queue is handed
 back. ``run_once`` is one round of the same parts (sweeps, one claim, its sends).
 
@@ -317,13 +317,13 @@ class Sender:
                 channels=self._channels,
                 guard=self._guard,
             )
-            if claims:
-                names = sorted({c.template for c in claims})
-                rows = await config_repo.list_templates(session, names=names)
+            if sweep:
+                # The operators' stored templates, for the claims until the next sweep.
+                rows = await config_repo.list_templates(session)
                 self._stored = {
                     (r.name, r.language, r.channel): templates_store.snapshot(r) for r in rows
                 }
-            else:
+            if not claims:
                 next_due = await repository.next_due(session, after=utc(now))
         self.claims_made += 1
         if sweep:
