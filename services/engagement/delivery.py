@@ -141,6 +141,22 @@ async def claim_due(
     channels: Sequence[str] = DEFAULT_ORDER,
     guard: Guard | None = None,
 ) -> list[Claim]:
+    """``claim_batch``'s claims."""
+    claims, _ = await claim_batch(
+        session, now=now, limit=limit, cap=cap, channels=channels, guard=guard
+    )
+    return claims
+
+
+async def claim_batch(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    limit: int,
+    cap: FrequencyCap | None = None,
+    channels: Sequence[str] = DEFAULT_ORDER,
+    guard: Guard | None = None,
+) -> tuple[list[Claim], bool]:
     """Take due messages whose customer has an address on their channel: ``sending`` now.
 
     A message due inside the customer's quiet hours is deferred to their end
@@ -149,22 +165,27 @@ async def claim_due(
     (``valid_until`` in its context). Claims count towards the cap as soon as
     they are made, so a burst in one batch cannot exceed it. Messages to a fixed
     recipient (staff alerts) are claimed first, with no quiet hours or cap. With a
-    ``guard``, messages the sweeps would suppress or move are left for them.
+    ``guard``, messages the sweeps would suppress or move are left for them. Also
+    returns whether a batch came back full (more may be due, even with no claims:
+    they may all have been deferred or suppressed).
     """
     cap = cap or FrequencyCap()
     fixed = await repository.lock_due_fixed(
         session, now=utc(now), limit=limit, where=guard.conditions(None, now) if guard else ()
     )
     claims = [_claim(outreach, contact, now) for outreach, contact in fixed]
+    full = len(fixed) >= limit
     rows: list[Row[Outreach, Contact]] = []
     for channel in channels:
-        rows += await repository.lock_due_with_contact(
+        locked = await repository.lock_due_with_contact(
             session,
             channel=channel,
             now=utc(now),
             limit=limit,
             where=guard.conditions(channel, now) if guard else (),
         )
+        full = full or len(locked) >= limit
+        rows += locked
     for outreach, contact in rows:
         if _expired(outreach, now):
             await _suppress(session, outreach, reason=EXPIRED, now=now)
@@ -178,7 +199,7 @@ async def claim_due(
             await _suppress(session, outreach, reason=cap.reason(), now=now)
         else:
             claims.append(_claim(outreach, contact, now))
-    return claims
+    return claims, full
 
 
 async def _over_cap(

@@ -139,6 +139,9 @@ class Sender:
         self._next_sweep = 0.0  # monotonic time from which a claim runs the sweeps again
         self._sweep_soon = False  # a local commit since the last sweep: sweep within a poll
         self._more_due = False  # the last claim was full: claim again when the queue runs low
+        # On SQLite the sender's transactions (claims, settling, hand-backs) take turns
+        # here rather than in SQLite's busy handler, which sleeps up to 100 ms a try.
+        self._write_lock = asyncio.Lock() if db.sqlite else None
         self.claims_made = 0  # claim transactions (for tests and benchmarks)
         self.sweeps_made = 0
         db.on_commit(self._on_commit, when=OUTREACH_FLAG)
@@ -162,6 +165,9 @@ class Sender:
     @property
     def _idle_poll(self) -> float:
         return max(self._settings.sender_idle_poll_ms / 1000, self._poll_interval)
+
+    def _writing(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self._write_lock or contextlib.nullcontext()
 
     def _on_commit(self) -> None:
         self._sweep_soon = True
@@ -206,10 +212,10 @@ class Sender:
             self._more_due = True
             return self._poll_interval
         sweep = time.monotonic() >= self._next_sweep
-        claims, next_due = await self._claim(datetime.now(UTC), limit=room, sweep=sweep)
+        claims, full, next_due = await self._claim(datetime.now(UTC), limit=room, sweep=sweep)
         queue.put(claims, deadline=self._deadline())
-        self._more_due = len(claims) >= room
-        if claims:
+        self._more_due = full
+        if claims or full:
             return self._poll_interval
         wait = self._idle_poll
         if next_due is not None:
@@ -220,7 +226,7 @@ class Sender:
 
     async def run_once(self) -> int:
         """One round: the sweeps, one claim, its sends; returns how many it claimed."""
-        claims, _ = await self._claim(
+        claims, _, _ = await self._claim(
             datetime.now(UTC), limit=self._settings.sender_batch_size, sweep=True
         )
         queue = _Queue()
@@ -297,19 +303,20 @@ class Sender:
 
     async def _claim(
         self, now: datetime, *, limit: int, sweep: bool
-    ) -> tuple[list[Claim], datetime | None]:
+    ) -> tuple[list[Claim], bool, datetime | None]:
         """Claim up to ``limit`` due messages (per channel), after the sweeps if ``sweep``;
-        with none claimed, also when the next pending message comes due."""
+        also whether a batch came back full and, with none claimed, when the next pending
+        message comes due."""
         retried: Sequence[str] = ()
         failed: Sequence[str] = ()
         suppressed: list[str] = []
         next_due: datetime | None = None
         # Not notifying keeps us from waking ourselves; the outreach.failed/suppressed
         # events the sweeps enqueue go out on the relay's next poll.
-        async with self._db.unit_of_work(notify=False) as session:
+        async with self._writing(), self._db.unit_of_work(notify=False) as session:
             if sweep:
                 retried, failed, suppressed = await self._sweep(session, now)
-            claims = await delivery.claim_due(
+            claims, full = await delivery.claim_batch(
                 session,
                 now=now,
                 limit=limit,
@@ -323,7 +330,7 @@ class Sender:
                 self._stored = {
                     (r.name, r.language, r.channel): templates_store.snapshot(r) for r in rows
                 }
-            if not claims:
+            if not claims and not full:
                 next_due = await repository.next_due(session, after=utc(now))
         self.claims_made += 1
         if sweep:
@@ -331,7 +338,7 @@ class Sender:
             self._next_sweep = time.monotonic() + self._poll_interval
             self._sweep_soon = False
         _log_sweep(retried, failed, suppressed)
-        return claims, next_due
+        return claims, full, next_due
 
     async def _sweep(
         self, session: AsyncSession, now: datetime
@@ -393,7 +400,7 @@ class Sender:
         now = datetime.now(UTC)
         sent = [(o.claim, o.reply) for o in outcomes if o.reply is not None]
         statuses: dict[str, str | None] = {}
-        async with self._db.unit_of_work() as session:
+        async with self._writing(), self._db.unit_of_work() as session:
             settled = await delivery.record_sent_many(session, sent=sent, now=now)
             for claim, _ in sent:
                 statuses[claim.outreach_id] = SENT if claim.outreach_id in settled else None
@@ -449,7 +456,7 @@ class Sender:
 
     async def _release(self, claims: Sequence[Claim]) -> None:
         if claims:
-            async with self._db.unit_of_work(notify=False) as session:
+            async with self._writing(), self._db.unit_of_work(notify=False) as session:
                 await delivery.release_unsent(session, claims=claims)
 
 

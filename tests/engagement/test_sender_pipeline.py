@@ -19,6 +19,7 @@ from services.engagement.delivery import Claim
 from services.engagement.sender import Sender
 from services.engagement.settling import Outcome
 from shared.db import Database
+from shared.events.profile import QuietHours
 from tests.engagement.conftest import SlowHandler
 from tests.engagement.support import (
     customer,
@@ -208,17 +209,17 @@ async def test_between_sweeps_a_claim_leaves_what_the_sweeps_would_suppress(
     db: Database,
 ) -> None:
     sender = Sender(db=db, settings=settings(smtp_port=tansu.free_port()))
-    assert await sender._claim(now(), limit=10, sweep=True) == ([], None)
+    assert await sender._claim(now(), limit=10, sweep=True) == ([], False, None)
     await handle(db, customer("c-ok", email="ok@example.com"), purchase("c-ok"))
     await handle(db, customer("c-out", email="out@example.com"), purchase("c-out"))
     await handle(db, consent("c-out", "opt_out", at=now()))  # after the last sweep
     await handle(db, customer("c-old", email="old@example.com"), purchase("c-old"))
     await set_outreach(db, "c-old", due_at=now() - timedelta(days=2))  # past max lateness
-    claims, _ = await sender._claim(now(), limit=10, sweep=False)
+    claims, _, _ = await sender._claim(now(), limit=10, sweep=False)
     assert [c.customer_id for c in claims] == ["c-ok"]
     assert (await only_outreach(db, "c-out")).status == "pending"
     assert (await only_outreach(db, "c-old")).status == "pending"
-    assert await sender._claim(now(), limit=10, sweep=True) == ([], None)
+    assert await sender._claim(now(), limit=10, sweep=True) == ([], False, None)
     out, old = await only_outreach(db, "c-out"), await only_outreach(db, "c-old")
     assert (out.status, out.last_error) == ("suppressed", OPTED_OUT)
     assert (old.status, old.last_error) == ("suppressed", "stale")
@@ -320,3 +321,28 @@ async def test_a_worker_sends_on_while_its_outcome_commits(
 
 async def _at_least(count: Callable[[], Awaitable[int]], least: int) -> bool:
     return await count() >= least
+
+
+async def test_a_full_batch_of_deferred_messages_does_not_send_the_claimer_idle(
+    db: Database, gated: Callable[..., tuple[int, GatedHandler]]
+) -> None:
+    port, server = gated()
+    hours = QuietHours(
+        start=(now() - timedelta(hours=1)).strftime("%H:%M"),
+        end=(now() + timedelta(hours=1)).strftime("%H:%M"),
+    )
+    quiet = customer("c-quiet", email="quiet@example.com", timezone="UTC", quiet_hours=hours)
+    await handle(db, quiet, purchase("c-quiet"))  # due first, deferred when claimed
+    await handle(db, customer("c-ok", email="ok@example.com"), purchase("c-ok"))
+    config = settings(
+        smtp_port=port,
+        sender_batch_size=1,
+        sender_poll_interval_ms=10,
+        sender_idle_poll_ms=60_000,
+    )
+    async with running(Sender(db=db, settings=config)):
+        await wait_until(_got(server, "ok@example.com"), timeout=5)
+    assert server.recipients() == ["ok@example.com"]
+    quiet_row = await only_outreach(db, "c-quiet")
+    assert quiet_row.status == "pending"
+    assert quiet_row.due_at > now()
