@@ -44,9 +44,19 @@ class EngagementSettings(ServiceSettings):
         description="Where service-recovery alerts for the support team go",
     )
 
-    sender_poll_interval_ms: int = Field(default=200, ge=5)
+    sender_poll_interval_ms: int = Field(
+        default=200,
+        ge=5,
+        description="While messages are due: claim at least, and sweep at most, this often",
+    )
+    sender_idle_poll_ms: int = Field(
+        default=5000,
+        ge=5,
+        description="With nothing due that the sender knows of: look again after this long "
+        "(a local commit, or the earliest future due time it saw, wakes it sooner)",
+    )
     sender_batch_size: int = Field(
-        default=200, ge=1, le=1000, description="Messages claimed per round (per channel)"
+        default=200, ge=1, le=1000, description="Claims queued for the workers (per channel)"
     )
     sender_concurrency: int = Field(
         default=8, ge=1, le=100, description="Sends in flight at once (one SMTP connection each)"

@@ -7,8 +7,8 @@ provider, one to settle each outcome (or each group of outcomes ready together).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -39,6 +39,7 @@ from services.engagement.notices import (
     channel_of as _channel,
 )
 from services.engagement.policy import QUIET_HOURS, quiet_until
+from services.engagement.repository.sweeps import claimable
 from services.engagement.service import utc
 from shared import outbox
 from shared.events import derived_id
@@ -108,6 +109,29 @@ class FrequencyCap:
         return f"frequency cap: {self.limit} marketing messages per {self.window.days} days"
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """What the sweeps (``sweeps``, ``release_stalled``) would decide about a due message,
+    checked in the claim itself, so that a claim made between two sweeps takes none they
+    would have suppressed or moved: not stale (``max_lateness``, or its journey's own
+    ``lateness``), not on a channel its journey's order lacks (``unusable``: channel ->
+    those journeys), not to a customer who opted out of the channel. Such a message is
+    left pending for the next sweep to suppress or move."""
+
+    max_lateness: timedelta
+    lateness: Mapping[str, timedelta] = field(default_factory=dict)
+    unusable: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def conditions(self, channel: str | None, now: datetime) -> list[Any]:
+        """On ``channel`` (None: messages to a fixed recipient, exempt from consent)."""
+        return claimable(
+            channel,
+            due_since=utc(now - self.max_lateness),
+            due_since_by_journey={j: utc(now - late) for j, late in self.lateness.items()},
+            not_journeys=self.unusable.get(channel, ()) if channel else (),
+        )
+
+
 async def claim_due(
     session: AsyncSession,
     *,
@@ -115,7 +139,24 @@ async def claim_due(
     limit: int,
     cap: FrequencyCap | None = None,
     channels: Sequence[str] = DEFAULT_ORDER,
+    guard: Guard | None = None,
 ) -> list[Claim]:
+    """``claim_batch``'s claims."""
+    claims, _ = await claim_batch(
+        session, now=now, limit=limit, cap=cap, channels=channels, guard=guard
+    )
+    return claims
+
+
+async def claim_batch(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    limit: int,
+    cap: FrequencyCap | None = None,
+    channels: Sequence[str] = DEFAULT_ORDER,
+    guard: Guard | None = None,
+) -> tuple[list[Claim], bool]:
     """Take due messages whose customer has an address on their channel: ``sending`` now.
 
     A message due inside the customer's quiet hours is deferred to their end
@@ -123,18 +164,28 @@ async def claim_due(
     suppressed (``outreach.suppressed``), and so is one whose link expired
     (``valid_until`` in its context). Claims count towards the cap as soon as
     they are made, so a burst in one batch cannot exceed it. Messages to a fixed
-    recipient (staff alerts) are claimed first, with no quiet hours or cap.
+    recipient (staff alerts) are claimed first, with no quiet hours or cap. With a
+    ``guard``, messages the sweeps would suppress or move are left for them. Also
+    returns whether a batch came back full (more may be due, even with no claims:
+    they may all have been deferred or suppressed).
     """
     cap = cap or FrequencyCap()
-    claims = [
-        _claim(outreach, contact, now)
-        for outreach, contact in await repository.lock_due_fixed(session, now=utc(now), limit=limit)
-    ]
+    fixed = await repository.lock_due_fixed(
+        session, now=utc(now), limit=limit, where=guard.conditions(None, now) if guard else ()
+    )
+    claims = [_claim(outreach, contact, now) for outreach, contact in fixed]
+    full = len(fixed) >= limit
     rows: list[Row[Outreach, Contact]] = []
     for channel in channels:
-        rows += await repository.lock_due_with_contact(
-            session, channel=channel, now=utc(now), limit=limit
+        locked = await repository.lock_due_with_contact(
+            session,
+            channel=channel,
+            now=utc(now),
+            limit=limit,
+            where=guard.conditions(channel, now) if guard else (),
         )
+        full = full or len(locked) >= limit
+        rows += locked
     for outreach, contact in rows:
         if _expired(outreach, now):
             await _suppress(session, outreach, reason=EXPIRED, now=now)
@@ -148,7 +199,7 @@ async def claim_due(
             await _suppress(session, outreach, reason=cap.reason(), now=now)
         else:
             claims.append(_claim(outreach, contact, now))
-    return claims
+    return claims, full
 
 
 async def _over_cap(

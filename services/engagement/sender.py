@@ -1,17 +1,28 @@
 """The outreach sender: the background task that turns due messages into e-mails and
 webhook calls (SMS, push, chat apps).
 
-Each round, in one short transaction: put back claims that stalled, route or
-suppress messages by consent, staleness and reachability (under each journey's
-current channel order and lateness), and claim a batch of due messages (status
-``sending``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas take disjoint
-rows), with the operators' stored templates for them. Then, outside any
-transaction, up to ``sender_concurrency`` workers render and send the batch,
-each over one SMTP session it keeps open, and settle each outcome before
-taking the next message (``sent`` plus an ``outreach.sent`` event in the outbox,
-or a retry with backoff, or ``failed``); outcomes that are ready together share
-one transaction (group commit, ``settling``). The sender wakes when a transaction
-planned a message or changed a contact (``OUTREACH_FLAG``), else every poll.
+It runs continuously (``run``). A claimer keeps a queue of claims topped up. In one
+short transaction it claims due messages (status ``sending``; ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, so replicas take disjoint rows) whenever a local transaction
+planned a message or changed a contact (``OUTREACH_FLAG``), when the queue runs low
+after a full claim, or after a poll interval, without waiting for the sends in
+flight. At most once per poll interval the same transaction first runs the sweeps:
+put back claims that stalled, route or suppress messages by consent, staleness and
+reachability (under each journey's current channel order and lateness), and read the
+operators' stored templates. The claims in between check in SQL what the sweeps
+would have decided (``delivery.Guard``) and leave such messages to them. With nothing
+due it sleeps until a local commit, the earliest future due time it saw, or
+``sender_idle_poll_ms``.
+
+``sender_concurrency`` workers, each with one SMTP session kept open for as long as
+the sender runs (reopened after an error or when the server closed it), take claims
+from the queue and render and send them outside any transaction. Each outcome is
+settled (``sent`` plus an ``outreach.sent`` event in the outbox, or a retry with
+backoff, or ``failed``) while the worker sends its next message; outcomes that are
+ready together share one transaction (group commit, ``settling``). A claim still
+queued ``sending_timeout - smtp_timeout`` after it was made is handed back unsent. On
+shutdown each worker finishes and settles the message in hand; the queue is handed
+back. ``run_once`` is one round of the same parts (sweeps, one claim, its sends).
 
 Delivery is at-least-once, never at-most-once. Between the SMTP server's "250
 accepted" and the commit that records it, a crash (or a hang past
@@ -37,16 +48,24 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from jinja2 import TemplateError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import catalog, delivery, journey_config, sweeps, templates_store
+from services.engagement import (
+    catalog,
+    delivery,
+    journey_config,
+    repository,
+    sweeps,
+    templates_store,
+)
 from services.engagement.composing import Composer, Mail
 from services.engagement.config import EngagementSettings
-from services.engagement.delivery import Claim, FrequencyCap, RetryPolicy
+from services.engagement.delivery import Claim, FrequencyCap, Guard, RetryPolicy
 from services.engagement.mailer import DeliveryFailed, SmtpConnection, SmtpMailer
-from services.engagement.models import SENT
+from services.engagement.models import PENDING, SENT
 from services.engagement.rendering import RenderedMessage, Renderer, Stored
 from services.engagement.repository import config as config_repo
-from services.engagement.service import OUTREACH_FLAG
+from services.engagement.service import OUTREACH_FLAG, utc
 from services.engagement.settling import GroupCommit, Outcome
 from services.engagement.webhooks import WebhookChannel, webhook_channels
 from shared.app import Runtime
@@ -55,6 +74,44 @@ from shared.db import Database
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _Queue:
+    """Claims waiting for a worker, oldest first, each with the monotonic time after
+    which it must be handed back unsent."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[Claim, float]] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, claims: Sequence[Claim], *, deadline: float) -> None:
+        self._items.extend((claim, deadline) for claim in claims)
+        if self._items:
+            self._ready.set()
+
+    async def get(self) -> tuple[Claim, float]:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def get_nowait(self) -> tuple[Claim, float] | None:
+        return self._items.popleft() if self._items else None
+
+    def expired(self, now: float) -> list[Claim]:
+        """Take the claims at the head whose deadline has passed (deadlines only grow)."""
+        taken: list[Claim] = []
+        while self._items and self._items[0][1] <= now:
+            taken.append(self._items.popleft()[0])
+        return taken
+
+    def drain(self) -> list[Claim]:
+        claims = [claim for claim, _ in self._items]
+        self._items.clear()
+        return claims
 
 
 class Sender:
@@ -78,19 +135,61 @@ class Sender:
         self._stored: Stored = {}
         self._settler = GroupCommit(self._settle)
         self._wakeup = asyncio.Event()
-        db.on_commit(self._wakeup.set, when=OUTREACH_FLAG)
+        self._guard = Guard(max_lateness=self._policy.max_lateness)
+        self._next_sweep = 0.0  # monotonic time from which a claim runs the sweeps again
+        self._sweep_soon = False  # a local commit since the last sweep: sweep within a poll
+        self._more_due = False  # the last claim was full: claim again when the queue runs low
+        # On SQLite the sender's transactions (claims, settling, hand-backs) take turns
+        # here rather than in SQLite's busy handler, which sleeps up to 100 ms a try.
+        self._write_lock = asyncio.Lock() if db.sqlite else None
+        self.claims_made = 0  # claim transactions (for tests and benchmarks)
+        self.sweeps_made = 0
+        db.on_commit(self._on_commit, when=OUTREACH_FLAG)
 
     async def run(self) -> None:
-        """Rounds until cancelled: at once after a local commit, else every poll interval."""
+        """Until cancelled: the claimer fills the queue, ``sender_concurrency`` workers
+        send from it; on the way out the queue is handed back."""
+        queue = _Queue()
+        try:
+            async with asyncio.TaskGroup() as workers:
+                for _ in range(self._settings.sender_concurrency):
+                    workers.create_task(self._serve(queue))
+                await self._claimer(queue)
+        finally:
+            await _finish_even_if_cancelled(self._release(queue.drain()))
+
+    @property
+    def _poll_interval(self) -> float:
+        return self._settings.sender_poll_interval_ms / 1000
+
+    @property
+    def _idle_poll(self) -> float:
+        return max(self._settings.sender_idle_poll_ms / 1000, self._poll_interval)
+
+    def _writing(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self._write_lock or contextlib.nullcontext()
+
+    def _on_commit(self) -> None:
+        self._sweep_soon = True
+        self._wakeup.set()
+
+    def _deadline(self) -> float:
+        """For claims made now: a claim still queued this late could be taken over as
+        stalled while we send it, so it is handed back instead (``sending_timeout``
+        outlasts one SMTP exchange)."""
+        s = self._settings
+        return time.monotonic() + s.sending_timeout_seconds - s.smtp_timeout_seconds
+
+    async def _claimer(self, queue: _Queue) -> None:
         failures = 0
         while True:
             self._wakeup.clear()
             try:
-                handled = await self.run_once()
+                delay = await self._refill(queue)
                 failures = 0
             except Exception:
                 failures += 1
-                log.exception("outreach round failed (%d in a row)", failures)
+                log.exception("outreach claim failed (%d in a row)", failures)
                 await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
                 continue
             except asyncio.CancelledError:
@@ -99,104 +198,209 @@ class Sender:
                 # A CancelledError nobody asked for (a library's internal timeout racing
                 # its own cancellation) must not end the sender silently.
                 failures += 1
-                log.error("outreach round ended by a stray cancellation (%d in a row)", failures)
+                log.error("outreach claim ended by a stray cancellation (%d in a row)", failures)
                 await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
                 continue
-            if handled < self._settings.sender_batch_size:
-                await self._wait()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), delay)
 
-    @property
-    def _poll_interval(self) -> float:
-        return self._settings.sender_poll_interval_ms / 1000
-
-    async def _wait(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+    async def _refill(self, queue: _Queue) -> float:
+        """Top the queue up with what is due; returns how long to wait unless woken."""
+        room = self._settings.sender_batch_size - len(queue)
+        if room <= 0:
+            self._more_due = True
+            return self._poll_interval
+        sweep = time.monotonic() >= self._next_sweep
+        claims, full, next_due = await self._claim(datetime.now(UTC), limit=room, sweep=sweep)
+        queue.put(claims, deadline=self._deadline())
+        self._more_due = full
+        if claims or full:
+            return self._poll_interval
+        wait = self._idle_poll
+        if next_due is not None:
+            wait = min(wait, (next_due - datetime.now(UTC)).total_seconds())
+        if self._sweep_soon:
+            wait = min(wait, self._next_sweep - time.monotonic())
+        return max(0.0, wait)
 
     async def run_once(self) -> int:
-        """One round; returns how many messages it claimed."""
-        claims = await self._claim(datetime.now(UTC))
-        queue = deque(claims)
-        # A claim still queued this late could be taken over as stalled while we send it:
-        # hand it back instead (``sending_timeout`` outlasts one SMTP exchange).
-        s = self._settings
-        deadline = time.monotonic() + s.sending_timeout_seconds - s.smtp_timeout_seconds
+        """One round: the sweeps, one claim, its sends; returns how many it claimed."""
+        claims, _, _ = await self._claim(
+            datetime.now(UTC), limit=self._settings.sender_batch_size, sweep=True
+        )
+        queue = _Queue()
+        queue.put(claims, deadline=self._deadline())
         try:
             async with asyncio.TaskGroup() as workers:
-                for _ in range(min(s.sender_concurrency, len(claims))):
-                    workers.create_task(self._work(queue, deadline))
+                for _ in range(min(self._settings.sender_concurrency, len(claims))):
+                    workers.create_task(self._work(queue))
         except BaseException:
-            await _finish_even_if_cancelled(self._release(list(queue)))
+            await _finish_even_if_cancelled(self._release(queue.drain()))
             raise
-        await self._release(list(queue))
+        await self._release(queue.drain())
         return len(claims)
 
-    async def _work(self, queue: deque[Claim], deadline: float) -> None:
-        """Send claims from the shared queue over one SMTP session, until none are left
-        or the round's ``deadline`` (monotonic) has passed."""
+    async def _work(self, queue: _Queue) -> None:
+        """``run_once``'s worker: send from the queue over one SMTP session until it is empty."""
         connection = self._mailer.connection()
+        unsettled: list[asyncio.Task[None]] = []
         try:
-            while queue and time.monotonic() < deadline:
-                claim = queue.popleft()
-                await _finish_even_if_cancelled(self._deliver(claim, connection))
+            while (item := queue.get_nowait()) is not None:
+                await self._take(queue, *item, connection, unsettled)
         finally:
-            await _finish_even_if_cancelled(connection.close())
+            try:
+                await _finish_even_if_cancelled(_settled(unsettled))
+            finally:
+                await _finish_even_if_cancelled(connection.close())
 
-    async def _claim(self, now: datetime) -> list[Claim]:
+    async def _serve(self, queue: _Queue) -> None:
+        """``run``'s worker: send from the queue over one SMTP session, for as long as the
+        sender runs. A failure (the database gone while settling) is logged; the claim
+        stays ``sending`` and is put back after ``sending_timeout``."""
+        connection = self._mailer.connection()
+        unsettled: list[asyncio.Task[None]] = []
+        failures = 0
+        try:
+            while True:
+                claim, deadline = await queue.get()
+                if self._more_due and len(queue) < self._settings.sender_concurrency:
+                    self._wakeup.set()  # the queue runs low and more is due
+                try:
+                    await self._take(queue, claim, deadline, connection, unsettled)
+                    failures = 0
+                    continue
+                except Exception:
+                    failures += 1
+                    log.exception("outreach send failed (%d in a row)", failures)
+                except asyncio.CancelledError:
+                    if _cancel_requested():
+                        raise
+                    failures += 1
+                    log.error("outreach send ended by a stray cancellation (%d)", failures)
+                await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
+        finally:
+            try:
+                await _finish_even_if_cancelled(_settled(unsettled))
+            finally:
+                await _finish_even_if_cancelled(connection.close())
+
+    async def _take(
+        self,
+        queue: _Queue,
+        claim: Claim,
+        deadline: float,
+        connection: SmtpConnection,
+        unsettled: list[asyncio.Task[None]],
+    ) -> None:
+        """Send ``claim`` and have it settled, or hand it back (and any others expired) if
+        its deadline has passed; finished even if the sender is cancelled meanwhile."""
+        now = time.monotonic()
+        if now >= deadline:
+            await _finish_even_if_cancelled(self._release([claim, *queue.expired(now)]))
+        else:
+            await _finish_even_if_cancelled(self._deliver(claim, connection, unsettled))
+
+    async def _claim(
+        self, now: datetime, *, limit: int, sweep: bool
+    ) -> tuple[list[Claim], bool, datetime | None]:
+        """Claim up to ``limit`` due messages (per channel), after the sweeps if ``sweep``;
+        also whether a batch came back full and, with none claimed, when the next pending
+        message comes due."""
+        retried: Sequence[str] = ()
+        failed: Sequence[str] = ()
+        suppressed: list[str] = []
+        next_due: datetime | None = None
         # Not notifying keeps us from waking ourselves; the outreach.failed/suppressed
         # events the sweeps enqueue go out on the relay's next poll.
-        async with self._db.unit_of_work(notify=False) as session:
-            journeys = await journey_config.all_effective(session, self._settings)
-            orders = {
-                name: tuple(c for c in j.channels if c in self._channels)
-                for name, j in journeys.items()
-            }
-            lateness = {n: j.max_lateness for n, j in journeys.items() if j.max_lateness}
-            retried, failed = await delivery.release_stalled(session, now=now, policy=self._policy)
-            suppressed = [
-                *await sweeps.suppress_stale(
-                    session, now=now, policy=self._policy, lateness=lateness
-                ),
-                *await sweeps.suppress_opted_out(
-                    session,
-                    now=now,
-                    orders=orders,
-                    configured={n: j.channels for n, j in journeys.items()},
-                ),
-                *await sweeps.suppress_unreachable(
-                    session, now=now, policy=self._policy, channels=self._channels
-                ),
-            ]
-            claims = await delivery.claim_due(
+        async with self._writing(), self._db.unit_of_work(notify=False) as session:
+            if sweep:
+                retried, failed, suppressed = await self._sweep(session, now)
+            claims, full = await delivery.claim_batch(
                 session,
                 now=now,
-                limit=self._settings.sender_batch_size,
+                limit=limit,
                 cap=self._cap,
                 channels=self._channels,
+                guard=self._guard,
             )
-            if claims:
-                names = sorted({c.template for c in claims})
-                rows = await config_repo.list_templates(session, names=names)
+            if sweep:
+                # The operators' stored templates, for the claims until the next sweep.
+                rows = await config_repo.list_templates(session)
                 self._stored = {
                     (r.name, r.language, r.channel): templates_store.snapshot(r) for r in rows
                 }
+            if not claims and not full:
+                next_due = await repository.next_due(session, after=utc(now))
+        self.claims_made += 1
+        if sweep:
+            self.sweeps_made += 1
+            self._next_sweep = time.monotonic() + self._poll_interval
+            self._sweep_soon = False
         _log_sweep(retried, failed, suppressed)
-        return claims
+        return claims, full, next_due
 
-    async def _deliver(self, claim: Claim, connection: SmtpConnection) -> None:
+    async def _sweep(
+        self, session: AsyncSession, now: datetime
+    ) -> tuple[Sequence[str], Sequence[str], list[str]]:
+        """The sweeps, under the journeys' current settings (which the guard of the claims
+        until the next sweep also follows); (retried, failed, suppressed) ids."""
+        journeys = await journey_config.all_effective(session, self._settings)
+        orders = {
+            name: tuple(c for c in j.channels if c in self._channels)
+            for name, j in journeys.items()
+        }
+        lateness = {n: j.max_lateness for n, j in journeys.items() if j.max_lateness}
+        self._guard = Guard(
+            max_lateness=self._policy.max_lateness,
+            lateness=lateness,
+            unusable={
+                c: tuple(n for n, order in orders.items() if c not in order) for c in self._channels
+            },
+        )
+        retried, failed = await delivery.release_stalled(session, now=now, policy=self._policy)
+        suppressed = [
+            *await sweeps.suppress_stale(session, now=now, policy=self._policy, lateness=lateness),
+            *await sweeps.suppress_opted_out(
+                session,
+                now=now,
+                orders=orders,
+                configured={n: j.channels for n, j in journeys.items()},
+            ),
+            *await sweeps.suppress_unreachable(
+                session, now=now, policy=self._policy, channels=self._channels
+            ),
+        ]
+        return retried, failed, suppressed
+
+    async def _deliver(
+        self, claim: Claim, connection: SmtpConnection, unsettled: list[asyncio.Task[None]]
+    ) -> None:
+        """Send, start settling the outcome, and wait for the worker's previous outcome to
+        be committed: while one message is being sent, at most one other of the same
+        worker awaits its commit (``unsettled``), so commits overlap the sends and groups
+        can hold more outcomes than there are workers."""
         try:
             outcome = Outcome(claim, reply=await self._hand_over(claim, connection))
         except DeliveryFailed as failure:
             outcome = Outcome(claim, failure=failure)
+        previous = list(unsettled)
+        unsettled[:] = [asyncio.create_task(self._record(outcome))]
+        await _settled(previous)
+
+    async def _record(self, outcome: Outcome) -> None:
         status = await self._settler.settle(outcome)
+        claim = outcome.claim
         _log_outcome(claim, status, outcome.failure.reason if outcome.failure else None)
+        if status == PENDING:
+            self._wakeup.set()  # a retry is due later: the claimer learns when
 
     async def _settle(self, outcomes: Sequence[Outcome]) -> dict[str, str | None]:
         """One transaction for a group of outcomes (``settling``); each claim's new status."""
         now = datetime.now(UTC)
         sent = [(o.claim, o.reply) for o in outcomes if o.reply is not None]
         statuses: dict[str, str | None] = {}
-        async with self._db.unit_of_work() as session:
+        async with self._writing(), self._db.unit_of_work() as session:
             settled = await delivery.record_sent_many(session, sent=sent, now=now)
             for claim, _ in sent:
                 statuses[claim.outreach_id] = SENT if claim.outreach_id in settled else None
@@ -252,8 +456,16 @@ class Sender:
 
     async def _release(self, claims: Sequence[Claim]) -> None:
         if claims:
-            async with self._db.unit_of_work(notify=False) as session:
+            async with self._writing(), self._db.unit_of_work(notify=False) as session:
                 await delivery.release_unsent(session, claims=claims)
+
+
+async def _settled(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Wait for each (settling) task; the first failure is raised once all have ended."""
+    if tasks:
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
 
 def _cancel_requested() -> bool:

@@ -1,14 +1,14 @@
 """Group commit of send outcomes: the sender's workers settle together, not one by one.
 
-A worker that has handed a message over (or failed to) waits until its outcome is
-committed before it takes the next message, exactly as with a transaction of its
-own, so a crash can leave no more than one unsettled message per worker. What
-changes is that outcomes which arrive while a transaction is being written wait
-for the next one, and then go in together: one fenced ``UPDATE`` for the sent
-ones and one outbox insert, instead of a transaction (and on SQLite, a turn at
-the single write lock) per message. The first waiting worker writes the group;
-if that transaction fails, every outcome in it fails with the same error, as a
-transaction of its own would have.
+A worker that has handed a message over (or failed to) starts settling its
+outcome and sends its next message meanwhile; before it takes a third, it waits
+until the first is committed. So a crash can leave no more than two unsettled
+messages per worker (the one being sent, the one being committed). Outcomes which
+arrive while a transaction is being written wait for the next one, and then go in
+together: one fenced ``UPDATE`` for the sent ones and one outbox insert, instead of
+a transaction (and on SQLite, a turn at the single write lock) per message. The
+first waiting outcome starts the writer; if a transaction fails, every outcome in
+it fails with the same error, as a transaction of its own would have.
 """
 
 from __future__ import annotations

@@ -319,22 +319,22 @@ def _is_set(flag: threading.Event) -> Callable[[], Awaitable[bool]]:
 async def test_a_stray_cancellation_does_not_end_the_sender(
     db: Database, smtp: Smtp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A CancelledError raised from within a round (not a cancel of the sender's task)
-    is a failed round: the sender carries on and sends."""
+    """A CancelledError raised from within a claim (not a cancel of the sender's task)
+    is a failed claim: the sender carries on and sends."""
     port, sink = smtp
     await handle(db, customer("c-1", email="lan@example.com"), purchase("c-1"))
     the_sender = sender(db, port, sender_poll_interval_ms=10)
-    real_round = the_sender.run_once
-    rounds = 0
+    real_claim = the_sender._claim
+    claims = 0
 
-    async def flaky_round() -> int:
-        nonlocal rounds
-        rounds += 1
-        if rounds == 1:
+    async def flaky_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        if claims == 1:
             raise asyncio.CancelledError  # e.g. a library's timeout racing its own cancel
-        return await real_round()
+        return await real_claim(*args, **kwargs)
 
-    monkeypatch.setattr(the_sender, "run_once", flaky_round)
+    monkeypatch.setattr(the_sender, "_claim", flaky_claim)
     task = asyncio.create_task(the_sender.run())
     try:
         mails = await asyncio.to_thread(sink.wait_for, 1, 10)
@@ -343,5 +343,5 @@ async def test_a_stray_cancellation_does_not_end_the_sender(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert len(mails) == 1
-    assert rounds >= 2
+    assert claims >= 2
     assert task.cancelled()  # a real cancel still stops it

@@ -175,9 +175,15 @@ async def list_outreach(
 
 
 async def lock_due_with_contact(
-    session: AsyncSession, *, channel: str, now: datetime, limit: int
+    session: AsyncSession,
+    *,
+    channel: str,
+    now: datetime,
+    limit: int,
+    where: Sequence[Any] = (),
 ) -> Sequence[Row[Outreach, Contact]]:
-    """Due pending messages on a channel whose customer has an address for it, locked.
+    """Due pending messages on a channel whose customer has an address for it, locked;
+    ``where``: further conditions on them.
 
     On PostgreSQL ``SKIP LOCKED`` lets replicas claim disjoint rows; SQLite has a
     single writer (``BEGIN IMMEDIATE``), so its claims are serialised anyway.
@@ -191,6 +197,7 @@ async def lock_due_with_contact(
             Outreach.due_at <= now,
             Outreach.to_address.is_(None),
             _address(channel).is_not(None),
+            *where,
         )
         .order_by(Outreach.due_at)
         .limit(limit)
@@ -200,7 +207,7 @@ async def lock_due_with_contact(
 
 
 async def lock_due_fixed(
-    session: AsyncSession, *, now: datetime, limit: int
+    session: AsyncSession, *, now: datetime, limit: int, where: Sequence[Any] = ()
 ) -> Sequence[Row[Outreach, Contact | None]]:
     """Due pending messages to a fixed recipient (staff alerts), with the customer's contact
     if known (for their name), locked like ``lock_due_with_contact``."""
@@ -211,12 +218,21 @@ async def lock_due_fixed(
             Outreach.status == PENDING,
             Outreach.due_at <= now,
             Outreach.to_address.is_not(None),
+            *where,
         )
         .order_by(Outreach.due_at)
         .limit(limit)
         .with_for_update(of=Outreach, skip_locked=True)
     )
     return (await session.execute(stmt)).all()
+
+
+async def next_due(session: AsyncSession, *, after: datetime) -> datetime | None:
+    """When the earliest pending message due after ``after`` comes due (None: none is)."""
+    stmt = select(func.min(Outreach.due_at)).where(
+        Outreach.status == PENDING, Outreach.due_at > after
+    )
+    return (await session.execute(stmt)).scalar()
 
 
 async def settle_claim(

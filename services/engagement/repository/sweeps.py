@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, or_, select, true, update
+from sqlalchemy import and_, exists, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.models import PENDING, SUPPRESSED, Consent, Contact, Outreach
@@ -85,6 +85,34 @@ async def reroute_opted_out(
         .execution_options(synchronize_session=False)
     )
     return (await session.execute(stmt)).scalars().all()
+
+
+def claimable(
+    channel: str | None,
+    *,
+    due_since: datetime,
+    due_since_by_journey: Mapping[str, datetime],
+    not_journeys: Sequence[str],
+) -> list[Any]:
+    """Conditions a due message meets if the sweeps would leave it alone: not stale
+    (``due_since``, or its journey's own), not of ``not_journeys``, and, on ``channel``
+    (None: a fixed recipient, exempt from consent), not to a customer who opted out."""
+    others = Outreach.due_at >= due_since
+    fresh = others
+    if due_since_by_journey:
+        fresh = or_(
+            and_(Outreach.journey.not_in(list(due_since_by_journey)), others),
+            *(
+                and_(Outreach.journey == journey, Outreach.due_at >= since)
+                for journey, since in due_since_by_journey.items()
+            ),
+        )
+    conditions = [fresh]
+    if not_journeys:
+        conditions.append(Outreach.journey.not_in(list(not_journeys)))
+    if channel is not None:
+        conditions.append(~_consent_is(channel, "opt_out"))
+    return conditions
 
 
 def _consent_is(channel: str, status: str) -> Any:
