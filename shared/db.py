@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -21,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session
+
+WRITER_TURN_TIMEOUT = 30.0  # seconds a SQLite writer waits for the lock, in or out of process
 
 # Shared naming convention so Alembic migrations name constraints the same on every DB.
 NAMING_CONVENTION = {
@@ -139,7 +143,7 @@ def _configure_sqlite(engine: AsyncEngine, *, read_only: bool = False) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(WRITER_TURN_TIMEOUT * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         if read_only:
             cursor.execute("PRAGMA query_only=ON")
@@ -225,6 +229,12 @@ class Database:
         )
         self._after_commit: list[tuple[str | None, Callable[[], None]]] = []
         self._after_commit_with: list[tuple[str, Callable[[Any], None]]] = []
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+        # the busy handler (1 ms growing to 100 ms a try), so a writer that commits and
+        # begins again (a busy consumer) could starve the relay or the sender for seconds.
+        # This process's writers queue here instead, first come first served, and only
+        # other processes meet the busy handler. PostgreSQL needs no turn.
+        self._writer_turn: asyncio.Lock | None = asyncio.Lock() if self.sqlite else None
 
     @property
     def sqlite(self) -> bool:
@@ -247,7 +257,7 @@ class Database:
     @asynccontextmanager
     async def unit_of_work(self, *, notify: bool = True) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
-            async with session.begin():
+            async with self._turn(), session.begin():
                 yield session
             if notify:
                 for when, callback in self._after_commit:
@@ -256,6 +266,25 @@ class Database:
                 for key, with_value in self._after_commit_with:
                     if (value := session.info.get(key)) is not None:
                         with_value(value)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        turn = self._writer_turn
+        if turn is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(WRITER_TURN_TIMEOUT):
+                await turn.acquire()
+        except TimeoutError:
+            # As SQLite's busy timeout would: a transient failure (503, or a retried batch).
+            raise sa_exc.TimeoutError(
+                f"no turn to write within {WRITER_TURN_TIMEOUT:.0f} s (SQLite, one writer)"
+            ) from None
+        try:
+            yield
+        finally:
+            turn.release()
 
     @asynccontextmanager
     async def read_only(self) -> AsyncIterator[AsyncSession]:
