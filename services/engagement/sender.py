@@ -139,9 +139,6 @@ class Sender:
         self._next_sweep = 0.0  # monotonic time from which a claim runs the sweeps again
         self._sweep_soon = False  # a local commit since the last sweep: sweep within a poll
         self._more_due = False  # the last claim was full: claim again when the queue runs low
-        # On SQLite the sender's transactions (claims, settling, hand-backs) take turns
-        # here rather than in SQLite's busy handler, which sleeps up to 100 ms a try.
-        self._write_lock = asyncio.Lock() if db.sqlite else None
         self.claims_made = 0  # claim transactions (for tests and benchmarks)
         self.sweeps_made = 0
         db.on_commit(self._on_commit, when=OUTREACH_FLAG)
@@ -165,9 +162,6 @@ class Sender:
     @property
     def _idle_poll(self) -> float:
         return max(self._settings.sender_idle_poll_ms / 1000, self._poll_interval)
-
-    def _writing(self) -> contextlib.AbstractAsyncContextManager[object]:
-        return self._write_lock or contextlib.nullcontext()
 
     def _on_commit(self) -> None:
         self._sweep_soon = True
@@ -313,7 +307,7 @@ class Sender:
         next_due: datetime | None = None
         # Not notifying keeps us from waking ourselves; the outreach.failed/suppressed
         # events the sweeps enqueue go out on the relay's next poll.
-        async with self._writing(), self._db.unit_of_work(notify=False) as session:
+        async with self._db.unit_of_work(notify=False) as session:
             if sweep:
                 retried, failed, suppressed = await self._sweep(session, now)
             claims, full = await delivery.claim_batch(
@@ -400,7 +394,7 @@ class Sender:
         now = datetime.now(UTC)
         sent = [(o.claim, o.reply) for o in outcomes if o.reply is not None]
         statuses: dict[str, str | None] = {}
-        async with self._writing(), self._db.unit_of_work() as session:
+        async with self._db.unit_of_work() as session:
             settled = await delivery.record_sent_many(session, sent=sent, now=now)
             for claim, _ in sent:
                 statuses[claim.outreach_id] = SENT if claim.outreach_id in settled else None
@@ -456,7 +450,7 @@ class Sender:
 
     async def _release(self, claims: Sequence[Claim]) -> None:
         if claims:
-            async with self._writing(), self._db.unit_of_work(notify=False) as session:
+            async with self._db.unit_of_work(notify=False) as session:
                 await delivery.release_unsent(session, claims=claims)
 
 
