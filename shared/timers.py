@@ -243,8 +243,7 @@ class Scheduler:
 
     def _scheduled(self, due_at: datetime) -> None:
         """A local commit scheduled a timer due at ``due_at`` (its earliest)."""
-        if self._next_due is None or due_at < self._next_due:
-            self._next_due = due_at
+        if self._later(due_at):
             self._wakeup.set()
 
     async def run(self) -> None:
@@ -288,9 +287,12 @@ class Scheduler:
             await self._fire(timer)
         return len(due)
 
-    def _later(self, due_at: datetime | None) -> None:
-        if due_at is not None and (self._next_due is None or due_at < self._next_due):
-            self._next_due = due_at
+    def _later(self, due_at: datetime | None) -> bool:
+        """Note a timer due at ``due_at``; True if it is now the earliest known."""
+        if due_at is None or (self._next_due is not None and due_at >= self._next_due):
+            return False
+        self._next_due = due_at
+        return True
 
     async def _claim(self, now: datetime) -> tuple[list[Timer], datetime | None]:
         """The timers due at ``now`` (oldest first, up to a batch) and when the next one
