@@ -22,20 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-from pathlib import Path
 
-from bench.sql_count import Counting, batch_runner, item
+from bench.sql_count import Counting, batch_runner, item, migrated
 from services.engagement.config import EngagementSettings
 from services.engagement.consumers import handlers
 from services.engagement.main import MIGRATIONS
 from services.engagement.sender import Sender
 from shared.db import Database
-from shared.migrations import upgrade_async
 from tests.engagement.support import customer, purchase
 from tools import smtp_sink
 from tools.broker import free_port
-from tools.databases import DatabaseMaker
 
 OPT_IN = {"email": "opt_in"}
 
@@ -89,16 +85,8 @@ async def run(db: Database, *, batches: int, size: int, customers: int) -> None:
 
 
 async def main(db_kind: str, batches: int, size: int, customers: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        maker = DatabaseMaker(Path(tmp), backend=db_kind)
-        url = await maker("engagement")
-        await upgrade_async(MIGRATIONS, url)
-        db = Database(url)
-        try:
-            await run(db, batches=batches, size=size, customers=customers)
-        finally:
-            await db.dispose()
-            await maker.drop_all()
+    async with migrated(db_kind, "engagement", MIGRATIONS) as db:
+        await run(db, batches=batches, size=size, customers=customers)
 
 
 def cli(argv: list[str] | None = None) -> None:

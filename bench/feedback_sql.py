@@ -18,23 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bench.sql_count import Counting, batch_runner, item
+from bench.sql_count import Counting, batch_runner, item, migrated
 from services.feedback.config import FeedbackSettings
 from services.feedback.consumers import handlers
 from services.feedback.main import MIGRATIONS
 from services.feedback.models import Invitation
 from services.feedback.service import surveys
 from shared.db import Database
-from shared.migrations import upgrade_async
 from tests.engagement.support import purchase
 from tests.feedback.conftest import nps_survey
-from tools.databases import DatabaseMaker
 
 
 async def run(db: Database, *, sizes: list[int], batches: int | None, customers: int) -> None:
@@ -75,16 +71,8 @@ async def run(db: Database, *, sizes: list[int], batches: int | None, customers:
 
 
 async def main(db_kind: str, sizes: list[int], batches: int | None, customers: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        maker = DatabaseMaker(Path(tmp), backend=db_kind)
-        url = await maker("feedback")
-        await upgrade_async(MIGRATIONS, url)
-        db = Database(url)
-        try:
-            await run(db, sizes=sizes, batches=batches, customers=customers)
-        finally:
-            await db.dispose()
-            await maker.drop_all()
+    async with migrated(db_kind, "feedback", MIGRATIONS) as db:
+        await run(db, sizes=sizes, batches=batches, customers=customers)
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bench.sql_count import Counting, batch_runner, item
+from bench.sql_count import Counting, batch_runner, item, migrated
 from services.profile import consumers
 from services.profile.config import ProfileSettings
 from services.profile.main import MIGRATIONS
@@ -44,8 +42,6 @@ from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
 from shared.events.engagement import OutreachSent, OutreachSentData
 from shared.events.loyalty import PointsEarned, PointsEarnedData
-from shared.migrations import upgrade_async
-from tools.databases import DatabaseMaker
 
 SEGMENTS = ('tier = "Gold"', "order_count >= 3", "total_spend > 100", "churn_risk >= 0.6")
 
@@ -177,28 +173,17 @@ async def totals(db: Database) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    maker = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-sql-")), backend=args.db)
-    try:
-        url = await maker("profile")
-        await upgrade_async(MIGRATIONS, url)
-        db = Database(url)
-        try:
-            now = datetime.now(UTC)
-            for i, expression in enumerate(SEGMENTS[: args.segments]):
-                async with db.unit_of_work() as session:
-                    await segments.create_segment(
-                        session, name=f"s{i}", expression=expression, now=now
-                    )
-            sizes = [int(b) for b in args.batch.split(",")]
-            if args.repeat:
-                await count(db, args.batches or 3, sizes[0], args.customers, args.mix)
-                await totals(db)
-            else:
-                await pipeline(db, sizes, args.batches)
-        finally:
-            await db.dispose()
-    finally:
-        await maker.drop_all()
+    async with migrated(args.db, "profile", MIGRATIONS) as db:
+        now = datetime.now(UTC)
+        for i, expression in enumerate(SEGMENTS[: args.segments]):
+            async with db.unit_of_work() as session:
+                await segments.create_segment(session, name=f"s{i}", expression=expression, now=now)
+        sizes = [int(b) for b in args.batch.split(",")]
+        if args.repeat:
+            await count(db, args.batches or 3, sizes[0], args.customers, args.mix)
+            await totals(db)
+        else:
+            await pipeline(db, sizes, args.batches)
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -4,9 +4,12 @@ transaction without a broker, and counting the statements that reach the driver.
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -15,6 +18,26 @@ from sqlalchemy import event
 from shared.consumer import ConsumerRunner, Handlers, Item
 from shared.db import Database
 from shared.events import Event
+from shared.migrations import upgrade_async
+from tools.databases import DatabaseMaker
+
+
+@asynccontextmanager
+async def migrated(backend: str, name: str, migrations: Path) -> AsyncIterator[Database]:
+    """A new database ``name`` on ``backend`` (sqlite or postgres) with ``migrations``
+    applied; dropped afterwards."""
+    with tempfile.TemporaryDirectory(prefix="kw-bench-sql-") as folder:
+        maker = DatabaseMaker(Path(folder), backend=backend)
+        try:
+            url = await maker(name)
+            await upgrade_async(migrations, url)
+            db = Database(url)
+            try:
+                yield db
+            finally:
+                await db.dispose()
+        finally:
+            await maker.drop_all()
 
 
 def shape(statement: str) -> str:
