@@ -22,91 +22,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-import time
-from collections import Counter
-from pathlib import Path
-from typing import Any
 
-from aiokafka import ConsumerRecord
-from sqlalchemy import event
-
-from bench.loyalty_sql import _shape
+from bench.sql_count import Counting, batch_runner, item, migrated
 from services.engagement.config import EngagementSettings
 from services.engagement.consumers import handlers
 from services.engagement.main import MIGRATIONS
 from services.engagement.sender import Sender
-from shared.consumer import ConsumerRunner, Item
 from shared.db import Database
-from shared.events import Event
-from shared.migrations import upgrade_async
 from tests.engagement.support import customer, purchase
 from tools import smtp_sink
 from tools.broker import free_port
-from tools.databases import DatabaseMaker
 
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 OPT_IN = {"email": "opt_in"}
-
-
-class Counting:
-    """Counts what reaches the driver, by shape, and the time spent inside it."""
-
-    def __init__(self, db: Database) -> None:
-        self.seen: list[tuple[str, bool]] = []
-        self.waited: Counter[str] = Counter()
-        self.transactions = 0
-        engine = db.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", self._before)
-        event.listen(engine, "after_cursor_execute", self._after)
-        event.listen(engine, "commit", self._commit)
-
-    def _before(self, *args: Any) -> None:
-        self.seen.append((args[2], bool(args[5])))
-        args[0].info["bench.started"] = time.perf_counter()
-
-    def _after(self, *args: Any) -> None:
-        shape = _shape(args[2]) + (" [many]" if args[5] else "")
-        started = args[0].info.pop("bench.started", None)
-        if started is not None:
-            self.waited[shape] += time.perf_counter() - started
-
-    def _commit(self, *_args: Any) -> None:
-        self.transactions += 1
-
-    def reset(self) -> None:
-        self.seen.clear()
-        self.waited.clear()
-        self.transactions = 0
-
-    def report(self, label: str, n: int, unit: str, wall: float, cpu: float) -> None:
-        shapes = Counter(_shape(s) + (" [many]" if m else "") for s, m in self.seen)
-        per = len(self.seen) / max(1, n)
-        print(
-            f"\n{label}: {n} {unit}, {len(self.seen)} statements ({per:.2f}/{unit[:-1]}), "
-            f"{self.transactions} transactions"
-        )
-        print(
-            f"  {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU in this process, "
-            f"{sum(self.waited.values()) * 1000:.0f} ms inside statements"
-        )
-        for shape, k in shapes.most_common():
-            print(f"  {k:>6}  {shape:<52}{self.waited[shape] * 1000:>8.1f} ms")
-
-
-def _item(e: Event, offset: int) -> Item:
-    record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-        "t", 0, offset, 0, 0, e.key, e.to_json(), None, 0, 0, []
-    )
-    return Item(record, e, None)
 
 
 async def run(db: Database, *, batches: int, size: int, customers: int) -> None:
     port = free_port()
     config = EngagementSettings(smtp_port=port, smtp_timeout_seconds=5)
-    runner = ConsumerRunner(
-        db=db, consumer=None, service="bench-sql", topic_prefix="", handlers=handlers(config)
-    )
+    runner = batch_runner(db, handlers(config))
     counting = Counting(db)
     offset = 0
     n = 0
@@ -116,24 +49,18 @@ async def run(db: Database, *, batches: int, size: int, customers: int) -> None:
             who = f"c-{n % customers}"
             known = n >= customers
             details.append(
-                _item(
+                item(
                     customer(who, email=f"{who}@example.com", update=known, consents=OPT_IN),
                     offset,
                 )
             )
-            items.append(_item(purchase(who), offset + 1))
+            items.append(item(purchase(who), offset + 1))
             n += 1
             offset += 2
-        counting.reset()
-        wall, cpu = time.perf_counter(), time.process_time()
-        await runner._apply_batch(details)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = await counting.measure(runner._apply_batch(details))
         counting.report(f"contact details batch {b + 1}", size, "events", wall, cpu)
         statements, spent = len(counting.seen), cpu
-        counting.reset()
-        wall, cpu = time.perf_counter(), time.process_time()
-        await runner._apply_batch(items)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = await counting.measure(runner._apply_batch(items))
         counting.report(f"consumer batch {b + 1}", size, "purchases", wall, cpu)
         statements, spent = statements + len(counting.seen), spent + cpu
         print(
@@ -143,12 +70,14 @@ async def run(db: Database, *, batches: int, size: int, customers: int) -> None:
     controller, sink = smtp_sink.start(port)
     try:
         sender = Sender(db=db, settings=config)
-        counting.reset()
-        wall, cpu = time.perf_counter(), time.process_time()
         rounds = 0
-        while await sender.run_once():
-            rounds += 1
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+        async def send_all() -> None:
+            nonlocal rounds
+            while await sender.run_once():
+                rounds += 1
+
+        wall, cpu = await counting.measure(send_all())
         counting.report(f"sender ({rounds} rounds)", len(sink.messages), "messages", wall, cpu)
         print(f"  {len(sink.messages) / wall:.0f} messages/s")
     finally:
@@ -156,16 +85,8 @@ async def run(db: Database, *, batches: int, size: int, customers: int) -> None:
 
 
 async def main(db_kind: str, batches: int, size: int, customers: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        maker = DatabaseMaker(Path(tmp), backend=db_kind, pg_url=PG_URL)
-        url = await maker("engagement")
-        await upgrade_async(MIGRATIONS, url)
-        db = Database(url)
-        try:
-            await run(db, batches=batches, size=size, customers=customers)
-        finally:
-            await db.dispose()
-            await maker.drop_all()
+    async with migrated(db_kind, "engagement", MIGRATIONS) as db:
+        await run(db, batches=batches, size=size, customers=customers)
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ each poll size in ``--batch`` (default: polls of 10, as at a paced 200 purchases
 and of 500, as in a burst), and prints, per size, the statements and the CPU of a
 poll (the mean over ``--batches`` polls, by default 2,000 purchases and at least 5
 polls, after one warm-up poll) and the statements that reached the driver in the
-last poll by shape (``bench.engagement_sql.Counting``).
+last poll by shape (``bench.sql_count.Counting``).
 By default every purchase is a new customer's (all invited, as in the pipeline);
 ``--customers N`` cycles over N customers instead (all at the current time, so a
 customer's first purchase is invited and the later ones are within the fatigue
@@ -18,34 +18,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bench.engagement_sql import PG_URL, Counting, _item
+from bench.sql_count import Counting, batch_runner, item, migrated
 from services.feedback.config import FeedbackSettings
 from services.feedback.consumers import handlers
 from services.feedback.main import MIGRATIONS
 from services.feedback.models import Invitation
 from services.feedback.service import surveys
-from shared.consumer import ConsumerRunner
 from shared.db import Database
-from shared.migrations import upgrade_async
 from tests.engagement.support import purchase
 from tests.feedback.conftest import nps_survey
-from tools.databases import DatabaseMaker
 
 
 async def run(db: Database, *, sizes: list[int], batches: int | None, customers: int) -> None:
     config = FeedbackSettings(
         database_url=db.url, survey_token_secret="bench-secret", consumer_enabled=False
     )
-    runner = ConsumerRunner(
-        db=db, consumer=None, service="bench-sql", topic_prefix="", handlers=handlers(config)
-    )
+    runner = batch_runner(db, handlers(config))
     now = datetime.now(UTC)
     async with db.unit_of_work() as session:
         await surveys.create_survey(session, survey=nps_survey("after-buy"), now=now)
@@ -60,12 +52,9 @@ async def run(db: Database, *, sizes: list[int], batches: int | None, customers:
             items = []
             for _ in range(size):
                 who = f"c-{n % customers}" if customers else f"c-{n}"
-                items.append(_item(purchase(who, when=now), n))
+                items.append(item(purchase(who, when=now), n))
                 n += 1
-            counting.reset()
-            wall, cpu = time.perf_counter(), time.process_time()
-            await runner._apply_batch(items)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            wall, cpu = await counting.measure(runner._apply_batch(items))
             if b:
                 statements += len(counting.seen)
                 total_cpu += cpu
@@ -82,16 +71,8 @@ async def run(db: Database, *, sizes: list[int], batches: int | None, customers:
 
 
 async def main(db_kind: str, sizes: list[int], batches: int | None, customers: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        maker = DatabaseMaker(Path(tmp), backend=db_kind, pg_url=PG_URL)
-        url = await maker("feedback")
-        await upgrade_async(MIGRATIONS, url)
-        db = Database(url)
-        try:
-            await run(db, sizes=sizes, batches=batches, customers=customers)
-        finally:
-            await db.dispose()
-            await maker.drop_all()
+    async with migrated(db_kind, "feedback", MIGRATIONS) as db:
+        await run(db, sizes=sizes, batches=batches, customers=customers)
 
 
 def cli(argv: list[str] | None = None) -> None:

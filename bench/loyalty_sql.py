@@ -22,46 +22,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import tempfile
-import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from aiokafka import ConsumerRecord
-from sqlalchemy import event
-
 from bench.loyalty import floor_database, floor_handler, loyalty_database, make_purchase
+from bench.sql_count import Counting, batch_runner, item
 from services.loyalty import consumers
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.service import rulebook
 from services.loyalty.service.rules import RuleSetBody
-from shared.consumer import ConsumerRunner, Handlers, Item
+from shared.consumer import Handlers
 from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
 from shared.events.profile import CustomerDetails, CustomerRegistered
 from tools.databases import DatabaseMaker
-
-
-def _shape(statement: str) -> str:
-    """A statement's first words and table, enough to tell the kinds apart."""
-    text = " ".join(statement.split())
-    text = re.sub(r"\(\$\d+.*", "(…)", text)
-    match = re.match(r"(\w+)(?:.*?\b(?:FROM|INTO|UPDATE)\s+(\w+))?", text)
-    if not match:
-        return text[:60]
-    verb = match.group(1).upper()
-    table = match.group(2) or ""
-    if verb == "UPDATE":
-        table = text.split()[1]
-    if "FOR UPDATE" in text:
-        verb += " … FOR UPDATE"
-    if "ON CONFLICT" in text:
-        verb += " … ON CONFLICT"
-    return f"{verb} {table}".strip()
 
 
 def registered(customer: str) -> CustomerRegistered:
@@ -81,28 +59,8 @@ async def count(
     customers: int,
     details: bool = False,
 ) -> None:
-    runner = ConsumerRunner(
-        db=db,
-        consumer=None,  # _apply_batch never touches it
-        service="bench-sql",
-        topic_prefix="",
-        handlers=handlers,
-    )
-    seen: list[tuple[str, bool]] = []
-    waited: Counter[str] = Counter()
-
-    def before(*args: Any) -> None:
-        statement, many = args[2], args[5]
-        seen.append((statement, bool(many)))
-        args[0].info["bench.started"] = time.perf_counter()
-
-    def after(*args: Any) -> None:
-        statement, many = args[2], args[5]
-        shape = _shape(statement) + (" [many]" if many else "")
-        waited[shape] += time.perf_counter() - args[0].info.pop("bench.started")
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
-    event.listen(db.engine.sync_engine, "after_cursor_execute", after)
+    runner = batch_runner(db, handlers)
+    counting = Counting(db)
     n = 0
     announced: list[str] = []  # the customers of the polls before, for --details
     summary: dict[int, list[tuple[int, float]]] = defaultdict(list)
@@ -116,31 +74,13 @@ async def count(
             earlier = announced[-size:] or [f"new-{e.subject}" for e in events]
             announced += [e.subject for e in events]
             events += [registered(c) for c in earlier]
-        items: list[Item] = []
-        for e in events:
-            record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-                "t", 0, len(items), 0, 0, e.key, e.to_json(), None, 0, 0, []
-            )
-            items.append(Item(record, e, None))
-        seen.clear()
-        waited.clear()
-        wall, cpu = time.perf_counter(), time.process_time()
-        await runner._apply_batch(items)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        shapes = Counter(_shape(s) + (" [many]" if m else "") for s, m in seen)
+        items = [item(e, offset) for offset, e in enumerate(events)]
+        wall, cpu = await counting.measure(runner._apply_batch(items))
         label = "first batch (new members)" if b == 0 else f"batch {b + 1}"
-        per = len(seen) / size
         extra = f" + {len(items) - size} customer details" if details else ""
-        print(f"\n{label}: {size} purchases{extra}, {len(seen)} statements, {per:.2f}/purchase")
+        counting.report(f"{label}{extra}", size, "purchases", wall, cpu)
         if b:
-            summary[size].append((len(seen), cpu))
-        in_sql = sum(waited.values())
-        print(
-            f"  {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU in this process, "
-            f"{in_sql * 1000:.0f} ms inside statements"
-        )
-        for shape, k in shapes.most_common():
-            print(f"  {k:>6}  {shape:<44}{waited[shape] * 1000:>8.1f} ms")
+            summary[size].append((len(counting.seen), cpu))
     if summary:
         print("\nsummary (polls after the first):")
     for size, polls in sorted(summary.items()):

@@ -25,30 +25,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
-from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 
-from bench.engagement_sql import Counting
+from bench.sql_count import Counting, batch_runner, item, migrated
 from services.profile import consumers
 from services.profile.config import ProfileSettings
 from services.profile.main import MIGRATIONS
 from services.profile.models import Customer, TimelineEntry
 from services.profile.service import segments
-from shared.consumer import ConsumerRunner, Item
 from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
 from shared.events.engagement import OutreachSent, OutreachSentData
 from shared.events.loyalty import PointsEarned, PointsEarnedData
-from shared.migrations import upgrade_async
-from tools.databases import DatabaseMaker
 
 SEGMENTS = ('tier = "Gold"', "order_count >= 3", "total_spend > 100", "churn_risk >= 0.6")
 
@@ -116,29 +109,15 @@ def pipeline_poll(poll: int, size: int) -> list[Event]:
 
 class Poller:
     def __init__(self, db: Database) -> None:
-        self.runner = ConsumerRunner(
-            db=db,
-            consumer=None,  # _apply_batch never touches it
-            service="bench-sql",
-            topic_prefix="",
-            handlers=consumers.handlers(ProfileSettings()),
-        )
+        self.runner = batch_runner(db, consumers.handlers(ProfileSettings()))
         self.counting = Counting(db)
         self.offset = 0
 
     async def apply(self, events: list[Event]) -> tuple[float, float]:
         """One poll; its wall and CPU seconds (the statements are in ``counting``)."""
-        items = []
-        for e in events:
-            self.offset += 1
-            record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-                "t", 0, self.offset, 0, 0, e.key, e.to_json(), None, 0, 0, []
-            )
-            items.append(Item(record, e, None))
-        self.counting.reset()
-        wall, cpu = time.perf_counter(), time.process_time()
-        await self.runner._apply_batch(items)
-        return time.perf_counter() - wall, time.process_time() - cpu
+        items = [item(e, self.offset + k) for k, e in enumerate(events, 1)]
+        self.offset += len(events)
+        return await self.counting.measure(self.runner._apply_batch(items))
 
 
 async def count(db: Database, batches: int, size: int, customers: int, mix: bool) -> None:
@@ -194,28 +173,17 @@ async def totals(db: Database) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    maker = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-sql-")), backend=args.db)
-    try:
-        url = await maker("profile")
-        await upgrade_async(MIGRATIONS, url)
-        db = Database(url)
-        try:
-            now = datetime.now(UTC)
-            for i, expression in enumerate(SEGMENTS[: args.segments]):
-                async with db.unit_of_work() as session:
-                    await segments.create_segment(
-                        session, name=f"s{i}", expression=expression, now=now
-                    )
-            sizes = [int(b) for b in args.batch.split(",")]
-            if args.repeat:
-                await count(db, args.batches or 3, sizes[0], args.customers, args.mix)
-                await totals(db)
-            else:
-                await pipeline(db, sizes, args.batches)
-        finally:
-            await db.dispose()
-    finally:
-        await maker.drop_all()
+    async with migrated(args.db, "profile", MIGRATIONS) as db:
+        now = datetime.now(UTC)
+        for i, expression in enumerate(SEGMENTS[: args.segments]):
+            async with db.unit_of_work() as session:
+                await segments.create_segment(session, name=f"s{i}", expression=expression, now=now)
+        sizes = [int(b) for b in args.batch.split(",")]
+        if args.repeat:
+            await count(db, args.batches or 3, sizes[0], args.customers, args.mix)
+            await totals(db)
+        else:
+            await pipeline(db, sizes, args.batches)
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -31,12 +31,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import logs, metrics, tracing
-from shared.db import Database
+from shared.db import Database, dialect_insert
 from shared.events import Event, InvalidEvent, dead_letter_topic, decode
 from shared.outbox import enqueue_raw
 from shared.plumbing import processed_events
@@ -166,7 +164,7 @@ class ConsumerRunner:
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
         # Built once: the inbox insert that answers which of a poll's events are new.
-        insert_into = sqlite_insert if db.sqlite else pg_insert
+        insert_into = dialect_insert(db.engine.dialect.name)
         t = processed_events
         self._record_new = (
             insert_into(t).on_conflict_do_nothing().returning(t.c.source, t.c.event_id)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -200,9 +201,44 @@ def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
         raise ReadOnlyViolation("a read-only unit of work tried to write (ORM flush)")
 
 
-def upsertable_insert(session: AsyncSession) -> Any:
+Bind: TypeAlias = str | AsyncSession | Session | Connection
+"""Where a statement runs: a dialect name, or a session or connection of that database."""
+
+
+def dialect_insert(bind: Bind) -> Any:
     """The dialect's ``insert`` construct, which has ON CONFLICT on both PostgreSQL and SQLite."""
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return pg_insert if _dialect_name(bind) == "postgresql" else sqlite_insert
+
+
+def _dialect_name(bind: Bind) -> str:
+    if isinstance(bind, str):
+        return bind
+    if isinstance(bind, Connection):
+        return bind.dialect.name
+    return bind.get_bind().dialect.name
+
+
+T = TypeVar("T")
+
+
+def per_dialect(build: Callable[[Any], T]) -> Callable[[Bind], T]:
+    """Statements built once per dialect: ``build(insert)`` is given the dialect's insert
+    construct (``dialect_insert``) the first time a database of that dialect asks.
+
+    Constructing a statement costs more CPU than SQLAlchemy's cached compile and its run
+    together, and a statement object built once keeps its cache key.
+    """
+    built: dict[str, T] = {}
+
+    @functools.wraps(build)
+    def statements(bind: Bind) -> T:
+        name = _dialect_name(bind)
+        found = built.get(name)
+        if found is None:
+            found = built[name] = build(dialect_insert(name))
+        return found
+
+    return statements
 
 
 def mark(session: AsyncSession, flag: str) -> None:

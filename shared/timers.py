@@ -26,14 +26,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, event, false, select, true, union_all, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from shared import metrics
 from shared.consumer import is_transient
-from shared.db import Database, mark, upsertable_insert
+from shared.db import Database, dialect_insert, mark, per_dialect
 from shared.plumbing import timers
 
 log = logging.getLogger(__name__)
@@ -78,8 +76,7 @@ async def schedule(
         held.setdefault(key, values)  # the first one stays, as ON CONFLICT DO NOTHING
         return
     await write_held(session)
-    insert = upsertable_insert(session)
-    stmt = insert(timers).values(**values)
+    stmt = dialect_insert(session)(timers).values(**values)
     if replace:
         stmt = stmt.on_conflict_do_update(
             index_elements=["key"],
@@ -149,10 +146,10 @@ def _take_held(session: Session) -> list[dict[str, Any]]:
     return [held[k] for k in sorted(held)]
 
 
-def _held_insert(session: Session) -> Any:
+@per_dialect
+def _held_insert(insert: Any) -> Any:
     """One single-row insert, executed for all the held rows at once: its compiled form
     is cached, where a multi-row VALUES would be compiled again for each row count."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     return insert(timers).on_conflict_do_nothing(index_elements=["key"])
 
 
@@ -246,8 +243,7 @@ class Scheduler:
 
     def _scheduled(self, due_at: datetime) -> None:
         """A local commit scheduled a timer due at ``due_at`` (its earliest)."""
-        if self._next_due is None or due_at < self._next_due:
-            self._next_due = due_at
+        if self._later(due_at):
             self._wakeup.set()
 
     async def run(self) -> None:
@@ -291,9 +287,12 @@ class Scheduler:
             await self._fire(timer)
         return len(due)
 
-    def _later(self, due_at: datetime | None) -> None:
-        if due_at is not None and (self._next_due is None or due_at < self._next_due):
-            self._next_due = due_at
+    def _later(self, due_at: datetime | None) -> bool:
+        """Note a timer due at ``due_at``; True if it is now the earliest known."""
+        if due_at is None or (self._next_due is not None and due_at >= self._next_due):
+            return False
+        self._next_due = due_at
+        return True
 
     async def _claim(self, now: datetime) -> tuple[list[Timer], datetime | None]:
         """The timers due at ``now`` (oldest first, up to a batch) and when the next one

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -13,6 +13,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from shared.auth import issue_token
+from shared.consumer import ConsumerRunner, Handlers, Item
+from shared.db import Database
+from shared.events import Event
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
 
@@ -88,6 +91,33 @@ async def wait_until(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+def batch_items(events: Sequence[Event | bytes], topic: str = "t") -> list[Item]:
+    """What the consumer runner makes of a poll of ``events`` on one partition (offsets
+    from 0); ``bytes`` are a message that is no event, dead-lettered in the batch."""
+    items = []
+    for offset, e in enumerate(events):
+        if isinstance(e, bytes):
+            junk: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+                topic, 0, offset, 0, 0, b"k", e, None, 0, 0, []
+            )
+            items.append(Item(junk, None, "not an event"))
+            continue
+        record = ConsumerRecord(topic, 0, offset, 0, 0, e.key, e.to_json(), None, 0, 0, [])
+        items.append(Item(record, e, None))
+    return items
+
+
+def batch_runner(db: Database, handlers: Handlers, *, service: str = "test") -> ConsumerRunner:
+    """A consumer runner for its batch transaction only (``_apply_batch``): no broker."""
+    return ConsumerRunner(
+        db=db,
+        consumer=None,  # _apply_batch never touches it
+        service=service,
+        topic_prefix="",
+        handlers=handlers,
+    )
 
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:

@@ -26,8 +26,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
 
@@ -42,7 +40,7 @@ from services.profile.models import (
     SegmentMember,
     TimelineEntry,
 )
-from shared.db import upsertable_insert
+from shared.db import dialect_insert, per_dialect
 from shared.events import Event
 
 CHANNEL_KINDS = or_(
@@ -78,7 +76,7 @@ async def get_customer_for_update(session: AsyncSession, customer_id: str) -> tu
     race to create the same customer, exactly one of them gets True.
     """
     created = await session.execute(
-        upsertable_insert(session)(Customer)
+        dialect_insert(session)(Customer)
         .values(customer_id=customer_id)
         .on_conflict_do_nothing(index_elements=["customer_id"])
         .returning(Customer.customer_id)
@@ -95,7 +93,7 @@ CHUNK = 1000  # ids per IN list / rows per statement in batch reads and writes
 async def create_customers(session: AsyncSession, customer_ids: Sequence[str]) -> set[str]:
     """Create the customers that do not exist yet; returns the ids this call created."""
     created: set[str] = set()
-    stmt = _statements(session.get_bind().dialect.name).create_customers
+    stmt = _statements(session).create_customers
     for start in range(0, len(customer_ids), CHUNK):
         chunk = [{"customer_id": c} for c in customer_ids[start : start + CHUNK]]
         result = await session.execute(stmt, chunk)
@@ -203,7 +201,7 @@ async def touch_channel(
     last: datetime | None = None,
 ) -> None:
     """Record that the customer used ``channel`` at ``seen_at`` (widening first/last seen)."""
-    stmt = upsertable_insert(session)(CustomerChannel).values(
+    stmt = dialect_insert(session)(CustomerChannel).values(
         customer_id=customer_id,
         channel=channel,
         first_seen_at=seen_at,
@@ -264,7 +262,7 @@ async def set_consent(
     session: AsyncSession, customer_id: str, channel: str, status: str, source: str, at: datetime
 ) -> None:
     values = {"status": status, "source": source, "changed_at": at}
-    stmt = upsertable_insert(session)(Consent).values(
+    stmt = dialect_insert(session)(Consent).values(
         customer_id=customer_id, channel=channel, **values
     )
     await session.execute(
@@ -370,7 +368,7 @@ async def claim_identity(
     session: AsyncSession, customer_id: str, kind: str, value: str, at: datetime
 ) -> None:
     """Give the customer this identity unless someone owns it already."""
-    stmt = upsertable_insert(session)(Identity).values(
+    stmt = dialect_insert(session)(Identity).values(
         kind=kind, value=value, customer_id=customer_id, origin_id=customer_id, created_at=at
     )
     await session.execute(stmt.on_conflict_do_nothing(index_elements=["kind", "value"]))
@@ -401,7 +399,7 @@ def write_held_sync(
     channel touches (one row per customer and channel, first/last widened as in
     ``touch_channel``), hint identities (``claim_identity``: first owner wins) and
     timeline entries (``insert_timeline_sync``)."""
-    statements = _statements(session.get_bind().dialect.name)
+    statements = _statements(session)
     if channels:
         session.execute(statements.touch_channels, channels)
     if identities:
@@ -493,7 +491,7 @@ def insert_timeline_sync(
     money of those added goes to their customer's segments (``member_of``, or asked)."""
     if not rows:
         return
-    stmt = _statements(session.get_bind().dialect.name).add_timeline
+    stmt = _statements(session).add_timeline
     added = session.execute(stmt, list(rows)).all()
     changes: list[tuple[str, rollup.Money, int]] = []
     for customer_id, kind, at, amount, currency in added:
@@ -517,27 +515,21 @@ class _Statements:
     add_timeline: Any
 
 
-_BUILT: dict[str, _Statements] = {}
-
-
-def _statements(dialect: str) -> _Statements:
-    built = _BUILT.get(dialect)
-    if built is None:
-        insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
-        c, t = Customer.__table__, TimelineEntry.__table__
-        built = _BUILT[dialect] = _Statements(
-            create_customers=insert(c)
-            .on_conflict_do_nothing(index_elements=["customer_id"])
-            .returning(c.c.customer_id),
-            touch_channels=_widening(insert(CustomerChannel.__table__)),
-            claim_identities=insert(Identity.__table__).on_conflict_do_nothing(
-                index_elements=["kind", "value"]
-            ),
-            add_timeline=insert(t)
-            .on_conflict_do_nothing()
-            .returning(t.c.customer_id, t.c.kind, t.c.occurred_at, t.c.amount, t.c.currency),
-        )
-    return built
+@per_dialect
+def _statements(insert: Any) -> _Statements:
+    c, t = Customer.__table__, TimelineEntry.__table__
+    return _Statements(
+        create_customers=insert(c)
+        .on_conflict_do_nothing(index_elements=["customer_id"])
+        .returning(c.c.customer_id),
+        touch_channels=_widening(insert(CustomerChannel.__table__)),
+        claim_identities=insert(Identity.__table__).on_conflict_do_nothing(
+            index_elements=["kind", "value"]
+        ),
+        add_timeline=insert(t)
+        .on_conflict_do_nothing()
+        .returning(t.c.customer_id, t.c.kind, t.c.occurred_at, t.c.amount, t.c.currency),
+    )
 
 
 MONEY_KINDS = ("purchase.completed", "purchase.refunded")

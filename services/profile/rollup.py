@@ -21,12 +21,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import case, func, literal_column, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.profile.models import SegmentMember, SegmentSales, TimelineEntry
+from shared.db import dialect_insert
 
 PURCHASE, REFUND = "purchase.completed", "purchase.refunded"
 
@@ -114,9 +113,7 @@ def add_rows(session: Session, changes: Iterable[tuple[str, Money, int]]) -> Non
     ]
     if not rows:
         return
-    stmt = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(
-        SegmentSales
-    )
+    stmt = dialect_insert(session)(SegmentSales)
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=["segment", "day", "currency"],

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 
@@ -26,7 +25,6 @@ from services.engagement.models import (
     Outreach,
 )
 from services.engagement.service import OUTREACH_FLAG
-from shared.consumer import ConsumerRunner, Item
 from shared.db import Database
 from shared.events import Event
 from shared.migrations import upgrade_async
@@ -35,6 +33,7 @@ from tests.engagement.support import customer, handle, now, published, purchase,
 from tests.engagement.test_identity import erased, merged
 from tests.engagement.test_journeys import risk
 from tests.engagement.test_policy import consent
+from tests.helpers import batch_items, batch_runner
 
 pytestmark = pytest.mark.db
 
@@ -49,21 +48,8 @@ async def twin(database_url: DatabaseFactory) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-def _items(events: list[Event]) -> list[Item]:
-    items = []
-    for offset, e in enumerate(events):
-        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-            "commerce.purchases", 0, offset, 0, 0, e.key, e.to_json(), None, 0, 0, []
-        )
-        items.append(Item(record, e, None))
-    return items
-
-
 async def _in_one_batch(db: Database, events: list[Event], config: EngagementSettings) -> None:
-    runner = ConsumerRunner(
-        db=db, consumer=None, service="test", topic_prefix="", handlers=handlers(config)
-    )
-    assert await runner._apply_batch(_items(events))
+    assert await batch_runner(db, handlers(config))._apply_batch(batch_items(events))
 
 
 def _history() -> list[Event]:

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 
@@ -19,7 +18,6 @@ from services.feedback.consumers import handlers
 from services.feedback.main import MIGRATIONS
 from services.feedback.models import Invitation, Response, Survey
 from services.feedback.service import surveys
-from shared.consumer import ConsumerRunner, Item
 from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
@@ -34,7 +32,7 @@ from shared.migrations import upgrade_async
 from shared.plumbing import outbox
 from tests.conftest import DatabaseFactory
 from tests.feedback.conftest import T0, nps_survey, settings_for
-from tests.helpers import purchase
+from tests.helpers import batch_items, batch_runner, purchase
 
 pytestmark = pytest.mark.db
 
@@ -49,22 +47,6 @@ async def twin(database_url: DatabaseFactory) -> AsyncIterator[Database]:
     database = Database(url)
     yield database
     await database.dispose()
-
-
-def _items(events: list[Event]) -> list[Item]:
-    items = []
-    for offset, e in enumerate(events):
-        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-            "commerce.purchases", 0, offset, 0, 0, e.key, e.to_json(), None, 0, 0, []
-        )
-        items.append(Item(record, e, None))
-    return items
-
-
-def _runner(db: Database, config: FeedbackSettings) -> ConsumerRunner:
-    return ConsumerRunner(
-        db=db, consumer=None, service="test", topic_prefix="", handlers=handlers(config)
-    )
 
 
 async def _one_by_one(db: Database, events: list[Event], config: FeedbackSettings) -> None:
@@ -198,7 +180,7 @@ async def test_a_batch_invites_as_one_by_one_handling_does(db: Database, twin: D
     await _setup(twin)
     events, named = _history()
     # the same event delivered twice: the runner handles it once
-    await _runner(db, config)._apply_batch(_items([*events, named["a0"]]))
+    await batch_runner(db, handlers(config))._apply_batch(batch_items([*events, named["a0"]]))
     await _one_by_one(twin, events, config)
     batched, alone = await _state(db), await _state(twin)
     assert batched == alone
@@ -225,12 +207,14 @@ async def test_a_shuffled_batch_ends_as_one_by_one(db: Database, twin: Database,
     await _setup(twin)
     events, named = _history()
     random.Random(seed).shuffle(events)
-    await _runner(db, config)._apply_batch(_items([*events, named["b11"], named["d20"]]))
+    await batch_runner(db, handlers(config))._apply_batch(
+        batch_items([*events, named["b11"], named["d20"]])
+    )
     await _one_by_one(twin, events, config)
     assert await _state(db) == await _state(twin)
     # every purchase again: all redeliveries, nothing changes
     before = await _state(db)
-    await _runner(db, config)._apply_batch(_items(list(named.values())))
+    await batch_runner(db, handlers(config))._apply_batch(batch_items(list(named.values())))
     assert await _state(db) == before
 
 
@@ -247,7 +231,7 @@ async def test_a_run_reads_ahead_once_and_writes_once(db: Database) -> None:
     events: list[Event] = [purchase(f"c-{n % 10}", when=T0 + n * DAY) for n in range(40)]
     sa_event.listen(db.engine.sync_engine, "before_cursor_execute", count)
     try:
-        await _runner(db, config)._apply_batch(_items(events))
+        await batch_runner(db, handlers(config))._apply_batch(batch_items(events))
     finally:
         sa_event.remove(db.engine.sync_engine, "before_cursor_execute", count)
     reads = [s for s in statements if s.startswith("SELECT") and "PROCESSED_EVENTS" not in s]
@@ -285,8 +269,8 @@ async def test_a_failed_batch_replayed_one_at_a_time_invites_as_one_by_one(
         purchase("c-x", purchase_id="x1", when=T0 + DAY),  # fatigued by x0
         purchase("c-y", purchase_id="y11", when=T0 + 11 * DAY),
     ]
-    items = _items([good[0], good[1], bad, good[2]])
-    runner = _runner(db, config)
+    items = batch_items([good[0], good[1], bad, good[2]])
+    runner = batch_runner(db, handlers(config))
     assert await runner._process([i.record for i in items])
     await _one_by_one(twin, good, config)
     batched, alone = await _state(db), await _state(twin)

@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 
 from services.loyalty import consumers
@@ -26,7 +25,6 @@ from services.loyalty.models import (
 )
 from services.loyalty.service import redemption, rulebook
 from services.loyalty.service.rules import RuleSetBody
-from shared.consumer import ConsumerRunner, Item
 from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import (
@@ -49,6 +47,7 @@ from shared.events.profile import (
 )
 from shared.plumbing import outbox
 from shared.timers import Clock, Scheduler
+from tests.helpers import batch_items, batch_runner
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SETTINGS = LoyaltySettings(expiry_days=None)
@@ -170,18 +169,8 @@ class Loyalty:
         ``processed_events``, the handlers told the batch (``shared.consumer.batch``)
         so purchases read ahead, and the inbox rows written. No broker involved.
         """
-        runner = ConsumerRunner(
-            db=self.db,
-            consumer=None,  # the batch transaction never touches the consumer
-            service="loyalty",
-            topic_prefix="",
-            handlers=self.handlers,
-        )
-        items = [
-            Item(ConsumerRecord("t", 0, i, 0, 0, e.key, e.to_json(), None, 0, 0, []), e, None)
-            for i, e in enumerate(events)
-        ]
-        await runner._apply_batch(items)
+        runner = batch_runner(self.db, self.handlers, service="loyalty")
+        await runner._apply_batch(batch_items(events))
 
     async def handle_together(self, *events: Event) -> None:
         """All events in one transaction without the runner (no batch to read ahead in)."""

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
@@ -20,7 +19,7 @@ from services.profile.models import CustomerChannel, Identity, SegmentMember, Se
 from services.profile.service import segments
 from services.profile.service.customers import live_customer
 from services.profile.service.merging import merge
-from shared.consumer import ConsumerRunner, Item
+from shared.consumer import ConsumerRunner
 from shared.db import Database
 from shared.events import Event
 from shared.events.common import ContactHint
@@ -28,6 +27,7 @@ from shared.events.feedback import ComplaintOpened
 from shared.migrations import upgrade_async
 from shared.plumbing import outbox, processed_events
 from tests.conftest import DatabaseFactory
+from tests.helpers import batch_items, batch_runner
 from tests.profile.builders import at, churn, interaction, outreach, points, purchase, tier
 from tests.profile.history import DUE, customer_ids, history
 from tests.profile.support import HANDLERS
@@ -63,27 +63,7 @@ async def dbs(database_url: DatabaseFactory) -> AsyncIterator[tuple[Database, Da
 
 
 def _runner(db: Database) -> ConsumerRunner:
-    return ConsumerRunner(
-        db=db,
-        consumer=None,  # _apply_batch never touches it
-        service="profile",
-        topic_prefix="",
-        handlers=consumers.handlers(ProfileSettings()),
-    )
-
-
-def _items(events: Sequence[Event | bytes]) -> list[Item]:
-    items = []
-    for n, e in enumerate(events):
-        if isinstance(e, bytes):  # a message that is no event: dead-lettered in the batch
-            record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-                "t", 0, n, 0, 0, b"k", e, None, 0, 0, []
-            )
-            items.append(Item(record, None, "not an event"))
-            continue
-        record = ConsumerRecord("t", 0, n, 0, 0, e.key, e.to_json(), None, 0, 0, [])
-        items.append(Item(record, e, None))
-    return items
+    return batch_runner(db, consumers.handlers(ProfileSettings()), service="profile")
 
 
 async def one_at_a_time(db: Database, events: Sequence[Event]) -> None:
@@ -100,7 +80,7 @@ async def one_at_a_time(db: Database, events: Sequence[Event]) -> None:
 async def in_batches(db: Database, events: Sequence[Event | bytes], size: int) -> None:
     runner = _runner(db)
     for start in range(0, len(events), size):
-        assert await runner._apply_batch(_items(events[start : start + size]))
+        assert await runner._apply_batch(batch_items(events[start : start + size]))
 
 
 async def merge_pairs(db: Database, pairs: Sequence[tuple[str, str]]) -> None:

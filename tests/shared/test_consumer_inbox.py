@@ -12,17 +12,10 @@ from shared.consumer import ConsumerRunner, Handler, Item, batch
 from shared.db import Database
 from shared.events.commerce import PurchaseCompleted
 from shared.plumbing import outbox, processed_events
-from tests.helpers import purchase
+from tests.helpers import batch_items, batch_runner, purchase
 from tests.shared.statements import counting
 
 pytestmark = [pytest.mark.db]
-
-
-def _items(events: list[PurchaseCompleted], topic: str = "t") -> list[Item]:
-    return [
-        Item(ConsumerRecord(topic, 0, n, 0, 0, e.key, e.to_json(), None, 0, 0, []), e, None)
-        for n, e in enumerate(events)
-    ]
 
 
 def _from(source: str, event: PurchaseCompleted) -> PurchaseCompleted:
@@ -30,13 +23,7 @@ def _from(source: str, event: PurchaseCompleted) -> PurchaseCompleted:
 
 
 def _runner(db: Database, handler: Handler) -> ConsumerRunner:
-    return ConsumerRunner(
-        db=db,
-        consumer=None,  # _apply_batch never touches it
-        service="svc",
-        topic_prefix="",
-        handlers={PurchaseCompleted: handler},
-    )
+    return batch_runner(db, {PurchaseCompleted: handler}, service="svc")
 
 
 def _consumed(topic: str, outcome: str) -> float:
@@ -70,7 +57,7 @@ async def test_a_large_batch_with_many_sources_handles_each_new_event_once(db: D
             insert(processed_events).values(source="/elsewhere", event_id=other.id, event_type="x")
         )
     copies = events[1:5]
-    await _runner(db, record)._apply_batch(_items(events + copies))
+    await _runner(db, record)._apply_batch(batch_items(events + copies))
 
     new = [(e.source, e.id) for e in events if e not in earlier]
     assert handled == new
@@ -88,13 +75,13 @@ async def test_a_poll_of_ten_events_asks_the_inbox_one_statement(db: Database) -
     runner = _runner(db, nothing)
     events = [purchase(f"c-{n}") for n in range(10)]
     with counting(db) as seen:
-        assert await runner._apply_batch(_items(events))
+        assert await runner._apply_batch(batch_items(events))
     assert len(seen.sql) == 1
     assert "processed_events" in seen.sql[0]
     assert seen.transactions == 1
     assert await _inbox_rows(db) == 10
     with counting(db) as again:  # the same poll re-delivered: still one statement
-        assert await runner._apply_batch(_items(events))
+        assert await runner._apply_batch(batch_items(events))
     assert (len(again.sql), again.transactions) == (1, 1)
 
 
@@ -110,14 +97,14 @@ async def test_copies_in_a_poll_and_replays_are_skipped_and_counted(db: Database
     a, b, c = (purchase("c-1", purchase_id=p) for p in ("a", "b", "c"))
     runner = _runner(db, record)
     before = _consumed(topic, "duplicate"), _consumed(topic, "handled")
-    await runner._apply_batch(_items([a, b, a, a, c, b], topic))
+    await runner._apply_batch(batch_items([a, b, a, a, c, b], topic))
     assert handled == [a.id, b.id, c.id]
     assert batches[0] == [a.id, b.id, c.id]  # the copies are not in the handlers' batch
     assert _consumed(topic, "duplicate") - before[0] == 3
     assert _consumed(topic, "handled") - before[1] == 3
 
     d = purchase("c-1", purchase_id="d")
-    await runner._apply_batch(_items([b, d, c], topic))  # a replay, with one new event
+    await runner._apply_batch(batch_items([b, d, c], topic))  # a replay, with one new event
     assert handled == [a.id, b.id, c.id, d.id]
     assert batches[-1] == [d.id]
     assert _consumed(topic, "duplicate") - before[0] == 5
@@ -138,10 +125,10 @@ async def test_a_failed_poll_leaves_no_inbox_row_and_is_handled_on_replay(db: Da
     events = [purchase("c-1", purchase_id=p) for p in ("first", "second")]
     runner = _runner(db, flaky)
     with pytest.raises(ValueError, match="not yet"):
-        await runner._apply_batch(_items(events))
+        await runner._apply_batch(batch_items(events))
     assert await _inbox_rows(db) == 0
     fail = False
-    await runner._apply_batch(_items(events))
+    await runner._apply_batch(batch_items(events))
     assert handled == ["first", "first", "second"]
     assert await _inbox_rows(db) == 2
 

@@ -50,7 +50,7 @@ from services.engagement.churn.service import NEW_CUSTOMER, apply_stats
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.churn.stats import Stats, compute_stats
 from shared.consumer import TransientError, batch
-from shared.db import upsertable_insert
+from shared.db import dialect_insert
 from shared.events.commerce import PurchaseCompleted
 
 _KEY = "engagement.churn_ahead"
@@ -227,7 +227,7 @@ async def _insert_purchases(session: AsyncSession, added: list[Bought]) -> None:
     """Insert the run's new purchases; if another transaction recorded one meanwhile, the
     batch is tried again (it then reads that purchase as recorded)."""
     stmt = (
-        upsertable_insert(session)(PURCHASES)
+        dialect_insert(session)(PURCHASES)
         .on_conflict_do_nothing()
         .returning(PURCHASES.c.purchase_id)
     )

@@ -27,7 +27,7 @@ from services.engagement.churn.models import (
     ChurnCustomerMonth,
     ChurnMonthBuyers,
 )
-from shared.db import upsertable_insert
+from shared.db import dialect_insert
 
 SHARDS = 16
 # purchases, net revenue, currency, cohort, bought the month before
@@ -171,7 +171,7 @@ async def _set_cohorts(
     if not rows:
         return
     table = cast(Table, ChurnCustomerCohort.__table__)
-    stmt = upsertable_insert(session)(table)
+    stmt = dialect_insert(session)(table)
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=["customer_id"],
@@ -248,7 +248,7 @@ async def _apply(
         {**dict(zip(keys, key, strict=True)), "shard": shard, **changes[shard, key]}
         for shard, key in sorted(changes, key=lambda k: (k[0], str(k[1])))
     ]
-    stmt = upsertable_insert(session)(table)
+    stmt = dialect_insert(session)(table)
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=[*keys, "shard"],

@@ -25,7 +25,7 @@ from services.engagement.churn.models import (
 )
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.churn.stats import Stats, compute_stats
-from shared.db import upsertable_insert
+from shared.db import dialect_insert
 
 CUSTOMER_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnCustomer, ChurnBandChange)
 
@@ -50,7 +50,7 @@ async def record_purchase(
         "currency": currency,
         "refunded": _refunded_so_far(purchase_id),  # a refund may have come first
     }
-    insert = upsertable_insert(session)
+    insert = dialect_insert(session)
     added = await session.execute(insert(ChurnPurchase).values(values).on_conflict_do_nothing())
     if not getattr(added, "rowcount", 1):
         return  # the same purchase again (another event id): nothing new

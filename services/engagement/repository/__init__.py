@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Row, and_, case, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -57,6 +54,7 @@ from services.engagement.repository.sweeps import (
 from services.engagement.repository.sweeps import (
     suppress_unreachable as suppress_unreachable,
 )
+from shared.db import per_dialect
 
 CONTACT_COLUMNS = (
     "name",
@@ -70,11 +68,10 @@ CONTACT_COLUMNS = (
 )
 
 
-@cache
-def _statements(dialect: str) -> dict[str, Any]:
+@per_dialect
+def _statements(insert: Any) -> dict[str, Any]:
     """The upserts engagement's consumer writes, built once per dialect and run with
     parameters (one row, or many in one ``executemany``), so each is compiled once."""
-    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
     contacts, consents = Contact.__table__.c, Consent.__table__.c
     pairs, sequences = ItemPair.__table__.c, ItemSequence.__table__.c
     contact = insert(Contact.__table__)
@@ -119,7 +116,7 @@ def _statements(dialect: str) -> dict[str, Any]:
 
 def statement(session: AsyncSession | Session, name: str) -> Any:
     """One of ``_statements`` for the session's database."""
-    return _statements(session.get_bind().dialect.name)[name]
+    return _statements(session)[name]
 
 
 async def upsert_contact(session: AsyncSession, values: dict[str, Any]) -> None:

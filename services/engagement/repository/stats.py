@@ -10,7 +10,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.models import FAILED, SENT, SUPPRESSED, Conversion, Outreach
-from shared.db import upsertable_insert
+from shared.db import dialect_insert
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,5 +117,5 @@ async def record_conversion(
         "customer_id": customer_id,
         "purchased_at": purchased_at,
     }
-    insert = upsertable_insert(session)(Conversion).values(**values)
+    insert = dialect_insert(session)(Conversion).values(**values)
     await session.execute(insert.on_conflict_do_nothing(index_elements=["purchase_key"]))

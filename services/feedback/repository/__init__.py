@@ -17,7 +17,7 @@ from services.feedback.models import (
     Survey,
     SurveyVersion,
 )
-from shared.db import upsertable_insert
+from shared.db import dialect_insert
 
 
 async def get_survey(
@@ -98,14 +98,14 @@ async def insert_response(session: AsyncSession, values: dict[str, Any]) -> bool
     inserts of one answer may meet on the primary key first. PostgreSQL raises on a
     conflict outside the named target, so any unique conflict means "already stored".
     """
-    stmt = upsertable_insert(session)(Response).values(**values)
+    stmt = dialect_insert(session)(Response).values(**values)
     stmt = stmt.on_conflict_do_nothing().returning(Response.id)
     return (await session.execute(stmt)).first() is not None
 
 
 async def upsert_response(session: AsyncSession, values: dict[str, Any]) -> None:
     """Insert the response, or overwrite the answer held under the same dedupe key."""
-    insert = upsertable_insert(session)
+    insert = dialect_insert(session)
     kept = {"id", "dedupe_key", "submitted_at"}
     stmt = insert(Response).values(**values)
     stmt = stmt.on_conflict_do_update(
@@ -146,7 +146,7 @@ async def rekey_customer(session: AsyncSession, old: str, new: str) -> None:
 
 
 async def add_segment_member(session: AsyncSession, segment: str, customer_id: str) -> None:
-    insert = upsertable_insert(session)
+    insert = dialect_insert(session)
     stmt = insert(SegmentMember).values(segment=segment, customer_id=customer_id)
     await session.execute(stmt.on_conflict_do_nothing())
 

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.feedback.models import Complaint, Response, ResponseDay
 from services.feedback.repository.analytics import count_if, dialect_of, period_group
-from shared.db import upsertable_insert
+from shared.db import dialect_insert
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ async def shift_day(session: AsyncSession, *, day: date, shard: int, delta: Scor
         return
     values = dict(zip(ROLLUP_COLUMNS, astuple(delta), strict=True))
     table = ResponseDay.__table__
-    stmt = upsertable_insert(session)(ResponseDay).values(day=day, shard=shard, **values)
+    stmt = dialect_insert(session)(ResponseDay).values(day=day, shard=shard, **values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["day", "shard"],
         set_={c: table.c[c] + stmt.excluded[c] for c in ROLLUP_COLUMNS},

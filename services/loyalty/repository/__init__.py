@@ -42,7 +42,7 @@ from services.loyalty.repository.redemptions import (
     redemption_by_key,
     redemption_lots,
 )
-from shared.db import upsertable_insert
+from shared.db import dialect_insert, per_dialect
 
 MAX_MERGE_HOPS = 8
 
@@ -78,7 +78,7 @@ async def _lock(session: AsyncSession, customer_id: str) -> Member | None:
 
 async def _create_and_lock(session: AsyncSession, customer_id: str) -> Member:
     """One round trip: insert the member if new; either way return it, locked."""
-    insert = upsertable_insert(session)
+    insert = dialect_insert(session)
     stmt = (
         insert(Member)
         .values(customer_id=customer_id, balance=0, lifetime_earned=0, purchase_count=0)
@@ -93,24 +93,17 @@ async def _create_and_lock(session: AsyncSession, customer_id: str) -> Member:
     return member
 
 
-_LOCK_MEMBERS: dict[str, Any] = {}
-
-
-def _lock_members_statement(session: AsyncSession) -> Any:
+@per_dialect
+def _lock_members_statement(insert: Any) -> Any:
     """Built once per dialect (a statement object keeps its cache key)."""
-    dialect = session.get_bind().dialect.name
-    stmt = _LOCK_MEMBERS.get(dialect)
-    if stmt is None:
-        insert = upsertable_insert(session)
-        stmt = _LOCK_MEMBERS[dialect] = (
-            insert(Member)
-            .on_conflict_do_update(
-                index_elements=["customer_id"],
-                set_={"customer_id": insert(Member).excluded.customer_id},
-            )
-            .returning(Member)
+    return (
+        insert(Member)
+        .on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={"customer_id": insert(Member).excluded.customer_id},
         )
-    return stmt
+        .returning(Member)
+    )
 
 
 async def lock_members(session: AsyncSession, customer_ids: Iterable[str]) -> None:
@@ -338,7 +331,7 @@ async def _lock_campaign_usage(
     session: AsyncSession, campaign_id: str, customer_id: str
 ) -> CampaignUsage:
     await session.execute(
-        upsertable_insert(session)(CampaignUsage)
+        dialect_insert(session)(CampaignUsage)
         .values(campaign_id=campaign_id, customer_id=customer_id, points=0)
         .on_conflict_do_nothing(index_elements=["campaign_id", "customer_id"])
     )

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import Redemption, RedemptionLot, RedemptionRequest, Reward
-from shared.db import upsertable_insert
+from shared.db import dialect_insert
 
 
 async def lock_reward(session: AsyncSession, reward_id: str) -> Reward | None:
@@ -50,7 +50,7 @@ async def claim_request(
     A concurrent attempt with the same key waits here until this transaction ends, then
     finds the row as it left it (PostgreSQL); SQLite runs one writer at a time anyway.
     """
-    insert = upsertable_insert(session)
+    insert = dialect_insert(session)
     stmt = (
         insert(RedemptionRequest)
         .values(

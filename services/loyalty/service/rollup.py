@@ -19,13 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Table, event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.loyalty.models import DailyPoints, DailyRevenue
 from services.loyalty.service.common import utc
+from shared.db import per_dialect
 
 SHARDS = 16
 _KEY = "loyalty.rollup"
@@ -82,33 +81,28 @@ def _forget(session: Session, *_: Any) -> None:
     session.info.pop(_KEY, None)
 
 
-def _upserts(dialect: str) -> tuple[Any, Any]:
-    """The two upserts, built once per dialect: a statement object keeps its cache key,
-    and one single-row statement executed over many rows is compiled once."""
-    cached = _UPSERTS.get(dialect)
-    if cached is None:
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        points = insert(_POINTS)
-        revenue = insert(_REVENUE)
-        cached = _UPSERTS[dialect] = (
-            points.on_conflict_do_update(
-                index_elements=["day", "kind", "shard"],
-                set_={"points": _POINTS.c.points + points.excluded.points},
-            ),
-            revenue.on_conflict_do_update(
-                index_elements=["day", "tier", "currency", "shard"],
-                set_={
-                    "orders": _REVENUE.c.orders + revenue.excluded.orders,
-                    "revenue": _REVENUE.c.revenue + revenue.excluded.revenue,
-                },
-            ),
-        )
-    return cached
+@per_dialect
+def _upserts(insert: Any) -> tuple[Any, Any]:
+    """The two upserts: one single-row statement executed over many rows is compiled once."""
+    points = insert(_POINTS)
+    revenue = insert(_REVENUE)
+    return (
+        points.on_conflict_do_update(
+            index_elements=["day", "kind", "shard"],
+            set_={"points": _POINTS.c.points + points.excluded.points},
+        ),
+        revenue.on_conflict_do_update(
+            index_elements=["day", "tier", "currency", "shard"],
+            set_={
+                "orders": _REVENUE.c.orders + revenue.excluded.orders,
+                "revenue": _REVENUE.c.revenue + revenue.excluded.revenue,
+            },
+        ),
+    )
 
 
 _POINTS: Table = DailyPoints.__table__  # type: ignore[assignment]
 _REVENUE: Table = DailyRevenue.__table__  # type: ignore[assignment]
-_UPSERTS: dict[str, tuple[Any, Any]] = {}
 
 
 def _write(session: Session) -> None:
@@ -116,7 +110,7 @@ def _write(session: Session) -> None:
     if not isinstance(counts, _Counts):
         return
     connection = session.connection()
-    points, revenue = _upserts(connection.dialect.name)
+    points, revenue = _upserts(connection)
     if counts.points:
         rows = [
             {"day": d, "kind": k, "shard": s, "points": p}

@@ -28,7 +28,7 @@ from services.engagement.churn.models import (
 )
 from services.engagement.consumers import handlers
 from shared.config import ServiceSettings
-from shared.consumer import ConsumerRunner, Handlers, TransientError
+from shared.consumer import Handlers, TransientError
 from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
@@ -38,7 +38,8 @@ from tests.engagement.churn.support import handle as handle_churn
 from tests.engagement.churn.test_scores import complaint
 from tests.engagement.support import handle, published, settings
 from tests.engagement.test_identity import erased, merged
-from tests.engagement.test_prefetch import _in_one_batch, _items, twin  # noqa: F401
+from tests.engagement.test_prefetch import _in_one_batch, twin  # noqa: F401
+from tests.helpers import batch_items, batch_runner
 
 pytestmark = pytest.mark.db
 
@@ -225,10 +226,10 @@ async def test_a_purchase_recorded_meanwhile_makes_the_batch_try_again(db: Datab
         await real(session, event)
 
     table[PurchaseCompleted] = meanwhile
-    runner = ConsumerRunner(db=db, consumer=None, service="test", topic_prefix="", handlers=table)
+    runner = batch_runner(db, table)
     events: list[Event] = [bought("c-m", NOW.date(), purchase_id=f"m-{n}") for n in (1, 2, 3)]
     with pytest.raises(TransientError):
-        await runner._apply_batch(_items(events))
+        await runner._apply_batch(batch_items(events))
     await _in_one_batch(db, events, config)  # tried again: each purchase once
     async with db.unit_of_work() as session:
         row = await session.get(ChurnCustomer, "c-m")
