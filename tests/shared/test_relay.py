@@ -128,7 +128,7 @@ async def test_on_sqlite_a_batch_holds_no_write_lock_while_the_broker_acknowledg
 
 @pytest.mark.skipif(TEST_DB != "sqlite", reason="SQLite's relay")
 async def test_on_sqlite_a_crash_between_send_and_delete_sends_again_and_loses_nothing(
-    broker: str, topics: str, db: Database, producer: Producer
+    broker: str, topics: str, db: Database, producer: Producer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = await enqueue(db, *(f"p-{n}" for n in range(5)))
     crashing = relay(db, producer, topics)
@@ -136,7 +136,7 @@ async def test_on_sqlite_a_crash_between_send_and_delete_sends_again_and_loses_n
     async def crash(_ids: list[int]) -> None:
         raise RuntimeError("the relay died after the broker acknowledged")
 
-    crashing._forget = crash  # type: ignore[method-assign]
+    monkeypatch.setattr(crashing, "_forget", crash)
     with pytest.raises(RuntimeError):
         await crashing.publish_batch()
     assert await rows(db) == 5  # nothing deleted
