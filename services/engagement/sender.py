@@ -18,11 +18,13 @@ due it sleeps until a local commit, the earliest future due time it saw, or
 the sender runs (reopened after an error or when the server closed it), take claims
 from the queue and render and send them outside any transaction. Each outcome is
 settled (``sent`` plus an ``outreach.sent`` event in the outbox, or a retry with
-backoff, or ``failed``) while the worker sends its next message; outcomes that are
-ready together share one transaction (group commit, ``settling``). A claim still
+backoff, or ``failed``) while the worker sends its next ones (up to
+``UNSETTLED_PER_WORKER`` awaiting their commit); outcomes that are ready together share
+one transaction (group commit, ``settling``). A claim still
 queued ``sending_timeout - smtp_timeout`` after it was made is handed back unsent. On
 shutdown each worker finishes and settles the message in hand; the queue is handed
-back. ``run_once`` is one round of the same parts (sweeps, one claim, its sends).
+back. ``run_once`` is one round of the same parts (sweeps, one claim, its sends), with
+the same worker loop stopping when the queue is empty.
 
 Delivery is at-least-once, never at-most-once. Between the SMTP server's "250
 accepted" and the commit that records it, a crash (or a hang past
