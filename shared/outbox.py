@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import Boolean, Executable, delete, event, func, insert, literal, select
+from sqlalchemy import (
+    Boolean,
+    Executable,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -133,11 +146,19 @@ async def backlog(session: AsyncSession) -> tuple[int, float]:
 class Relay:
     """Publishes outbox rows in id order, then deletes them.
 
-    One batch is one transaction of one statement: ``DELETE … RETURNING`` the oldest
-    rows (on PostgreSQL only if this relay takes the advisory lock, tested once in the
-    same statement), send them, wait for the broker's acknowledgements, commit. A
-    failed send or a crash before the commit rolls the delete back: the rows stay and
-    go out again, in order.
+    On PostgreSQL one batch is one transaction of one statement: ``DELETE … RETURNING``
+    the oldest rows (only if this relay takes the advisory lock, tested once in the same
+    statement), send them, wait for the broker's acknowledgements, commit. A failed send
+    or a crash before the commit rolls the delete back: the rows stay and go out again,
+    in order.
+
+    On SQLite, whose one write lock is the whole database's, the relay does not hold it
+    while the broker acknowledges. Under an exclusive lock on a file next to the database
+    (``RelayLock``: one relay at a time across processes, released by the kernel if the
+    process dies) it reads the oldest rows on the read-only engine, sends them, waits for
+    the acknowledgements, and only then deletes them in a short write transaction. A
+    failed send, or a crash between the send and the delete, leaves the rows, which go
+    out again, in order; consumers drop the copies by event id.
     """
 
     def __init__(
@@ -160,7 +181,9 @@ class Relay:
         self._max_backoff = max_backoff
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._take = _take_statement(batch_size, lock=not db.sqlite)
+        self._take = _take_statement(batch_size, lock=True)
+        self._oldest = _oldest_statement(batch_size)
+        self._lock = RelayLock.beside(db.url) if db.sqlite else None
         db.on_commit(self._wakeup.set, when=OUTBOX_FLAG)
 
     def notify(self) -> None:
@@ -205,20 +228,48 @@ class Relay:
             return (await conn.execute(_ANY_ROW)).first() is not None
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch; returns how many rows went out."""
+        """Publish up to one batch; returns how many rows went out (0 also when another
+        relay of the same database is publishing)."""
+        started = time.perf_counter()
+        if self._lock is None:
+            count = await self._take_and_send()
+        else:
+            with self._lock.taken() as mine:
+                count = await self._send_then_delete() if mine else 0
+        if count:
+            metrics.OUTBOX_PUBLISHED.labels(self._service).inc(count)
+            elapsed = time.perf_counter() - started
+            metrics.RELAY_BATCH_SECONDS.labels(self._service).observe(elapsed)
+        return count
+
+    async def _take_and_send(self) -> int:
+        """PostgreSQL: delete the batch, send it, commit once the broker has it."""
         async with self._db.unit_of_work(notify=False) as session:
             # A commit whose wake-up comes after this point may not be in the statement's
             # snapshot and makes the loop go round again; one before it is in it, so its
             # wake-up costs no second, empty, batch.
             self._wakeup.clear()
             rows = sorted((await session.execute(self._take)).all(), key=lambda r: r.id)
-            if not rows:
-                return 0
-            started = time.perf_counter()
-            await self._send(rows)
-        metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
-        metrics.RELAY_BATCH_SECONDS.labels(self._service).observe(time.perf_counter() - started)
+            if rows:
+                await self._send(rows)
         return len(rows)
+
+    async def _send_then_delete(self) -> int:
+        """SQLite, holding the relay lock: read the batch (no write lock), send it, and
+        once the broker has it, delete it in a transaction of one statement."""
+        self._wakeup.clear()  # as in _take_and_send: the read below starts the snapshot
+        async with self._db.read_engine.connect() as conn:
+            rows = (await conn.execute(self._oldest)).all()
+        if not rows:
+            return 0
+        await self._send(rows)
+        await self._forget([r.id for r in rows])
+        return len(rows)
+
+    async def _forget(self, ids: list[int]) -> None:
+        """Delete rows the broker has acknowledged (SQLite)."""
+        async with self._db.unit_of_work(notify=False) as session:
+            await session.execute(_FORGET, {"ids": ids})
 
     async def _send(self, rows: Sequence[Any]) -> None:
         futures = []
@@ -233,6 +284,50 @@ class Relay:
 
 
 _ANY_ROW = select(outbox.c.id).limit(1)
+_FORGET = delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+
+
+class RelayLock:
+    """SQLite's stand-in for PostgreSQL's advisory lock: an exclusive ``flock`` on a file
+    next to the database, tried without waiting and held for one batch (read, send,
+    delete). One relay at a time per database file, across processes and within one (each
+    batch opens the file anew, and ``flock`` locks belong to the open file). The kernel
+    drops it when its holder dies, so a crashed relay blocks nobody. It needs every relay
+    of the file to take it: all replicas must run this code (``docs/architecture.md``).
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    @classmethod
+    def beside(cls, url: str) -> RelayLock:
+        database = make_url(url).database
+        in_memory = not database or database == ":memory:"
+        return cls(None if in_memory else f"{database}-relay.lock")
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[bool]:
+        """Yields whether this relay holds the lock (an in-memory database has no other
+        process to share it with: always)."""
+        if self.path is None:
+            yield True
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing the file releases the lock
+
+
+def _oldest_statement(batch_size: int) -> Executable:
+    """The ``batch_size`` oldest rows, in id order (SQLite: read, then deleted once sent)."""
+    o = outbox.c
+    return select(o.id, o.topic, o.key, o.value, o.headers).order_by(o.id).limit(batch_size)
 
 
 def _take_statement(batch_size: int, *, lock: bool) -> Executable:

@@ -1,9 +1,10 @@
 """Group commit of send outcomes: the sender's workers settle together, not one by one.
 
 A worker that has handed a message over (or failed to) starts settling its
-outcome and sends its next message meanwhile; before it takes a third, it waits
-until the first is committed. So a crash can leave no more than two unsettled
-messages per worker (the one being sent, the one being committed). Outcomes which
+outcome and sends its next messages meanwhile; with more than
+``sender.UNSETTLED_PER_WORKER`` outcomes awaiting their commit, it waits for the
+oldest. So a crash can leave no more than that many unsettled messages per worker,
+plus the one being sent. Outcomes which
 arrive while a transaction is being written wait for the next one, and then go in
 together: one fenced ``UPDATE`` for the sent ones and one outbox insert, instead of
 a transaction (and on SQLite, a turn at the single write lock) per message. The

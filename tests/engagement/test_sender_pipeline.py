@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
 from services.engagement.delivery import Claim
-from services.engagement.sender import Sender
+from services.engagement.sender import UNSETTLED_PER_WORKER, Sender
 from services.engagement.settling import Outcome
 from shared.db import Database
 from shared.events.profile import QuietHours
@@ -317,6 +317,40 @@ async def test_a_worker_sends_on_while_its_outcome_commits(
     assert max(settler.groups) > 1
     rows = await outreach_rows(db)
     assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 6
+
+
+async def test_a_worker_sends_up_to_its_window_while_commits_wait_their_turn(
+    db: Database, gated: Callable[..., tuple[int, GatedHandler]]
+) -> None:
+    """On SQLite a commit waits its turn at the write lock behind the consumer: a worker
+    that waited for each outcome's commit sent one message per turn. It now keeps
+    ``UNSETTLED_PER_WORKER`` outcomes waiting (plus the one it sends), then waits."""
+    port, _server = gated()
+    for n in range(8):
+        await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
+    sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=1))
+    settler = sender._settler
+    write, gate = settler._write, asyncio.Event()
+    writing: list[int] = []
+
+    async def held_write(outcomes: Sequence[Outcome]) -> dict[str, str | None]:
+        writing.append(len(outcomes))
+        await gate.wait()
+        return await write(outcomes)
+
+    settler._write = held_write
+    round_ = asyncio.create_task(sender.run_once())
+
+    async def unsettled() -> int:
+        return sum(writing) + len(settler._waiting)
+
+    window = UNSETTLED_PER_WORKER + 1  # the first outcome's commit is held from the start
+    assert await wait_until(lambda: _at_least(unsettled, window), timeout=5)
+    assert await unsettled() == window  # the next send waits for the held commit
+    gate.set()
+    assert await round_ == 8
+    rows = await outreach_rows(db)
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 8
 
 
 async def _at_least(count: Callable[[], Awaitable[int]], least: int) -> bool:

@@ -84,21 +84,66 @@ async def published(broker: str, topics: str, expect: int) -> list[str]:
     return [json.loads(r.value)["id"] for r in records]
 
 
+@pytest.mark.skipif(TEST_DB != "postgres", reason="SQLite's relay reads, sends, then deletes")
 async def test_a_batch_of_ten_is_one_statement_in_one_transaction(
     broker: str, topics: str, db: Database, producer: Producer
 ) -> None:
-    """BEGIN, ``DELETE … RETURNING`` (with the advisory lock on PostgreSQL), send, COMMIT:
-    where the lock, a SELECT and a DELETE were three statements (two on SQLite)."""
+    """BEGIN, ``DELETE … RETURNING`` with the advisory lock, send, COMMIT: where the lock,
+    a SELECT and a DELETE were three statements."""
     ids = await enqueue(db, *(f"p-{n}" for n in range(10)))
     sender = relay(db, producer, topics)
     with counting(db) as seen:
         assert await sender.publish_batch() == 10
     assert len(seen.sql) == 1
     assert "DELETE FROM outbox" in seen.sql[0]
-    assert ("pg_try_advisory_xact_lock" in seen.sql[0]) is (TEST_DB == "postgres")
+    assert "pg_try_advisory_xact_lock" in seen.sql[0]
     assert seen.transactions == 1
     assert await rows(db) == 0
     assert await published(broker, topics, 10) == ids
+
+
+@pytest.mark.skipif(TEST_DB != "sqlite", reason="SQLite's relay")
+async def test_on_sqlite_a_batch_holds_no_write_lock_while_the_broker_acknowledges(
+    broker: str, topics: str, db: Database, producer: Producer
+) -> None:
+    """A read on the read-only engine, the sends, then one short transaction of one
+    ``DELETE``; while the broker has the batch, another writer of the database commits
+    (it used to wait for the relay's commit, up to the busy timeout)."""
+    ids = await enqueue(db, *(f"p-{n}" for n in range(10)))
+    sender = relay(db, producer, topics)
+    producer.hold.clear()
+    with counting(db) as seen:
+        batch = asyncio.create_task(sender.publish_batch())
+        await asyncio.wait_for(producer.holding.wait(), 30)
+        assert seen.transactions == 0
+        more = await asyncio.wait_for(enqueue(db, "q-1"), 30)  # a writer, mid-send
+        producer.hold.set()
+        assert await batch == 10
+    assert [s.split()[0] for s in seen.sql] == ["SELECT", "INSERT", "DELETE"]
+    assert seen.transactions == 2  # the enqueue's and the relay's delete
+    assert await rows(db) == 1
+    assert await sender.publish_batch() == 1
+    assert await published(broker, topics, 11) == ids + more
+
+
+@pytest.mark.skipif(TEST_DB != "sqlite", reason="SQLite's relay")
+async def test_on_sqlite_a_crash_between_send_and_delete_sends_again_and_loses_nothing(
+    broker: str, topics: str, db: Database, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await enqueue(db, *(f"p-{n}" for n in range(5)))
+    crashing = relay(db, producer, topics)
+
+    async def crash(_ids: list[int]) -> None:
+        raise RuntimeError("the relay died after the broker acknowledged")
+
+    monkeypatch.setattr(crashing, "_forget", crash)
+    with pytest.raises(RuntimeError):
+        await crashing.publish_batch()
+    assert await rows(db) == 5  # nothing deleted
+    more = await enqueue(db, "q-1")
+    assert await relay(db, producer, topics).publish_batch() == 6  # the lock was released
+    assert await rows(db) == 0
+    assert await published(broker, topics, 11) == ids + ids + more
 
 
 async def test_a_commit_before_the_batch_costs_no_second_empty_batch(
@@ -159,10 +204,14 @@ async def _is_zero(count: Any) -> bool:
     return bool(await count == 0)
 
 
-@pytest.mark.skipif(TEST_DB != "postgres", reason="the advisory lock is PostgreSQL's")
-async def test_two_relays_on_postgresql_publish_one_at_a_time_in_order(
+async def test_two_relays_of_one_database_publish_one_at_a_time_in_order(
     broker: str, topics: str, db: Database, producer: Producer
 ) -> None:
+    """Two replicas (two ``Database`` objects, as two processes would have): while one
+    relay is mid-batch, the other publishes nothing, neither the first one's rows nor
+    newer ones, and does not wait. On PostgreSQL the advisory lock does it, on SQLite the
+    relay's file lock (the old SQLite relay held the write lock while sending: the other
+    replica waited for it, then its rows went out)."""
     first_ids = await enqueue(db, *(f"p-{n}" for n in range(10)))
     replica = Database(db.url)
     try:
