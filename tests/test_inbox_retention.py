@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from tests.helpers import TEST_SECRET
 SERVICES = ("profile", "loyalty", "engagement", "feedback")
 
 
-def settings_of(service: str, **values: object) -> ServiceSettings:
+def settings_of(service: str, **values: Any) -> ServiceSettings:
     module = import_module(f"services.{service}.config")
     cls: type[ServiceSettings] = getattr(module, f"{service.capitalize()}Settings")
     return cls(**values)
