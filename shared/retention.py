@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Delete, bindparam, delete, select, tuple_
+from sqlalchemy import CursorResult, Delete, Integer, bindparam, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import metrics
@@ -69,9 +69,9 @@ def _inbox_delete() -> Delete:
     t = processed_events
     oldest = (
         select(t.c.source, t.c.event_id)
-        .where(t.c.processed_at < bindparam("before"))
+        .where(t.c.processed_at < bindparam("before", type_=t.c.processed_at.type))
         .order_by(t.c.processed_at)
-        .limit(bindparam("limit"))
+        .limit(bindparam("limit", type_=Integer()))
     )
     return delete(t).where(tuple_(t.c.source, t.c.event_id).in_(oldest))
 
