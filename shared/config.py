@@ -6,9 +6,9 @@ database URL, topic prefix, latency knobs) is a setting, never code.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INBOX_RETENTION_FLOOR_DAYS = 14.0
@@ -98,6 +98,15 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("inbox_retention_days", "kafka_redelivery_days", mode="before")
+    @classmethod
+    def _none_from_the_environment(cls, value: Any) -> Any:
+        """``INBOX_RETENTION_DAYS=`` (or ``none``) turns pruning off; an unknown window
+        likewise."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value
 
     @model_validator(mode="after")
     def _inbox_outlives_redelivery(self) -> Self:

@@ -101,6 +101,11 @@ def test_the_settings_come_from_each_service_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv("FEEDBACK_INBOX_RETENTION_DAYS", "20")
     with pytest.raises(ValidationError, match="kafka_redelivery_days"):
         settings_of("feedback")
+    monkeypatch.setenv("PROFILE_INBOX_RETENTION_DAYS", "")
+    assert settings_of("profile").inbox_retention_days is None
+    monkeypatch.setenv("ENGAGEMENT_INBOX_RETENTION_DAYS", "20")
+    monkeypatch.setenv("ENGAGEMENT_KAFKA_REDELIVERY_DAYS", "none")
+    assert settings_of("engagement").inbox_retention_days == 20
 
 
 @pytest.mark.db
