@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import http, logs, metrics, outbox, taskdump, tracing
+from shared import http, logs, metrics, outbox, retention, taskdump, tracing
 from shared.auth import TokenVerifier
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Handlers
@@ -172,6 +172,17 @@ def _start_tasks(runtime: Runtime, extra: Sequence[Callable[[Runtime], Any]]) ->
     if runtime.scheduler is not None:
         spawn(runtime.scheduler.run(), "scheduler")
     spawn(_watch_backlog(runtime), "outbox-backlog")
+    settings = runtime.settings
+    if settings.inbox_retention_days is not None:
+        inbox = retention.keep_inbox(
+            runtime.db,
+            service=settings.service_name,
+            retention_days=settings.inbox_retention_days,
+            interval=settings.inbox_prune_interval_seconds,
+        )
+        spawn(inbox, "inbox-retention")
+    else:
+        log.info("inbox retention is off: processed_events keeps every row")
     for factory in extra:
         spawn(factory(runtime), getattr(factory, "__name__", "task"))
 

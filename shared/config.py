@@ -6,10 +6,16 @@ database URL, topic prefix, latency knobs) is a setting, never code.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+INBOX_RETENTION_FLOOR_DAYS = 14.0
+"""Kafka's own defaults (retention.ms and segment.ms, 7 days each): no inbox retention may
+be shorter, whatever kafka_redelivery_days says."""
+INBOX_MARGIN_DAYS = 1.0
+"""Between the broker's clock (retention) and the database's (processed_at)."""
 
 
 class ServiceSettings(BaseSettings):
@@ -50,6 +56,27 @@ class ServiceSettings(BaseSettings):
     retry_backoff_initial_ms: int = Field(default=200, ge=1)
     retry_backoff_max_ms: int = Field(default=10_000, ge=1)
 
+    # The inbox (processed_events) must remember an event for as long as Kafka can hand
+    # it back (docs/operations.md, "Inbox retention").
+    kafka_redelivery_days: float | None = Field(
+        default=37.0,
+        gt=0,
+        description="How long after a message is written Kafka can still deliver it: the"
+        " longest retention.ms plus segment.ms (Kafka deletes whole segments) of the topics"
+        " the service reads and of its dead-letter topic (redrive). 37 = 30 + 7, from"
+        " deploy/k8s/base/kafka/topics.yaml and Kafka's default segment.ms. None = unknown:"
+        " only the floor applies",
+    )
+    inbox_retention_days: float | None = Field(
+        default=45.0,
+        ge=INBOX_RETENTION_FLOOR_DAYS,
+        description="Inbox rows older than this are deleted; at least kafka_redelivery_days"
+        " + 1. None keeps every row (topics kept forever)",
+    )
+    inbox_prune_interval_seconds: float = Field(
+        default=3600.0, gt=0, description="How often inbox rows past their retention are pruned"
+    )
+
     auth_secret: SecretStr | None = Field(
         default=None, description="HS256 shared secret for bearer tokens"
     )
@@ -71,6 +98,26 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("inbox_retention_days", "kafka_redelivery_days", mode="before")
+    @classmethod
+    def _none_from_the_environment(cls, value: Any) -> Any:
+        """``INBOX_RETENTION_DAYS=`` (or ``none``) turns pruning off; an unknown window
+        likewise."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _inbox_outlives_redelivery(self) -> Self:
+        kept, window = self.inbox_retention_days, self.kafka_redelivery_days
+        if kept is not None and window is not None and kept < window + INBOX_MARGIN_DAYS:
+            raise ValueError(
+                f"inbox_retention_days ({kept:g}) must be at least kafka_redelivery_days"
+                f" ({window:g}) + {INBOX_MARGIN_DAYS:g}: a row pruned sooner lets an event"
+                " that Kafka re-delivers be handled twice"
+            )
+        return self
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///var/{self.service_name}.db"

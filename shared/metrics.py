@@ -49,3 +49,8 @@ RELAY_BATCH_SECONDS = Histogram(
 SCHEDULER_LAG = Gauge(
     "keepwell_scheduler_lag_seconds", "How overdue the oldest due timer is", ["service"]
 )
+PRUNED_ROWS = Counter(
+    "keepwell_pruned_rows_total",
+    "Rows deleted past their retention (shared.retention), by table",
+    ["service", "table"],
+)

@@ -42,7 +42,13 @@ processed_events = Table(
     Column("source", String(256), primary_key=True),
     Column("event_id", String(128), primary_key=True),
     Column("event_type", String(100), nullable=False),
-    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column(
+        "processed_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        index=True,  # shared.retention deletes the oldest rows
+    ),
 )
 
 timers = Table(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,11 +12,11 @@ from services.loyalty.config import LoyaltySettings
 from services.loyalty.endpoints import ROUTERS
 from services.loyalty.models import AccessLog
 from services.loyalty.service.redemption import prune_keys
+from shared import retention
 from shared.access_log import access_log_router
 from shared.app import Runtime, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-log = logging.getLogger(__name__)
 
 
 def create_app(settings: LoyaltySettings | None = None) -> FastAPI:
@@ -41,9 +39,10 @@ async def prune_redemption_keys(runtime: Runtime) -> None:
     past their retention (``redemption_requests`` would otherwise only grow)."""
     settings = runtime.settings
     assert isinstance(settings, LoyaltySettings)
-    while True:
-        try:
-            await prune_keys(runtime.db, settings, now=datetime.now(UTC))
-        except Exception:
-            log.exception("pruning Idempotency-Keys failed; retrying at the next interval")
-        await asyncio.sleep(settings.redemption_key_sweep_seconds)
+
+    async def once() -> None:
+        await prune_keys(runtime.db, settings, now=datetime.now(UTC))
+
+    await retention.every(
+        settings.redemption_key_sweep_seconds, once, what="pruning Idempotency-Keys"
+    )

@@ -7,7 +7,7 @@ import posixpath
 import pytest
 
 from shared.config import ServiceSettings
-from shared.events import all_topics
+from shared.events import all_topics, dead_letter_topic
 from tests.deploy.kustomize import Resource
 from tests.deploy.manifests import (
     Rendered,
@@ -173,3 +173,33 @@ def test_replicas_never_exceed_the_partitions_consumed(
     for scaled in find(rendered("autoscaling/keda"), "ScaledObject", service.name):
         assert scaled["spec"]["scaleTargetRef"]["name"] == service.name
         assert scaled["spec"]["maxReplicaCount"] <= limit
+
+
+KAFKA_DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000  # log.roll.hours = 168
+DAY_MS = 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_the_inbox_outlives_every_redelivery_the_topics_allow(
+    overlay: Rendered, service: ServiceFacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka can hand an event back as long as a topic the service reads holds it, or its
+    dead-letter topic (a redrive re-publishes it): up to retention.ms plus segment.ms after
+    it was written (whole segments are deleted). kafka_redelivery_days must cover that, and
+    the inbox is then kept longer (the settings refuse less)."""
+    settings = settings_from(overlay, service, monkeypatch)
+    configs = {
+        t["spec"].get("topicName", t["metadata"]["name"]): t["spec"].get("config", {})
+        for t in find(overlay, "KafkaTopic")
+    }
+    read = [*service.input_topics, dead_letter_topic(service.name)]
+    windows = []
+    for topic in read:
+        config = configs[settings.topic(topic)]
+        assert config.get("cleanup.policy", "delete") == "delete", f"{topic} kept forever"
+        assert int(config["retention.ms"]) > 0, f"{topic} kept forever"
+        segment = int(config.get("segment.ms", KAFKA_DEFAULT_SEGMENT_MS))
+        windows.append(int(config["retention.ms"]) + segment)
+    assert settings.kafka_redelivery_days is not None
+    assert settings.kafka_redelivery_days * DAY_MS >= max(windows)
+    assert settings.inbox_retention_days is not None, "pruning is on in every environment"

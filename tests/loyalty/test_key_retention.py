@@ -13,8 +13,9 @@ from sqlalchemy import insert, select
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.main import create_app
 from services.loyalty.models import RedemptionRequest
-from services.loyalty.service.redemption import PRUNE_BATCH, prune_keys
+from services.loyalty.service.redemption import prune_keys
 from shared.db import Database
+from shared.retention import PRUNE_BATCH
 from tests.helpers import TEST_SECRET
 from tests.loyalty.support import Loyalty
 from tests.loyalty.test_redemption import balance, credit, redeem, requests_held, reward

@@ -34,7 +34,7 @@ from services.loyalty.service.errors import (
 )
 from services.loyalty.service.ledger import Why
 from services.loyalty.service.rules import Rules
-from shared import outbox
+from shared import outbox, retention
 from shared.db import Database
 from shared.events import derived_id
 from shared.events.loyalty import (
@@ -365,20 +365,19 @@ def _cancelled(member: Member, redemption: Redemption, now: datetime) -> Redempt
 
 
 log = logging.getLogger(__name__)
-PRUNE_BATCH = 1000
 
 
 async def prune_keys(db: Database, settings: LoyaltySettings, *, now: datetime) -> int:
     """Forget the Idempotency-Keys first used more than ``redemption_key_retention_days``
-    before ``now``, a batch per transaction so no lock is held for long; returns how many."""
+    before ``now``, a batch per transaction (``shared.retention.prune``); returns how many."""
     before = now - timedelta(days=settings.redemption_key_retention_days)
-    pruned = 0
-    while True:
-        async with db.unit_of_work() as session:
-            gone = await repository.prune_requests(session, before=before, limit=PRUNE_BATCH)
-        pruned += gone
-        if gone < PRUNE_BATCH:
-            break
+
+    async def delete_batch(session: AsyncSession, limit: int) -> int:
+        return await repository.prune_requests(session, before=before, limit=limit)
+
+    pruned = await retention.prune(
+        db, delete_batch, service=settings.service_name, table="redemption_requests"
+    )
     if pruned:
         log.info("pruned %d Idempotency-Keys used before %s", pruned, before.isoformat())
     return pruned
