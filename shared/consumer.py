@@ -183,7 +183,6 @@ class ConsumerRunner:
         self._handled: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
         self._commit_lock = asyncio.Lock()
-        self._revocations = 0  # bumped when the group takes partitions away
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
@@ -231,11 +230,9 @@ class ConsumerRunner:
         transaction has committed, the poll's offsets join those waiting to be committed
         to Kafka, which happens when ``commit_interval`` has passed since the last
         commit, or on the next empty poll. Nothing of the poll is committed when
-        stopping mid-way, or when the group took partitions away while it was handled:
-        it is re-delivered to whoever owns its partitions next, and the inbox skips what
-        was already handled.
+        stopping mid-way: it is re-delivered to whoever owns its partitions next, and
+        the inbox skips what was already handled.
         """
-        revocations = self._revocations
         batches = await self._consumer.getmany(timeout_ms=250)
         if self.stopping:
             return
@@ -243,25 +240,32 @@ class ConsumerRunner:
             await self._commit_handled()  # idle: nothing to gain by waiting
             return
         records = [r for partition in batches.values() for r in partition]
-        if not await self._process(records) or revocations != self._revocations:
+        if not await self._process(records):
             return
+        assigned = self._consumer.assignment()  # a rebalance may have moved some
         for tp, rs in batches.items():
             self._handled[tp] = rs[-1].offset + 1
-            self._record_lag(tp, rs[-1].offset)
+            if tp in assigned:
+                self._record_lag(tp, rs[-1].offset)
         if time.monotonic() - self._last_commit >= self._commit_interval:
             await self._commit_handled()
 
     async def _commit_handled(self, *, final: bool = False) -> None:
-        """Commit the offsets handled so far in one request; losing a partition meanwhile
-        is normal, not an error.
+        """Commit the offsets handled so far, of the partitions still assigned, in one
+        request; losing a partition meanwhile is normal, not an error.
 
-        After a rebalance the new owner re-delivers from the last committed offset and
-        skips what was already recorded in processed_events. A broker error in the loop
-        keeps the offsets for the next commit and is raised (the loop backs off); on
-        stop or revocation it is logged: the next owner re-reads a little more.
+        Every offset handled is safe to commit: the messages before it were handled,
+        by this runner since it was assigned the partition, or before that by whoever
+        committed where it started. The new owner of a partition re-delivers from the
+        last committed offset and skips what was already recorded in processed_events.
+        A broker error in the loop keeps the offsets for the next commit and is raised
+        (the loop backs off); on stop or revocation it is logged: the next owner
+        re-reads a little more.
         """
         async with self._commit_lock:
-            offsets, self._handled = self._handled, {}
+            handled, self._handled = self._handled, {}
+            assigned = self._consumer.assignment()
+            offsets = {tp: o for tp, o in handled.items() if tp in assigned}
             if not offsets:
                 return
             self._last_commit = time.monotonic()
@@ -288,13 +292,11 @@ class ConsumerRunner:
         """Called by aiokafka before the group rebalances (fetching has stopped).
 
         A poll still being handled is not waited for (its handler may take long, and
-        the group would wait with it): its offsets are dropped when it ends (the
-        ``_revocations`` count moved), and its partitions' next owner re-reads it.
+        the group would wait with it): its offsets are committed later if its
+        partitions are still this runner's, and re-read by their next owner if not.
         """
-        if not revoked:
-            return  # the first join: nothing was assigned
-        self._revocations += 1
-        await self._commit_handled(final=True)
+        if revoked:  # empty on the first join
+            await self._commit_handled(final=True)
 
     async def _pause(self, seconds: float) -> None:
         waiter = asyncio.ensure_future(self._stopping.wait())
