@@ -155,6 +155,7 @@ def _build_runtime(
             handlers=handlers(settings),
             backoff_initial=settings.retry_backoff_initial_ms / 1000,
             backoff_max=settings.retry_backoff_max_ms / 1000,
+            commit_interval=settings.kafka_commit_interval_ms / 1000,
         )
     return runtime
 

@@ -45,6 +45,12 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_linger_ms: int = Field(default=5, ge=0)
+    kafka_commit_interval_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="Longest wait before handled offsets are committed while polls bring "
+        "messages; 0 commits after every poll",
+    )
     kafka_consumer_group: str = Field(default="", description="Empty means <prefix><service>")
     topic_prefix: str = ""
 

@@ -1,7 +1,10 @@
 """The consumer runner: decode → validate → de-duplicate → handle → commit → offset.
 
 * Offsets are committed to Kafka only after the database transaction that holds the
-  effects has committed, so a crash re-delivers rather than loses.
+  effects has committed, so a crash re-delivers rather than loses. They are committed
+  lazily: at most every ``commit_interval`` seconds while polls bring messages, and at
+  once when a poll comes back empty, when the group takes partitions away (a
+  rebalance) and on stop. A crash re-delivers what was handled since the last commit.
 * Each event's (source, id) is recorded in ``processed_events`` in that same
   transaction, so a re-delivered event is recognised and skipped. The poll's ids are
   inserted first, in one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` statement: the
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter
 from sqlalchemy import exc as sa_exc
@@ -129,6 +132,17 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
 
 
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner._partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Failed:
     exc: Exception
@@ -152,6 +166,7 @@ class ConsumerRunner:
         handlers: Handlers,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        commit_interval: float = 1.0,
     ) -> None:
         self._db = db
         self._consumer = consumer
@@ -160,6 +175,12 @@ class ConsumerRunner:
         self._handlers = dict(handlers)
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
+        self._commit_interval = commit_interval
+        # Offsets handled durably (their transaction committed) but not yet committed
+        # to Kafka; the lock keeps a commit on revocation from racing one in the loop.
+        self._handled: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
+        self._commit_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
@@ -180,6 +201,7 @@ class ConsumerRunner:
         return self._stopping.is_set()
 
     async def run(self) -> None:
+        self._listen_for_revocations()
         await self._start_consumer()
         try:
             while not self.stopping:
@@ -190,40 +212,89 @@ class ConsumerRunner:
                     log.warning("broker error while polling (%s); retrying", exc)
                     await self._pause(self._backoff_initial)
         finally:
-            self.finished.set()
-            await self._consumer.stop()
+            try:
+                await self._commit_handled(final=True)
+            finally:
+                self.finished.set()
+                await self._consumer.stop()
 
     async def _poll_once(self) -> None:
-        """Handle everything a poll returned in one transaction, then commit the offsets
-        of its partitions in one request.
+        """Handle everything a poll returned in one transaction; commit offsets lazily.
 
         Each partition's messages keep their order (partitions follow one another), so
         handlers see the same sequence per partition as one batch each, with one BEGIN,
         inbox check, inbox insert and COMMIT for the poll instead of one per partition.
-        If the poll fails as a whole, its messages are replayed one at a time. Nothing
-        is committed when stopping mid-way: the poll is re-delivered to whoever owns its
-        partitions next, and the inbox skips what was already handled.
+        If the poll fails as a whole, its messages are replayed one at a time. Once its
+        transaction has committed, the poll's offsets join those waiting to be committed
+        to Kafka, which happens when ``commit_interval`` has passed since the last
+        commit, or on the next empty poll. Nothing of the poll is committed when
+        stopping mid-way: it is re-delivered to whoever owns its partitions next, and
+        the inbox skips what was already handled.
         """
         batches = await self._consumer.getmany(timeout_ms=250)
-        if not batches or self.stopping:
+        if self.stopping:
+            return
+        if not batches:
+            await self._commit_handled()  # idle: nothing to gain by waiting
             return
         records = [r for partition in batches.values() for r in partition]
-        if await self._process(records):
-            await self._commit({tp: rs[-1].offset + 1 for tp, rs in batches.items()})
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit offsets; losing a partition meanwhile is normal, not an error.
-
-        After a rebalance the new owner re-delivers from the last committed offset and
-        skips what this transaction already recorded in processed_events.
-        """
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            log.info("offsets %s not committed (%s); the new owner resumes", offsets, exc)
+        if not await self._process(records):
             return
-        for tp, offset in offsets.items():
-            self._record_lag(tp, offset - 1)
+        assigned = self._consumer.assignment()  # a rebalance may have moved some
+        for tp, rs in batches.items():
+            self._handled[tp] = rs[-1].offset + 1
+            if tp in assigned:
+                self._record_lag(tp, rs[-1].offset)
+        if time.monotonic() - self._last_commit >= self._commit_interval:
+            await self._commit_handled()
+
+    async def _commit_handled(self, *, final: bool = False) -> None:
+        """Commit the offsets handled so far, of the partitions still assigned, in one
+        request; losing a partition meanwhile is normal, not an error.
+
+        Every offset handled is safe to commit: the messages before it were handled,
+        by this runner since it was assigned the partition, or before that by whoever
+        committed where it started. The new owner of a partition re-delivers from the
+        last committed offset and skips what was already recorded in processed_events.
+        A broker error in the loop keeps the offsets for the next commit and is raised
+        (the loop backs off); on stop or revocation it is logged: the next owner
+        re-reads a little more.
+        """
+        async with self._commit_lock:
+            handled, self._handled = self._handled, {}
+            assigned = self._consumer.assignment()
+            offsets = {tp: o for tp, o in handled.items() if tp in assigned}
+            if not offsets:
+                return
+            self._last_commit = time.monotonic()
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.info("offsets %s not committed (%s); the new owner resumes", offsets, exc)
+            except KafkaError as exc:
+                if final:
+                    log.warning("offsets %s not committed (%s); they are re-read", offsets, exc)
+                    return
+                for tp, offset in offsets.items():
+                    self._handled.setdefault(tp, offset)  # unless a later poll moved it on
+                raise
+
+    def _listen_for_revocations(self) -> None:
+        """Subscribe again to the same topics, with a listener that commits what was
+        handled before the group hands the partitions to another member."""
+        topics = self._consumer.subscription()
+        if topics:
+            self._consumer.subscribe(topics=sorted(topics), listener=_CommitOnRevoke(self))
+
+    async def _partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Called by aiokafka before the group rebalances (fetching has stopped).
+
+        A poll still being handled is not waited for (its handler may take long, and
+        the group would wait with it): its offsets are committed later if its
+        partitions are still this runner's, and re-read by their next owner if not.
+        """
+        if revoked:  # empty on the first join
+            await self._commit_handled(final=True)
 
     async def _pause(self, seconds: float) -> None:
         waiter = asyncio.ensure_future(self._stopping.wait())

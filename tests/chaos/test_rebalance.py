@@ -1,10 +1,11 @@
 """Regression test from the chaos run: a consumer whose partitions are taken away by a
 rebalance while it is handling a batch must carry on, not die.
 
-``ConsumerRunner`` commits the batch's offset after the transaction; if the partition
-was revoked meanwhile, aiokafka raises ``IllegalStateError`` ("Partition … is not
-assigned"). That used to end the consumer task while the service stayed up; now the
-runner lets the new owner resume (it skips what was recorded) and keeps consuming.
+When the batch's transaction ends, some of its partitions may have moved: aiokafka
+raises ``IllegalStateError`` ("Partition … is not assigned") for a commit naming them,
+and asserts on their high-water mark. That used to end the consumer task while the
+service stayed up; now the runner commits only the partitions it still has, lets the
+new owner resume the others (it skips what was recorded) and keeps consuming.
 """
 
 from __future__ import annotations

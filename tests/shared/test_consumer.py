@@ -81,7 +81,9 @@ async def harness(
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(relay.run())]
     runners: list[ConsumerRunner] = []
 
-    async def start(handler: Handler, group: str | None = None) -> ConsumerRunner:
+    async def start(
+        handler: Handler, group: str | None = None, commit_interval: float = 1.0
+    ) -> ConsumerRunner:
         own = settings.model_copy(update={"kafka_consumer_group": group}) if group else settings
         consumer = make_consumer(own, settings.topic("commerce.purchases"))
         runner = ConsumerRunner(
@@ -91,6 +93,7 @@ async def harness(
             topic_prefix=topics,
             handlers={PurchaseCompleted: handler},
             backoff_initial=0.05,
+            commit_interval=commit_interval,
         )
         runners.append(runner)
         tasks.append(asyncio.create_task(runner.run()))
@@ -272,14 +275,15 @@ async def test_handlers_are_told_the_events_of_their_batch(broker: str, harness:
 async def test_a_poll_commits_its_partitions_offsets_in_one_request(
     broker: str, harness: Harness
 ) -> None:
-    """Every partition batch of a poll is handled, then one commit names them all."""
+    """With a zero commit interval, every partition batch of a poll is handled, then one
+    commit names them all (test_consumer_offsets: commits spanning several polls)."""
     keys = [f"c-{i}".encode() for i in range(12)]  # spread over the 4 partitions
     await produce(
         broker,
         harness.topic,
         *((k, purchase(k.decode(), purchase_id=f"p-{k.decode()}").to_json()) for k in keys),
     )
-    runner = await harness.start(record_effect)
+    runner = await harness.start(record_effect, commit_interval=0)
     polls: list[dict[str, int]] = []
     commits: list[dict[str, int]] = []
     consumer = runner._consumer
