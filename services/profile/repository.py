@@ -452,9 +452,7 @@ async def list_merges(session: AsyncSession, customer_id: str) -> Sequence[Merge
 SaleKeyRow = tuple[str, str, str]  # (event source, kind, purchase_id or refund_id)
 
 
-async def claim_sale_keys(
-    session: AsyncSession, keys: Mapping[SaleKeyRow, str]
-) -> set[SaleKeyRow]:
+async def claim_sale_keys(session: AsyncSession, keys: Mapping[SaleKeyRow, str]) -> set[SaleKeyRow]:
     """Record these sales as counted (each with the id of the event counting it); returns
     those not recorded before. In key order, so two transactions lock them alike."""
     claimed: set[SaleKeyRow] = set()

@@ -3,8 +3,8 @@
 Every update is order-independent: "latest" fields keep the max event time,
 "earliest" the min, counters and sums are commutative, and the net spend is
 computed when read. A purchase or refund counts once per sale, however often a
-till sends it and under whichever event id (``batching.count_once``). Each handler returns the customer it changed, so the caller
-can re-evaluate segments.
+till sends it and under whichever event id (``batching.count_once``). Each handler
+returns the customer it changed, so the caller can re-evaluate segments.
 """
 
 from __future__ import annotations
