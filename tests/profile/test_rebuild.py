@@ -88,9 +88,10 @@ async def test_the_rebuilt_view_equals_the_live_one(
     first, second = history(ids), history(ids, wave=1)
     # Published while merged: a third wave, and a quarter of the first wave's sales re-sent
     # under new event ids (the same sales: counted once, live and in the rebuild).
-    while_merged = history(ids, wave=2) + [
-        resent(e) for e in first if isinstance(e, PurchaseCompleted | PurchaseRefunded)
-    ][::4]
+    while_merged = (
+        history(ids, wave=2)
+        + [resent(e) for e in first if isinstance(e, PurchaseCompleted | PurchaseRefunded)][::4]
+    )
     live = Database(live_url)
     app = create_app(settings)
     async with (
