@@ -3,6 +3,7 @@ a till's retry under a new id, a copy after a merge, a replay after the inbox wa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -10,12 +11,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
+from services.profile.main import MIGRATIONS
 from services.profile.models import Customer, SaleKey, SegmentSales, TimelineEntry
 from services.profile.service.privacy import erase
 from shared.db import Database
 from shared.events import Event
+from shared.migrations import upgrade, upgrade_async
 from tests.conftest import DatabaseFactory
 from tests.profile.builders import T0, at, purchase, refund, resent
 from tests.profile.support import handle
@@ -24,6 +27,7 @@ from tests.profile.test_batching import _database, in_batches, merge_pairs, one_
 pytestmark = pytest.mark.db
 
 NOW = T0 + timedelta(days=30)
+BEFORE_SALE_KEYS = "8bb7de5ab7c0"
 
 
 @pytest.fixture
@@ -209,3 +213,37 @@ async def test_a_poll_records_its_sale_keys_in_one_statement(db: Database) -> No
     await in_batches(db, sales, 50)
     assert len(sent) == 1
     assert (await figures(db, "h-1"))["orders"] == 1
+
+
+async def test_the_migration_records_purchases_already_on_timelines(
+    database_url: DatabaseFactory,
+) -> None:
+    """Purchases counted before the upgrade (one of them twice, by the old bug) are keys
+    after it: a later copy is not counted again. Refund entries never held their id."""
+    url = await database_url("profile")
+    await asyncio.to_thread(upgrade, MIGRATIONS, url, BEFORE_SALE_KEYS)
+    bought = purchase("ida", "40.00", when=at(0))
+    db = Database(url)
+    try:
+        async with db.unit_of_work() as session:
+            await session.execute(insert(Customer.__table__).values(
+                customer_id="ida", order_count=2, gross_spend=Decimal("80.00"),
+                refunded_spend=Decimal(0), spend_currency="EUR",
+            ))  # fmt: skip
+            for event_id in ("e-1", "e-2"):
+                await session.execute(insert(TimelineEntry.__table__).values(
+                    customer_id="ida", origin_id="ida", occurred_at=at(0),
+                    kind="purchase.completed", ref=bought.data.purchase_id,
+                    details={"amount": "40.00", "currency": "EUR"}, amount=Decimal("40.00"),
+                    currency="EUR", event_source=bought.source, event_id=event_id,
+                ))  # fmt: skip
+        await upgrade_async(MIGRATIONS, url)
+        async with db.unit_of_work() as session:
+            keys = (await session.execute(select(SaleKey))).scalars().all()
+            assert [(k.event_source, k.kind, k.business_id, k.event_id) for k in keys] == [
+                (bought.source, "purchase.completed", bought.data.purchase_id, "e-1")
+            ]
+        await handle(db, bought)  # a copy under yet another id
+        assert (await figures(db, "ida"))["orders"] == 2  # as it was
+    finally:
+        await db.dispose()
