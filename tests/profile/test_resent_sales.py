@@ -226,12 +226,12 @@ async def test_the_migration_records_purchases_already_on_timelines(
     db = Database(url)
     try:
         async with db.unit_of_work() as session:
-            await session.execute(insert(Customer.__table__).values(
+            await session.execute(insert(Customer).values(
                 customer_id="ida", order_count=2, gross_spend=Decimal("80.00"),
                 refunded_spend=Decimal(0), spend_currency="EUR",
             ))  # fmt: skip
             for event_id in ("e-1", "e-2"):
-                await session.execute(insert(TimelineEntry.__table__).values(
+                await session.execute(insert(TimelineEntry).values(
                     customer_id="ida", origin_id="ida", occurred_at=at(0),
                     kind="purchase.completed", ref=bought.data.purchase_id,
                     details={"amount": "40.00", "currency": "EUR"}, amount=Decimal("40.00"),
