@@ -32,10 +32,13 @@ was read ahead stays true for the whole batch. Memberships change only through
 before anything reads the timeline (a segment join or leave reads the money
 history, a complaint recount reads the cases) and their rollup goes to the
 customer's segments at that moment, which is what adding them one by one and then
-changing memberships sums to (the rollup is additive). A rolled-back transaction
-writes none of it. Outside the runner (no batch, or an event not in it: tests,
-the rebuild, a one-by-one replay after a failed batch still has its one-event
-batch) every call falls back to its own query.
+changing memberships sums to (the rollup is additive). Every purchase and refund in
+the batch is handled in it, in order, so recording all their sale keys up front and
+letting the first event naming a new key count it is what recording each in turn
+gives; a key another transaction is recording waits for its outcome, as there. A
+rolled-back transaction writes none of it. Outside the runner (no batch, or an event
+not in it: tests, the rebuild, a one-by-one replay after a failed batch still has
+its one-event batch) every call falls back to its own query.
 """
 
 from __future__ import annotations
