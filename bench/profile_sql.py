@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -46,12 +47,15 @@ from shared.events.loyalty import PointsEarned, PointsEarnedData
 SEGMENTS = ('tier = "Gold"', "order_count >= 3", "total_spend > 100", "churn_risk >= 0.6")
 
 
+_SALES = itertools.count()  # purchase ids unique over the run: profile counts a sale once
+
+
 def purchase(customer: str, n: int) -> PurchaseCompleted:
     return PurchaseCompleted.create(
         subject=customer,
         source="/bench/pos",
         data=PurchaseCompletedData(
-            purchase_id=f"P-{n}",
+            purchase_id=f"P-{n}-{next(_SALES)}",
             channel="store",
             store_id="s-1",
             total={"amount": Decimal("25.50"), "currency": "EUR"},

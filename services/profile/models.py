@@ -173,6 +173,25 @@ class TimelineEntry(Base):
     )
 
 
+class SaleKey(Base):
+    """A purchase or refund already counted, by its producer's own id.
+
+    A till that retries a sale under a new event id (or a replay after the inbox
+    was pruned) names the same ``purchase_id`` / ``refund_id``: the view counts
+    the sale once per (event source, kind, that id). Not tied to a customer, so a
+    merge, an undo or an erasure leaves it where it is.
+    """
+
+    __tablename__ = "sale_keys"
+
+    event_source: Mapped[str] = mapped_column(String(256), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    business_id: Mapped[str] = mapped_column(
+        String(128), primary_key=True, comment="purchase_id of a purchase, refund_id of a refund"
+    )
+    event_id: Mapped[str] = mapped_column(String(128), comment="The event that counted it")
+
+
 class Merge(Base):
     """A merge of ``absorbed_id`` into ``survivor_id``, with what undoing it needs."""
 

@@ -11,7 +11,9 @@
 3. Reads every input topic from the beginning up to its end offsets (with a
    throw-away consumer group: the live group's offsets are untouched) and applies each valid event
    through the service's own handlers, de-duplicated by (source, id) and recorded
-   in ``processed_events`` so a later re-delivery is skipped.
+   in ``processed_events`` so a later re-delivery is skipped. Purchases and refunds
+   are counted once per sale key, as live: ``sale_keys`` is filled by the replay
+   (it is a projection of the topics), never copied.
 4. Clears the target's outbox: the live service already published what replay
    re-derives.
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
+from shared.events import Event
 from shared.events.commerce import (
     PurchaseCompleted,
     PurchaseCompletedData,
@@ -18,6 +20,7 @@ from shared.events.interactions import InteractionRecorded, InteractionRecordedD
 from shared.events.loyalty import PointsEarned, PointsEarnedData, TierChanged
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+E = TypeVar("E", bound=Event)
 
 
 def at(hours: float) -> datetime:
@@ -115,3 +118,14 @@ def churn(customer_id: str, risk: float = 0.7, *, when: datetime = T0) -> ChurnR
         data={"risk": risk, "band": band, "previous_band": "medium", "clv": Decimal("12.5"),
               "currency": "EUR"},
     )  # fmt: skip
+
+
+def resent(event: E, *, subject: str | None = None, when: datetime | None = None) -> E:
+    """The same sale sent again under a new event id (a till's retry), optionally naming
+    another customer id (e.g. one merged since) or stamped later."""
+    update: dict[str, object] = {"id": uuid.uuid4().hex}
+    if subject is not None:
+        update["subject"] = subject
+    if when is not None:
+        update["time"] = when
+    return event.model_copy(update=update)

@@ -22,13 +22,23 @@ from services.profile.service.merging import merge
 from shared.consumer import ConsumerRunner
 from shared.db import Database
 from shared.events import Event
+from shared.events.commerce import PurchaseCompleted, PurchaseRefunded
 from shared.events.common import ContactHint
 from shared.events.feedback import ComplaintOpened
 from shared.migrations import upgrade_async
 from shared.plumbing import outbox, processed_events
 from tests.conftest import DatabaseFactory
 from tests.helpers import batch_items, batch_runner
-from tests.profile.builders import at, churn, interaction, outreach, points, purchase, tier
+from tests.profile.builders import (
+    at,
+    churn,
+    interaction,
+    outreach,
+    points,
+    purchase,
+    resent,
+    tier,
+)
 from tests.profile.history import DUE, customer_ids, history
 from tests.profile.support import HANDLERS
 from tests.profile.test_rebuild import snapshot
@@ -125,16 +135,21 @@ async def test_batches_leave_the_state_one_event_at_a_time_leaves(
     dbs: tuple[Database, Database],
 ) -> None:
     """A shuffled history of every kind of event (several per customer in a batch, new
-    customers, complaints, segment joins and leaves), redelivered copies, a message that
-    is no event, a merge between batches and events for the absorbed ids afterwards."""
+    customers, complaints, segment joins and leaves), redelivered copies, sales re-sent
+    under new event ids (in the same batch, a later one, and after the merge for the
+    absorbed id), a message that is no event, a merge between batches and events for the
+    absorbed ids afterwards."""
     one, batched = dbs
     ids = customer_ids(30)
     first, second = history(ids), history(ids, wave=1)
     rng = random.Random(3)
+    sales = [e for e in first if isinstance(e, PurchaseCompleted | PurchaseRefunded)]
     with_copies: list[Event | bytes] = list(first)
-    for copy in rng.sample(first, 20):
+    for copy in [*rng.sample(first, 20), *(resent(e) for e in rng.sample(sales, 15))]:
         with_copies.insert(rng.randrange(len(with_copies)), copy)
     with_copies.insert(17, b"junk")
+    second = second + [resent(e) for e in rng.sample(sales, 10)]
+    rng.shuffle(second)
     pairs = [(ids[0], ids[1]), (ids[2], ids[3]), (ids[0], ids[5])]
 
     await one_at_a_time(one, [e for e in with_copies if not isinstance(e, bytes)])
@@ -154,7 +169,11 @@ async def test_batches_leave_the_state_one_event_at_a_time_leaves(
     assert expected["sales"]
     async with batched.unit_of_work() as session:
         done = await session.scalar(select(func.count()).select_from(processed_events))
-    assert done == len(first) + len(second) + 1  # the junk message's dead-letter marker
+    resent_ids = {(e.source, e.id) for e in [*with_copies, *second] if isinstance(e, Event)}
+    assert done == len(resent_ids) + 1  # the junk message's dead-letter marker
+    survivors = {view["customer_id"]: view for view, _ in got["views"].values()}
+    orders = sum(view["lifetime"]["order_count"] for view in survivors.values())
+    assert orders == sum(isinstance(e, PurchaseCompleted) for e in [*first, *history(ids, wave=1)])
 
 
 async def test_several_events_for_a_new_customer_in_one_batch_announce_it_once(

@@ -9,7 +9,12 @@ eight round trips per event. Instead, the first event of the batch that asks:
 1. creates the customers of every event in the batch that are new (one
    ``INSERT … ON CONFLICT DO NOTHING RETURNING``) and locks them all, in customer
    id order (one ``SELECT … FOR UPDATE``), then the survivors of any merged ones;
-2. reads the segment definitions once and, if there are any, every batch
+2. records the sale keys (``sale_key``: event source, kind, purchase or refund
+   id) of the batch's purchases and refunds as counted (one ``INSERT … ON CONFLICT
+   DO NOTHING RETURNING``, in key order): the keys it returns are new, and the
+   first event of the batch naming each is the one that counts it
+   (``count_once``);
+3. reads the segment definitions once and, if there are any, every batch
    customer's memberships (one query each);
 
 and the handlers hold their channel touches, hint identities and timeline
@@ -27,10 +32,13 @@ was read ahead stays true for the whole batch. Memberships change only through
 before anything reads the timeline (a segment join or leave reads the money
 history, a complaint recount reads the cases) and their rollup goes to the
 customer's segments at that moment, which is what adding them one by one and then
-changing memberships sums to (the rollup is additive). A rolled-back transaction
-writes none of it. Outside the runner (no batch, or an event not in it: tests,
-the rebuild, a one-by-one replay after a failed batch still has its one-event
-batch) every call falls back to its own query.
+changing memberships sums to (the rollup is additive). Every purchase and refund in
+the batch is handled in it, in order, so recording all their sale keys up front and
+letting the first event naming a new key count it is what recording each in turn
+gives; a key another transaction is recording waits for its outcome, as there. A
+rolled-back transaction writes none of it. Outside the runner (no batch, or an event
+not in it: tests, the rebuild, a one-by-one replay after a failed batch still has
+its one-event batch) every call falls back to its own query.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from services.profile import repository
 from services.profile.models import Customer, Segment
 from shared.consumer import BATCH, batch
 from shared.events import Event
+from shared.events.commerce import PurchaseCompleted, PurchaseRefunded
 
 _KEY = "profile.batch"
 
@@ -61,6 +70,8 @@ class BatchState:
     made: frozenset[str] = frozenset()  # every customer this transaction created
     segments: Sequence[Segment] = ()
     members: dict[str, set[str]] = field(default_factory=dict)
+    sale_keys: frozenset[repository.SaleKeyRow] = frozenset()  # asked for at the start
+    uncounted: set[repository.SaleKeyRow] = field(default_factory=set)  # new, not yet counted
 
 
 @dataclass
@@ -100,6 +111,13 @@ async def _read_ahead(session: AsyncSession, events: Sequence[Event]) -> BatchSt
         found = await repository.lock_customers(session, wanted)
         ahead.customers.update((c.customer_id, c) for c in found)
         wanted = sorted({c.merged_into for c in found if c.merged_into} - ahead.customers.keys())
+    keys: dict[repository.SaleKeyRow, str] = {}
+    for e in events:
+        if (key := sale_key(e)) is not None:
+            keys.setdefault(key, e.id)
+    if keys:
+        ahead.sale_keys = frozenset(keys)
+        ahead.uncounted = await repository.claim_sale_keys(session, keys)
     ahead.segments = await repository.list_segments(session)
     ahead.members = {c: set() for c in ahead.customers}
     if ahead.segments:  # no segment, no memberships
@@ -117,6 +135,33 @@ def taken(ahead: BatchState, customer_id: str) -> tuple[Customer, bool] | None:
     created = customer_id in ahead.created
     ahead.created.discard(customer_id)
     return customer, created
+
+
+def sale_key(event: Event) -> repository.SaleKeyRow | None:
+    """What makes a purchase or refund the same sale however often it is sent: the
+    producer (event source) and its own purchase or refund id."""
+    if isinstance(event, PurchaseCompleted):
+        return event.source, event.type, event.data.purchase_id
+    if isinstance(event, PurchaseRefunded):
+        return event.source, event.type, event.data.refund_id
+    return None
+
+
+async def count_once(session: AsyncSession, event: PurchaseCompleted | PurchaseRefunded) -> bool:
+    """True if this sale was not counted before (and now is), False for a re-sent one.
+
+    In a batch the read-ahead recorded the keys; the first event naming a new one
+    counts it. Otherwise one ``INSERT … ON CONFLICT DO NOTHING`` for this event: a
+    concurrent transaction with the same key waits for the other's outcome."""
+    key = sale_key(event)
+    assert key is not None
+    ahead = current(session)
+    if ahead is not None and key in ahead.sale_keys:
+        if key not in ahead.uncounted:
+            return False
+        ahead.uncounted.discard(key)
+        return True
+    return bool(await repository.claim_sale_keys(session, {key: event.id}))
 
 
 def made_here(session: AsyncSession, customer_id: str) -> bool:

@@ -2,8 +2,9 @@
 
 Every update is order-independent: "latest" fields keep the max event time,
 "earliest" the min, counters and sums are commutative, and the net spend is
-computed when read. Each handler returns the customer it changed, so the caller
-can re-evaluate segments.
+computed when read. A purchase or refund counts once per sale, however often a
+till sends it and under whichever event id (``batching.count_once``). Each handler
+returns the customer it changed, so the caller can re-evaluate segments.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ async def record_purchase(
 ) -> Customer:
     data = event.data
     customer = await customer_for(session, event, data.customer)
+    if not await batching.count_once(session, event):
+        return customer  # the same sale, re-sent: counted, and on the timeline, already
     customer.order_count += 1
     if in_spend_currency(customer, data.total):
         customer.gross_spend += data.total.amount
@@ -65,6 +68,8 @@ async def record_refund(session: AsyncSession, *, event: PurchaseRefunded) -> Cu
     """Refunds are summed apart from purchases, so a refund seen first still converges."""
     data = event.data
     customer = await customer_for(session, event)
+    if not await batching.count_once(session, event):
+        return customer
     if in_spend_currency(customer, data.amount):
         customer.refunded_spend += data.amount.amount
     money = {"amount": str(data.amount.amount), "currency": data.amount.currency}
