@@ -13,7 +13,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -184,6 +184,7 @@ class Relay:
         self._take = _take_statement(batch_size, lock=True)
         self._oldest = _oldest_statement(batch_size)
         self._lock = RelayLock.beside(db.url) if db.sqlite else None
+        self._unforgotten: list[int] = []  # SQLite: sent, acknowledged, not yet deleted
         db.on_commit(self._wakeup.set, when=OUTBOX_FLAG)
 
     def notify(self) -> None:
@@ -209,7 +210,11 @@ class Relay:
                 await asyncio.sleep(backoff)
                 continue
             woken = await self._wait()
-        await self.publish_batch()  # drain what the last requests committed
+        try:
+            await self.publish_batch()  # drain what the last requests committed
+        finally:
+            if self._lock is not None:
+                self._lock.release()  # as the process's exit would
 
     async def _wait(self) -> bool:
         """Wait for a local commit (True), or for the periodic sweep (False) that picks
@@ -233,9 +238,14 @@ class Relay:
         started = time.perf_counter()
         if self._lock is None:
             count = await self._take_and_send()
+        elif not self._lock.take():
+            count = 0
         else:
-            with self._lock.taken() as mine:
-                count = await self._send_then_delete() if mine else 0
+            try:
+                count = await self._send_then_delete()
+            finally:
+                if not self._unforgotten:
+                    self._lock.release()
         if count:
             metrics.OUTBOX_PUBLISHED.labels(self._service).inc(count)
             elapsed = time.perf_counter() - started
@@ -256,14 +266,26 @@ class Relay:
 
     async def _send_then_delete(self) -> int:
         """SQLite, holding the relay lock: read the batch (no write lock), send it, and
-        once the broker has it, delete it in a transaction of one statement."""
+        once the broker has it, delete it in a transaction of one statement.
+
+        If that delete fails (the database is locked or read-only for a while), the
+        relay keeps the lock and the sent rows' ids, and its next batch starts by
+        deleting them again instead of reading and sending them a second time: an
+        outage of the database does not re-publish the batch every retry, and no other
+        replica takes them over meanwhile. Only the process's death (the kernel drops
+        the lock) leaves them for another relay to send again."""
+        if self._unforgotten:
+            await self._forget(self._unforgotten)
+            self._unforgotten = []
         self._wakeup.clear()  # as in _take_and_send: the read below starts the snapshot
         async with self._db.read_engine.connect() as conn:
             rows = (await conn.execute(self._oldest)).all()
         if not rows:
             return 0
         await self._send(rows)
-        await self._forget([r.id for r in rows])
+        self._unforgotten = [r.id for r in rows]
+        await self._forget(self._unforgotten)
+        self._unforgotten = []
         return len(rows)
 
     async def _forget(self, ids: list[int]) -> None:
@@ -290,14 +312,16 @@ _FORGET = delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True))
 class RelayLock:
     """SQLite's stand-in for PostgreSQL's advisory lock: an exclusive ``flock`` on a file
     next to the database, tried without waiting and held for one batch (read, send,
-    delete). One relay at a time per database file, across processes and within one (each
-    batch opens the file anew, and ``flock`` locks belong to the open file). The kernel
-    drops it when its holder dies, so a crashed relay blocks nobody. It needs every relay
-    of the file to take it: all replicas must run this code (``docs/architecture.md``).
+    delete), or until a failed delete of a sent batch succeeds. One relay at a time per
+    database file, across processes and within one (each take opens the file anew, and
+    ``flock`` locks belong to the open file). The kernel drops it when its holder dies, so
+    a crashed relay blocks nobody. It needs every relay of the file to take it: all
+    replicas must run this code (``docs/architecture.md``).
     """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
+        self._fd: int | None = None
 
     @classmethod
     def beside(cls, url: str) -> RelayLock:
@@ -305,22 +329,31 @@ class RelayLock:
         in_memory = not database or database == ":memory:"
         return cls(None if in_memory else f"{database}-relay.lock")
 
-    @contextlib.contextmanager
-    def taken(self) -> Iterator[bool]:
-        """Yields whether this relay holds the lock (an in-memory database has no other
-        process to share it with: always)."""
-        if self.path is None:
-            yield True
-            return
+    @property
+    def held(self) -> bool:
+        return self.path is None or self._fd is not None
+
+    def take(self) -> bool:
+        """Whether this relay holds the lock now, taking it if it can without waiting (an
+        in-memory database has no other process to share it with: always)."""
+        if self.held:
+            return True
+        assert self.path is not None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
             os.close(fd)  # closing the file releases the lock
 
 
