@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, Literal
 
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
@@ -72,3 +72,28 @@ def _migrate(conn: Connection, targets: list[MetaData], sqlite: bool) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+INBOX_AGE_INDEX = "ix_processed_events_processed_at"
+
+
+def index_inbox_by_age() -> None:
+    """The migration every service runs to index ``processed_events.processed_at`` (the
+    inbox's pruning finds its oldest rows by it), from inside its ``upgrade()``."""
+    if op.get_bind().dialect.name == "postgresql":
+        # The inbox is every service's largest table: build the index without blocking the
+        # consumers' inserts meanwhile. CONCURRENTLY cannot run inside a transaction; if it
+        # fails it leaves an INVALID index behind: DROP INDEX it and migrate again.
+        with op.get_context().autocommit_block():
+            op.create_index(
+                INBOX_AGE_INDEX, "processed_events", ["processed_at"], postgresql_concurrently=True
+            )
+        return
+    with op.batch_alter_table("processed_events", schema=None) as batch_op:
+        batch_op.create_index(INBOX_AGE_INDEX, ["processed_at"], unique=False)
+
+
+def unindex_inbox_by_age() -> None:
+    """``index_inbox_by_age``'s downgrade."""
+    with op.batch_alter_table("processed_events", schema=None) as batch_op:
+        batch_op.drop_index(INBOX_AGE_INDEX)

@@ -7,7 +7,7 @@ Create Date: 2026-12-04 22:32:43.443636
 
 from collections.abc import Sequence
 
-from alembic import op
+from shared.migrations import index_inbox_by_age, unindex_inbox_by_age
 
 revision: str = "99b0c345d5b4"
 down_revision: str | None = "f0a37cfcde5d"
@@ -15,23 +15,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-INDEX = "ix_processed_events_processed_at"
-
-
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        # The inbox is every service's largest table: build the index without blocking the
-        # consumers' inserts meanwhile. CONCURRENTLY cannot run inside a transaction; if it
-        # fails it leaves an INVALID index behind: DROP INDEX it and migrate again.
-        with op.get_context().autocommit_block():
-            op.create_index(
-                INDEX, "processed_events", ["processed_at"], postgresql_concurrently=True
-            )
-        return
-    with op.batch_alter_table("processed_events", schema=None) as batch_op:
-        batch_op.create_index(INDEX, ["processed_at"], unique=False)
+    index_inbox_by_age()
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("processed_events", schema=None) as batch_op:
-        batch_op.drop_index(INDEX)
+    unindex_inbox_by_age()
