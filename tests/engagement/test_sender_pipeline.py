@@ -286,49 +286,15 @@ async def test_a_retry_goes_out_after_its_backoff_without_a_poll(db: Database) -
     assert (await only_outreach(db, "c-1")).attempts == 2
 
 
-async def test_a_worker_sends_on_while_its_outcome_commits(
-    db: Database, gated: Callable[..., tuple[int, GatedHandler]]
-) -> None:
+async def _held_commits(
+    db: Database, gated: Callable[..., tuple[int, GatedHandler]], *, messages: int, workers: int
+) -> tuple[Sender, asyncio.Event, Callable[[], Awaitable[int]]]:
+    """A sender of ``messages`` thank-yous whose settling commits wait for the returned
+    gate, and a count of the outcomes sent but not yet committed."""
     port, _server = gated()
-    for n in range(6):
+    for n in range(messages):
         await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
-    sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=2))
-    settler = sender._settler
-    write, gate = settler._write, asyncio.Event()
-    writing: list[int] = []
-
-    async def slow_write(outcomes: Sequence[Outcome]) -> dict[str, str | None]:
-        writing.append(len(outcomes))
-        await gate.wait()
-        return await write(outcomes)
-
-    settler._write = slow_write
-    round_ = asyncio.create_task(sender.run_once())
-
-    async def unsettled() -> int:
-        return sum(writing) + len(settler._waiting)
-
-    # The first commit is held. Each worker sends one more message meanwhile, so four
-    # outcomes (two per worker) await a commit, where waiting workers would leave two.
-    assert await wait_until(lambda: _at_least(unsettled, 4), timeout=5)
-    gate.set()
-    assert await round_ == 6
-    assert sum(settler.groups) == 6
-    assert max(settler.groups) > 1
-    rows = await outreach_rows(db)
-    assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 6
-
-
-async def test_a_worker_sends_up_to_its_window_while_commits_wait_their_turn(
-    db: Database, gated: Callable[..., tuple[int, GatedHandler]]
-) -> None:
-    """On SQLite a commit waits its turn at the write lock behind the consumer: a worker
-    that waited for each outcome's commit sent one message per turn. It now keeps
-    ``UNSETTLED_PER_WORKER`` outcomes waiting (plus the one it sends), then waits."""
-    port, _server = gated()
-    for n in range(8):
-        await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
-    sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=1))
+    sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=workers))
     settler = sender._settler
     write, gate = settler._write, asyncio.Event()
     writing: list[int] = []
@@ -339,11 +305,37 @@ async def test_a_worker_sends_up_to_its_window_while_commits_wait_their_turn(
         return await write(outcomes)
 
     settler._write = held_write
-    round_ = asyncio.create_task(sender.run_once())
 
     async def unsettled() -> int:
         return sum(writing) + len(settler._waiting)
 
+    return sender, gate, unsettled
+
+
+async def test_a_worker_sends_on_while_its_outcome_commits(
+    db: Database, gated: Callable[..., tuple[int, GatedHandler]]
+) -> None:
+    sender, gate, unsettled = await _held_commits(db, gated, messages=6, workers=2)
+    round_ = asyncio.create_task(sender.run_once())
+    # The first commit is held. Each worker sends one more message meanwhile, so four
+    # outcomes (two per worker) await a commit, where waiting workers would leave two.
+    assert await wait_until(lambda: _at_least(unsettled, 4), timeout=5)
+    gate.set()
+    assert await round_ == 6
+    assert sum(sender._settler.groups) == 6
+    assert max(sender._settler.groups) > 1
+    rows = await outreach_rows(db)
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 6
+
+
+async def test_a_worker_sends_up_to_its_window_while_commits_wait_their_turn(
+    db: Database, gated: Callable[..., tuple[int, GatedHandler]]
+) -> None:
+    """On SQLite a commit waits its turn at the write lock behind the consumer: a worker
+    that waited for each outcome's commit sent one message per turn. It now keeps
+    ``UNSETTLED_PER_WORKER`` outcomes waiting (plus the one it sends), then waits."""
+    sender, gate, unsettled = await _held_commits(db, gated, messages=8, workers=1)
+    round_ = asyncio.create_task(sender.run_once())
     window = UNSETTLED_PER_WORKER + 1  # the first outcome's commit is held from the start
     assert await wait_until(lambda: _at_least(unsettled, window), timeout=5)
     assert await unsettled() == window  # the next send waits for the held commit
