@@ -3,11 +3,11 @@
 Per event, the outreach side used to write: a contact upsert and one consent upsert
 per channel for every ``customer.registered`` / ``customer.updated``; and for every
 purchase its thank-you (``INSERT … ON CONFLICT (dedupe_key) DO NOTHING``), its pair
-counts, its sequence counts, the customer's latest basket and the sale's counted key. Inside the runner's
-batch transaction (``shared.consumer.batch``) these are held here instead, reduced
-as the database would reduce them, and written with one ``executemany`` per table
-when the transaction commits (``repository.write_held_sync``), in key order (so two
-replicas' batches lock rows in the same order):
+counts, its sequence counts, the customer's latest basket and the sale's counted key.
+Inside the runner's batch transaction (``shared.consumer.batch``) these are held here
+instead, reduced as the database would reduce them, and written with one
+``executemany`` per table when the transaction commits (``repository.write_held_sync``),
+in key order (so two replicas' batches lock rows in the same order):
 
 * a contact (a consent) keeps the held row of the newest event, the later of two
   equally new ones, and is written under the same "stored one not newer" condition

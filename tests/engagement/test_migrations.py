@@ -44,14 +44,14 @@ async def test_counted_purchases_start_with_the_sales_counted_before(
     try:
         async with database.unit_of_work() as session:
             await session.execute(
-                insert(Outreach.__table__),
+                insert(Outreach),
                 [
                     _outreach("o-1", "thank_you", "thank_you:/pos/store-7:p-1", at),
                     _outreach("o-2", "win_back", "win_back:c-a:1", at),
                 ],
             )
             await session.execute(
-                insert(LastBasket.__table__),
+                insert(LastBasket),
                 [
                     {"customer_id": "c-a", "purchase_key": "/pos/store-7:p-1", "skus": [],
                      "purchased_at": at},
@@ -60,7 +60,7 @@ async def test_counted_purchases_start_with_the_sales_counted_before(
                 ],
             )  # fmt: skip
             await session.execute(
-                insert(Conversion.__table__),
+                insert(Conversion),
                 [{"purchase_key": "/web:p-3", "outreach_id": "o-1", "customer_id": "c-b",
                   "purchased_at": at}],
             )  # fmt: skip

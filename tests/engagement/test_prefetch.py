@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event as sa_event
 from sqlalchemy import delete, select, update
+from sqlalchemy import event as sa_event
 
 from services.engagement.config import EngagementSettings
 from services.engagement.consumers import handlers
@@ -300,7 +300,7 @@ async def test_a_sale_re_sent_under_a_new_event_id_counts_once(
         [
             _sale("c-a", "p-1", tea_cake, t0),
             _sale("c-b", "p-3", ("Lotus cake",), t0 + timedelta(minutes=5)),
-        ],  # noqa: E501
+        ],
         [_sale("c-b", "p-2", ("Jasmine", "Oolong"), t0)],
         # the customer bought again, then the old sale comes again in the same poll
         [

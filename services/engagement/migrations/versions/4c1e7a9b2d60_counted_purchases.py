@@ -35,9 +35,7 @@ def upgrade() -> None:
     op.create_table(
         "counted_purchases",
         sa.Column("purchase_key", sa.String(length=400), nullable=False),
-        sa.Column(
-            "purchased_at", sa.DateTime(timezone=True), nullable=False, comment="Event time"
-        ),
+        sa.Column("purchased_at", sa.DateTime(timezone=True), nullable=False, comment="Event time"),
         sa.PrimaryKeyConstraint("purchase_key", name=op.f("pk_counted_purchases")),
     )
     for key, at, table, where in SOURCES:
