@@ -303,8 +303,11 @@ async def test_a_sale_re_sent_under_a_new_event_id_counts_once(
         ],
         [_sale("c-b", "p-2", ("Jasmine", "Oolong"), t0)],
         # the customer bought again, then the old sale comes again in the same poll
+        # and again after another kind of event ended the run (the next run reads ahead)
         [
             _sale("c-a", "p-4", ("Jasmine",), t0 + timedelta(minutes=7)),
+            _sale("c-a", "p-1", tea_cake, t0),
+            customer("c-a", email="a@example.com", update=True),
             _sale("c-a", "p-1", tea_cake, t0),
         ],
     ]
