@@ -3,11 +3,11 @@
 Per event, the outreach side used to write: a contact upsert and one consent upsert
 per channel for every ``customer.registered`` / ``customer.updated``; and for every
 purchase its thank-you (``INSERT … ON CONFLICT (dedupe_key) DO NOTHING``), its pair
-counts, its sequence counts and the customer's latest basket. Inside the runner's
-batch transaction (``shared.consumer.batch``) these are held here instead, reduced
-as the database would reduce them, and written with one ``executemany`` per table
-when the transaction commits (``repository.write_held_sync``), in key order (so two
-replicas' batches lock rows in the same order):
+counts, its sequence counts, the customer's latest basket and the sale's counted key.
+Inside the runner's batch transaction (``shared.consumer.batch``) these are held here
+instead, reduced as the database would reduce them, and written with one
+``executemany`` per table when the transaction commits (``repository.write_held_sync``),
+in key order (so two replicas' batches lock rows in the same order):
 
 * a contact (a consent) keeps the held row of the newest event, the later of two
   equally new ones, and is written under the same "stored one not newer" condition
@@ -16,6 +16,9 @@ replicas' batches lock rows in the same order):
   (as ``count + 1`` and ``excluded.other_name`` one by one);
 * the latest basket is the run's (``prefetch``), which only ever replaces it with a
   newer purchase;
+* the keys of the sales counted into pairs and sequences (``counted_purchases``) are
+  held once per key; the run knows which were counted already (``prefetch``), so a
+  sale re-sent under a new event id, in this batch or an earlier one, counts once;
 * thank-yous are held once per dedupe key; the purchase's run knows which keys
   exist already (``prefetch``), so "planned once" is decided as the insert would
   decide it, and the insert still skips a key another transaction wrote meanwhile.
@@ -51,6 +54,7 @@ class Held:
     pairs: dict[tuple[str, str], tuple[int, str | None]] = field(default_factory=dict)
     sequences: dict[tuple[str, str], tuple[int, str | None]] = field(default_factory=dict)
     baskets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counted: dict[str, dict[str, Any]] = field(default_factory=dict)  # by purchase key
     outreach: dict[str, dict[str, Any]] = field(default_factory=dict)  # by dedupe key
 
     def __bool__(self) -> bool:
@@ -60,6 +64,7 @@ class Held:
             or self.pairs
             or self.sequences
             or self.baskets
+            or self.counted
             or self.outreach
         )
 
@@ -90,6 +95,7 @@ class Held:
                 for (sku, after), (count, name) in sorted(self.sequences.items())
             ],
             "basket": [self.baskets[k] for k in sorted(self.baskets)],
+            "counted": [self.counted[k] for k in sorted(self.counted)],
             "outreach": [self.outreach[k] for k in sorted(self.outreach)],
         }
 

@@ -149,6 +149,17 @@ class LastBasket(Base):
     purchased_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class CountedPurchase(Base):
+    """A sale counted into the item pairs and sequences, by ``source:purchase_id``: the
+    same sale re-sent under a new event id (or replayed after the inbox forgot its event)
+    counts once. Kept for good, like the statistics it guards (docs/engagement.md)."""
+
+    __tablename__ = "counted_purchases"
+
+    purchase_key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    purchased_at: Mapped[datetime] = mapped_column(UtcDateTime(), comment="Event time")
+
+
 class JourneyConfig(Base):
     """An operator's settings for one journey; a journey with no row runs on its defaults."""
 

@@ -3,11 +3,12 @@
 For each purchase, the outreach side used to ask the database, one purchase at a
 time: whom the customer was merged into, whether a win-back waits to be cancelled,
 which message the purchase is attributed to, the thank-you journey's settings, the
-customer's previous basket (locked), whether its thank-you was planned already and
-the recommendation counts of its items. The first purchase of a *run* (the
+customer's previous basket (locked), whether its thank-you was planned already,
+whether the sale was counted into the recommendations already and the recommendation
+counts of its items. The first purchase of a *run* (the
 purchases the runner hands over back to back, up to the next event of another
 kind, see ``shared.consumer.batch``) first writes what the batch holds (``held``),
-then asks for the whole run in eight statements:
+then asks for the whole run in nine statements:
 
 1. the survivors of the run's customer ids that were merged away;
 2. which of the (surviving) customers have a pending win-back;
@@ -16,16 +17,18 @@ then asks for the whole run in eight statements:
 4. every journey's settings;
 5. their latest baskets, locked (``FOR UPDATE``, in customer order, on PostgreSQL);
 6. which of the run's thank-you dedupe keys exist already;
-7. and 8. the "bought together" and "bought after" counts of the run's items.
+7. which of the run's sales (``source:purchase_id``) were counted into the
+   recommendation statistics already;
+8. and 9. the "bought together" and "bought after" counts of the run's items.
 
 Exactness: inside a run only purchase handlers run, and a purchase changes none of
 this for a later one, except the latest basket (each purchase replaces its
 customer's; the run keeps its copy up to date as it writes), the pending win-backs
-it cancels (the run forgets them once cancelled), the thank-you keys it plans and
-the counts it adds (the run adds them to its copies as it holds the writes). Merges, win-back plans
-and sends come from other kinds of event or other transactions (and so do counts
-other replicas' batches add): a run sees what
-was committed when it began, as if its purchases had been handled at that moment
+it cancels (the run forgets them once cancelled), the thank-you keys it plans, the
+sales it counts and the counts it adds (the run adds them to its copies as it holds
+the writes). Merges, win-back plans and sends come from other kinds of event or other
+transactions (and so do counts other replicas' batches add): a run sees what was
+committed when it began, as if its purchases had been handled at that moment
 (under PostgreSQL's read committed a per-purchase query could see a send committed
 a moment later; the message and the purchase were concurrent either way). A run
 ends at the first event of another kind, so a purchase after it reads ahead
@@ -47,7 +50,14 @@ from services.engagement import held, journey_config, recommendations
 from services.engagement.catalog import THANK_YOU, WIN_BACK
 from services.engagement.config import EngagementSettings
 from services.engagement.journey_config import JourneySettings
-from services.engagement.models import PENDING, SENT, LastBasket, MergedCustomer, Outreach
+from services.engagement.models import (
+    PENDING,
+    SENT,
+    CountedPurchase,
+    LastBasket,
+    MergedCustomer,
+    Outreach,
+)
 from shared.consumer import run_from
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
@@ -70,6 +80,7 @@ class Run:
     journeys: dict[str, JourneySettings] = field(default_factory=dict)
     baskets: dict[str, Basket | None] = field(default_factory=dict)
     thanked: set[str] = field(default_factory=set)  # thank-you dedupe keys planned
+    counted: set[str] = field(default_factory=set)  # sales counted into pairs/sequences
     pairs: recommendations.Counts = field(default_factory=dict)
     sequences: recommendations.Counts = field(default_factory=dict)
 
@@ -103,6 +114,8 @@ async def read_ahead(
     run.baskets = await _baskets(session, customers)
     keys = {f"{THANK_YOU}:{p.source}:{p.data.purchase_id}" for p in purchases}
     run.thanked = await _planned(session, sorted(keys))
+    sales = {recommendations.purchase_key(p) for p in purchases}
+    run.counted = await _counted(session, sorted(sales))
     skus = sorted({sku for p in purchases for sku in recommendations.items(p.data)})
     run.pairs = await recommendations.pair_counts(session, skus)
     run.sequences = await recommendations.sequence_counts(session, skus)
@@ -167,6 +180,11 @@ async def _sent(
 
 async def _planned(session: AsyncSession, keys: list[str]) -> set[str]:
     stmt = select(Outreach.dedupe_key).where(Outreach.dedupe_key.in_(keys))
+    return set((await session.execute(stmt)).scalars())
+
+
+async def _counted(session: AsyncSession, keys: list[str]) -> set[str]:
+    stmt = select(CountedPurchase.purchase_key).where(CountedPurchase.purchase_key.in_(keys))
     return set((await session.execute(stmt)).scalars())
 
 

@@ -6,6 +6,11 @@ customer's previous purchase, item of this one) pair: "often bought next". A
 customer's recommendations are drawn from the purchases seen before theirs.
 Nothing is hard-coded: an empty history recommends nothing.
 
+A sale counts once, by ``source:purchase_id`` (``counted_purchases``), not by event id: a
+till re-sending it under a new event id, or a replay after the inbox forgot the event
+(``INBOX_RETENTION_DAYS``), counts nothing again, whichever journeys are enabled and
+however many purchases the customer made since.
+
 A recommendation reads the counts of the purchase's items (one query) and ranks
 them here: the names most often bought with (after) any of them, not among them,
 ties by the other item's SKU (code point order). In a consumer batch the purchase's
@@ -160,10 +165,39 @@ async def _counts(session: AsyncSession, skus: Sequence[str], stmt: Any) -> Coun
     return found
 
 
+def purchase_key(event: PurchaseCompleted) -> str:
+    """The sale, scoped by its source: the same for a re-send under a new event id."""
+    return f"{event.source}:{event.data.purchase_id}"
+
+
 async def record_purchase(session: AsyncSession, event: PurchaseCompleted) -> None:
-    """Count the purchase into both statistics (after the thank-you drew from them)."""
+    """Count the purchase into both statistics (after the thank-you drew from them), once
+    per sale: a sale counted already (``first_count``) changes nothing."""
+    if not await first_count(session, event):
+        return
     await record_basket(session, event.data, event)
     await record_sequence(session, event)
+
+
+async def first_count(session: AsyncSession, event: PurchaseCompleted) -> bool:
+    """Remember the sale as counted; False if it was counted before (another event id).
+
+    In a run the run knows the sales counted so far (read ahead, then its own) and the
+    key is held and written at commit (``held``); else it is inserted now, and the insert
+    decides.
+    """
+    key = purchase_key(event)
+    values = {"purchase_key": key, "purchased_at": event.time}
+    run = prefetch.run_of(session, event)
+    holding = held.of(session) if run is not None else None
+    if run is None or holding is None:
+        result = await session.execute(repository.statement(session, "counted"), values)
+        return bool(getattr(result, "rowcount", 0))
+    if key in run.counted:
+        return False
+    run.counted.add(key)
+    holding.counted[key] = values
+    return True
 
 
 async def record_sequence(session: AsyncSession, event: PurchaseCompleted) -> None:
@@ -173,7 +207,7 @@ async def record_sequence(session: AsyncSession, event: PurchaseCompleted) -> No
     late-delivered older purchase changes nothing.
     """
     bought = items(event.data)
-    key = f"{event.source}:{event.data.purchase_id}"
+    key = purchase_key(event)
     run = prefetch.run_of(session, event)
     if run is not None:
         previous = run.baskets[event.subject]

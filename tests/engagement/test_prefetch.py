@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, update
 
 from services.engagement.config import EngagementSettings
 from services.engagement.consumers import handlers
@@ -19,6 +19,7 @@ from services.engagement.models import (
     Consent,
     Contact,
     Conversion,
+    CountedPurchase,
     ItemPair,
     ItemSequence,
     LastBasket,
@@ -28,6 +29,7 @@ from services.engagement.service import OUTREACH_FLAG
 from shared.db import Database
 from shared.events import Event
 from shared.migrations import upgrade_async
+from shared.plumbing import processed_events
 from tests.conftest import DatabaseFactory
 from tests.engagement.support import customer, handle, now, published, purchase, settings
 from tests.engagement.test_identity import erased, merged
@@ -266,3 +268,106 @@ async def test_thank_yous_in_batches_are_planned_once_and_wake_the_sender(
         ("thank_you:/pos/store-7:p-4", "suppressed"),
     ]
     assert batched["published"] == ["outreach.suppressed"]
+
+
+def _sale(customer_id: str, purchase_id: str, items: tuple[str, ...], when: Any) -> Event:
+    """A sale as a till sends it: each call is a new event (a new id) for the same sale."""
+    return purchase(customer_id, purchase_id=purchase_id, items=items, when=when)
+
+
+def _counts(rows: list[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
+    return {(a, b): count for a, b, count in rows}
+
+
+@pytest.mark.parametrize("thank_you", [True, False], ids=["thank-you-on", "thank-you-off"])
+async def test_a_sale_re_sent_under_a_new_event_id_counts_once(
+    db: Database, twin: Database, thank_you: bool
+) -> None:
+    """In the same poll, in a later poll, and after the customer bought again in between:
+    the pairs and sequences count the sale once (by source and purchase id), whether or not
+    the thank-you journey (which is keyed by the sale too) is enabled; batched as one by
+    one."""
+    config = settings(thank_you_enabled=thank_you)
+    t0 = now() - timedelta(hours=1)
+    tea_cake = ("Green tea", "Lotus cake")
+    polls: list[list[Event]] = [
+        [
+            _sale("c-a", "p-1", tea_cake, t0),
+            _sale("c-a", "p-1", tea_cake, t0),  # re-sent within the same poll
+            _sale("c-b", "p-2", ("Jasmine", "Oolong"), t0),
+        ],
+        # re-sent in a later poll; c-b's is no longer the last basket (p-3 is newer)
+        [
+            _sale("c-a", "p-1", tea_cake, t0),
+            _sale("c-b", "p-3", ("Lotus cake",), t0 + timedelta(minutes=5)),
+        ],
+        [_sale("c-b", "p-2", ("Jasmine", "Oolong"), t0)],
+        # the customer bought again, then the old sale comes again in the same poll
+        # and again after another kind of event ended the run (the next run reads ahead)
+        [
+            _sale("c-a", "p-4", ("Jasmine",), t0 + timedelta(minutes=7)),
+            _sale("c-a", "p-1", tea_cake, t0),
+            customer("c-a", email="a@example.com", update=True),
+            _sale("c-a", "p-1", tea_cake, t0),
+        ],
+    ]
+    for poll in polls:
+        await _in_one_batch(db, poll, config)
+    await handle(twin, *[e for poll in polls for e in poll], config=config)
+    batched, alone = await _state(db), await _state(twin)
+    assert batched == alone
+    pairs = _counts(batched["pairs"])
+    assert pairs[("sku-green-tea", "sku-lotus-cake")] == 1
+    assert pairs[("sku-lotus-cake", "sku-green-tea")] == 1
+    assert pairs[("sku-jasmine", "sku-oolong")] == 1
+    assert set(pairs.values()) == {1}
+    # c-b: p-2 then p-3; c-a: p-1 then p-4; the re-sends linked nothing
+    assert _counts(batched["sequences"]) == {
+        ("sku-jasmine", "sku-lotus-cake"): 1,
+        ("sku-oolong", "sku-lotus-cake"): 1,
+        ("sku-green-tea", "sku-jasmine"): 1,
+        ("sku-lotus-cake", "sku-jasmine"): 1,
+    }
+    assert ("c-a", "/pos/store-7:p-4", ("sku-jasmine",)) in batched["baskets"]
+    assert ("c-b", "/pos/store-7:p-3", ("sku-lotus-cake",)) in batched["baskets"]
+    async with db.unit_of_work() as session:
+        counted = (await session.execute(select(CountedPurchase.purchase_key))).scalars()
+        assert sorted(counted) == [f"/pos/store-7:p-{n}" for n in range(1, 5)]
+
+
+async def test_a_late_replay_after_the_inbox_forgot_its_event_counts_nothing(
+    db: Database,
+) -> None:
+    """The inbox is pruned after INBOX_RETENTION_DAYS; the same event (same id) seen again
+    after that is handled again, and its sale counts no pair or sequence twice."""
+    config = settings()
+    t0 = now() - timedelta(hours=1)
+    sale = _sale("c-a", "p-1", ("Green tea", "Lotus cake"), t0)
+    await _in_one_batch(db, [sale], config)
+    await _in_one_batch(db, [_sale("c-a", "p-2", ("Oolong",), t0 + timedelta(minutes=1))], config)
+    async with db.unit_of_work() as session:
+        await session.execute(delete(processed_events))
+    await _in_one_batch(db, [sale], config)
+    await handle(db, sale, config=config)  # and one by one, outside a batch
+    state = await _state(db)
+    assert set(_counts(state["pairs"]).values()) == {1}
+    assert _counts(state["sequences"]) == {
+        ("sku-green-tea", "sku-oolong"): 1,
+        ("sku-lotus-cake", "sku-oolong"): 1,
+    }
+
+
+async def test_a_run_reads_the_counted_sales_ahead_once(db: Database) -> None:
+    config = settings()
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(" ".join(args[2].split()).upper())
+
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await _in_one_batch(db, [purchase(f"c-{n}") for n in range(20)], config)
+    finally:
+        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    assert sum("FROM COUNTED_PURCHASES" in s for s in statements) == 1
+    assert sum(s.startswith("INSERT INTO COUNTED_PURCHASES ") for s in statements) == 1

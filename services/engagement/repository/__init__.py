@@ -17,6 +17,7 @@ from services.engagement.models import (
     SENT,
     Consent,
     Contact,
+    CountedPurchase,
     ItemPair,
     ItemSequence,
     LastBasket,
@@ -110,6 +111,9 @@ def _statements(insert: Any) -> dict[str, Any]:
         "basket": basket.on_conflict_do_update(
             index_elements=["customer_id"],
             set_={c: basket.excluded[c] for c in ("purchase_key", "skus", "purchased_at")},
+        ),
+        "counted": insert(CountedPurchase.__table__).on_conflict_do_nothing(
+            index_elements=["purchase_key"]
         ),
     }
 
