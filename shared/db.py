@@ -122,8 +122,8 @@ def _replace_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
 
 
 def _begin_deferred(conn: Any) -> None:
-    """A deferred BEGIN in one hand-off to aiosqlite's thread instead of three (a
-    statement through SQLAlchemy opens, runs and closes a cursor, each a hand-off).
+    """A deferred BEGIN straight on the driver: one hand-off to aiosqlite's thread (it
+    was three before ``shared.sqlite``; now it saves SQLAlchemy's execution machinery).
 
     It takes no lock, so it does not wait; should it fail all the same, the error is
     wrapped as SQLAlchemy would have (a ``DBAPIError``: a 503 to retry, not a 500).
