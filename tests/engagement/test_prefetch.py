@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, update
-from sqlalchemy import event as sa_event
 
 from services.engagement.config import EngagementSettings
 from services.engagement.consumers import handlers
@@ -36,6 +35,7 @@ from tests.engagement.test_identity import erased, merged
 from tests.engagement.test_journeys import risk
 from tests.engagement.test_policy import consent
 from tests.helpers import batch_items, batch_runner
+from tests.shared.statements import counting
 
 pytestmark = pytest.mark.db
 
@@ -156,16 +156,7 @@ async def test_a_run_asks_once_for_what_each_purchase_used_to_ask(db: Database) 
     config = settings()
     people = [customer(f"c-{n}", email=f"c{n}@example.com") for n in range(20)]
     await _in_one_batch(db, list(people), config)
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(" ".join(args[2].split()).upper())
-
-    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    try:
-        await _in_one_batch(db, [purchase(f"c-{n}") for n in range(20)], config)
-    finally:
-        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    statements = await _statements_of_a_batch(db, [purchase(f"c-{n}") for n in range(20)], config)
     for table in ("MERGED_CUSTOMERS", "JOURNEY_CONFIGS"):
         assert sum(f"FROM {table}" in s for s in statements) == 1, table
     assert sum(s.startswith("SELECT") and "FROM LAST_BASKETS" in s for s in statements) == 1
@@ -359,15 +350,15 @@ async def test_a_late_replay_after_the_inbox_forgot_its_event_counts_nothing(
 
 async def test_a_run_reads_the_counted_sales_ahead_once(db: Database) -> None:
     config = settings()
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(" ".join(args[2].split()).upper())
-
-    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    try:
-        await _in_one_batch(db, [purchase(f"c-{n}") for n in range(20)], config)
-    finally:
-        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    statements = await _statements_of_a_batch(db, [purchase(f"c-{n}") for n in range(20)], config)
     assert sum("FROM COUNTED_PURCHASES" in s for s in statements) == 1
     assert sum(s.startswith("INSERT INTO COUNTED_PURCHASES ") for s in statements) == 1
+
+
+async def _statements_of_a_batch(
+    db: Database, events: list[Event], config: EngagementSettings
+) -> list[str]:
+    """The SQL one batch of ``events`` sends, on one line each and in upper case."""
+    with counting(db) as seen:
+        await _in_one_batch(db, events, config)
+    return [" ".join(sql.split()).upper() for sql in seen.sql]
