@@ -181,8 +181,8 @@ class Relay:
         self._max_backoff = max_backoff
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._take = _take_statement(batch_size, lock=True)
-        self._oldest = _oldest_statement(batch_size)
+        self._take = _take_statement(batch_size)  # PostgreSQL's batch
+        self._oldest = _oldest_statement(batch_size)  # SQLite's
         self._lock = RelayLock.beside(db.url) if db.sqlite else None
         self._unforgotten: list[int] = []  # SQLite: sent, acknowledged, not yet deleted
         db.on_commit(self._wakeup.set, when=OUTBOX_FLAG)
@@ -363,20 +363,19 @@ def _oldest_statement(batch_size: int) -> Executable:
     return select(o.id, o.topic, o.key, o.value, o.headers).order_by(o.id).limit(batch_size)
 
 
-def _take_statement(batch_size: int, *, lock: bool) -> Executable:
-    """``DELETE`` the ``batch_size`` oldest rows ``RETURNING`` them (in no set order).
-
-    With ``lock`` (PostgreSQL) the statement deletes nothing unless this transaction
-    takes the relay's advisory lock, which it then holds until it commits or rolls
-    back: one relay at a time per database, preserving order. The lock is an
-    uncorrelated scalar subquery, evaluated once before any row is read (the plan's
-    one-time filter).
+def _take_statement(batch_size: int) -> Executable:
+    """PostgreSQL: ``DELETE`` the ``batch_size`` oldest rows ``RETURNING`` them (in no set
+    order), and nothing unless this transaction takes the relay's advisory lock, which
+    it then holds until it commits or rolls back: one relay at a time per database,
+    preserving order. The lock is an uncorrelated scalar subquery, evaluated once before
+    any row is read (the plan's one-time filter).
     """
-    stmt = delete(outbox)
-    if lock:
-        took = func.pg_try_advisory_xact_lock(literal(RELAY_LOCK_ID), type_=Boolean)
-        stmt = stmt.where(select(took).scalar_subquery())
+    took = func.pg_try_advisory_xact_lock(literal(RELAY_LOCK_ID), type_=Boolean)
     oldest = outbox.alias("oldest")
-    stmt = stmt.where(outbox.c.id.in_(select(oldest.c.id).order_by(oldest.c.id).limit(batch_size)))
+    stmt = (
+        delete(outbox)
+        .where(select(took).scalar_subquery())
+        .where(outbox.c.id.in_(select(oldest.c.id).order_by(oldest.c.id).limit(batch_size)))
+    )
     o = outbox.c
     return stmt.returning(o.id, o.topic, o.key, o.value, o.headers)
