@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.engagement.catalog import AFTER_SALES, SURVEY_INVITATION
 from services.engagement.config import EngagementSettings
 from services.engagement.journeys import exit_keys, plan
+from services.engagement.recommendations import purchase_key
 from services.engagement.service import utc
 from shared.events.commerce import PurchaseCompleted, PurchaseRefunded
 from shared.events.feedback import SurveyInvitationCreated
@@ -41,7 +42,7 @@ async def plan_after_sales(
         "categories": sorted({line.category for line in lines if line.category}),
         "items": [line.name for line in lines if line.name],
     }
-    key = f"{event.source}:{event.data.purchase_id}"
+    key = purchase_key(event)
     return await plan(
         session, event, journey=AFTER_SALES, key=key, context=context, now=now, settings=settings
     )

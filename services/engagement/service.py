@@ -224,7 +224,7 @@ async def attribute(session: AsyncSession, event: PurchaseCompleted, *, window: 
     """Attribute the purchase to the last message sent to the customer within ``window`` s."""
     at = utc(event.time)
     since = at - timedelta(seconds=window)
-    purchase_key = f"{event.source}:{event.data.purchase_id}"
+    purchase_key = recommendations.purchase_key(event)
     run = prefetch.run_of(session, event)
     if run is None or not prefetch.covers(run, since=since, until=at):
         await repository.attribute_purchase(
