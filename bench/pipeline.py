@@ -34,6 +34,7 @@ from shared.config import ServiceSettings
 from shared.events import all_topics, decode
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
+from shared.events.profile import PROFILE_TOPIC, CustomerRegistered
 from shared.kafka import create_topics
 from tools import broker as tansu
 from tools import smtp_sink
@@ -88,6 +89,35 @@ class Watch:
                         if purchase not in self.arrived:
                             self.arrived[purchase] = now
                             self.relayed[purchase] = r.timestamp / 1000
+        finally:
+            await consumer.stop()
+
+
+@dataclass
+class ContactWatch:
+    """Consumes profile.events and records when profile's relay produced each new
+    customer's ``customer.registered``: engagement needs it (the address and consents)
+    before it can send a first-time customer's thank-you."""
+
+    bootstrap: str
+    topic: str
+    relayed: dict[str, float] = field(default_factory=dict)  # by customer id
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                for records in (await consumer.getmany(timeout_ms=100)).values():
+                    for r in records:
+                        event = decode(r.value)
+                        if isinstance(event, CustomerRegistered):
+                            self.relayed.setdefault(event.subject, r.timestamp / 1000)
         finally:
             await consumer.stop()
 
@@ -281,6 +311,8 @@ class Paced:
     waited: float  # seconds after the last send until every sample was in (or gave up)
     # purchase → points split at loyalty's relay producing points.earned, seconds each
     hops: dict[str, list[float]] = field(default_factory=dict)
+    # purchase → e-mail split at profile's relay producing the new customer's registration
+    mail_hops: dict[str, list[float]] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per purchase, by process
     busy: float = float("nan")  # share of the machine's CPUs busy during the run
 
@@ -289,6 +321,7 @@ async def paced(
     bootstrap: str,
     prefix: str,
     watch: Watch,
+    contacts: ContactWatch,
     sink: smtp_sink.ArrivalSink,
     rate: float,
     seconds: int,
@@ -327,7 +360,13 @@ async def paced(
         if purchase in watch.relayed:
             hops["to loyalty's relay"].append(watch.relayed[purchase] - t)
             hops["relay to consumer"].append(watch.arrived[purchase] - watch.relayed[purchase])
-    return Paced(rate, len(sent), points, mails, waited, hops, cpu_ms, busy)
+    mail_hops: dict[str, list[float]] = {"to profile's relay": [], "relay to accepted": []}
+    for t, address in sent.values():
+        customer = address.split("@")[0]
+        if customer in contacts.relayed and address in mail_at:
+            mail_hops["to profile's relay"].append(contacts.relayed[customer] - t)
+            mail_hops["relay to accepted"].append(mail_at[address] - contacts.relayed[customer])
+    return Paced(rate, len(sent), points, mails, waited, hops, mail_hops, cpu_ms, busy)
 
 
 @dataclass
@@ -380,6 +419,8 @@ async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> Pipeli
         watch = Watch(bootstrap, prefix + "loyalty.events")
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch.run(stop))
+        contacts = ContactWatch(bootstrap, prefix + PROFILE_TOPIC)
+        contact_watcher = asyncio.create_task(contacts.run(stop))
         print(f"[{db}] warming up with {WARM_UP} purchases …", flush=True)
         warmed = await warm_up(bootstrap, prefix, watch, sink, WARM_UP)
         print(f"[{db}] burst of {n} purchases …", flush=True)
@@ -391,10 +432,13 @@ async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> Pipeli
             if offered == offered and offered >= 1.0:  # NaN: the burst never completed
                 print(f"[{db}] paced at {offered:.0f}/s for {seconds}s …", flush=True)
                 runs.append(
-                    await paced(bootstrap, prefix, watch, sink, offered, seconds, drain, pids)
+                    await paced(
+                        bootstrap, prefix, watch, contacts, sink, offered, seconds, drain, pids
+                    )
                 )
         stop.set()
         await watcher
+        await contact_watcher
         rss = {s.name: peak_rss_mb(s.proc.pid) for s in services if s.proc}
         result = PipelineResult(db, len(sample), floor, warmed, n, measured, runs, rss)
         report(result)
@@ -440,14 +484,15 @@ def report(r: PipelineResult) -> None:
                 f"{f'at {run.rate:.0f}/s: purchase → {label}':<50} {latency(values)}"
                 f"  ({len(values)}/{run.sent} in, {run.waited:.0f}s after the last send)"
             )
-        print(
-            f"{'':<10}points, by hop: "
-            + "; ".join(
-                f"{hop} p50 {pct(v, 50):.0f} / p99 {pct(v, 99):.0f} ms"
-                for hop, v in run.hops.items()
-                if v
+        for label, hops in (("points", run.hops), ("e-mail", run.mail_hops)):
+            print(
+                f"{'':<10}{label}, by hop: "
+                + "; ".join(
+                    f"{hop} p50 {pct(v, 50):.0f} / p99 {pct(v, 99):.0f} ms"
+                    for hop, v in hops.items()
+                    if v
+                )
             )
-        )
         print(
             f"{'':<10}CPU per purchase: "
             + ", ".join(f"{k} {v:.1f} ms" for k, v in run.cpu_ms.items())
