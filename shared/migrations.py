@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData, pool
@@ -97,3 +100,35 @@ def unindex_inbox_by_age() -> None:
     """``index_inbox_by_age``'s downgrade."""
     with op.batch_alter_table("processed_events", schema=None) as batch_op:
         batch_op.drop_index(INBOX_AGE_INDEX)
+
+
+def widen_strings(table: str, widths: Mapping[str, tuple[int, int]]) -> None:
+    """Widen VARCHAR columns of ``table`` in place: ``{column: (old length, new length)}``.
+
+    PostgreSQL alters the column type (widening a VARCHAR rewrites neither the table nor
+    its indexes). SQLite enforces no length and keeps the declared type only in the
+    table's CREATE statement, so that text is edited (SQLite's own procedure for schema
+    changes that leave the stored rows as they are: writable_schema, then a new
+    schema_version). A batch copy is no option there: it drops the old table, and with
+    foreign keys on, dropping a table that others reference ON DELETE CASCADE deletes
+    their rows too (profile's customers). The downgrade (new, old) fails on PostgreSQL
+    if a stored value is longer than the old length, rather than cut it.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        for column, (old, new) in widths.items():
+            op.alter_column(table, column, existing_type=sa.String(old), type_=sa.String(new))
+        return
+    find = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :table"
+    sql = bind.execute(sa.text(find), {"table": table}).scalar_one()
+    for column, (old, new) in widths.items():
+        declared = re.compile(rf'((?<![\w"])"?{re.escape(column)}"?\s+VARCHAR)\({old}\)', re.I)
+        sql, found = declared.subn(rf"\g<1>({new})", sql)
+        if found != 1:
+            raise RuntimeError(f"{table}.{column} is not declared VARCHAR({old}) once")
+    version = bind.execute(sa.text("PRAGMA schema_version")).scalar_one()
+    bind.execute(sa.text("PRAGMA writable_schema = ON"))
+    update = "UPDATE sqlite_master SET sql = :sql WHERE type = 'table' AND name = :table"
+    bind.execute(sa.text(update), {"sql": sql, "table": table})
+    bind.execute(sa.text(f"PRAGMA schema_version = {int(version) + 1}"))
+    bind.execute(sa.text("PRAGMA writable_schema = OFF"))

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from sqlalchemy import select
 
 from shared.auth import issue_token
 from shared.consumer import ConsumerRunner, Handlers, Item
@@ -18,6 +19,7 @@ from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
+from shared.plumbing import outbox
 
 
 def purchase(
@@ -109,6 +111,24 @@ def batch_items(events: Sequence[Event | bytes], topic: str = "t") -> list[Item]
     return items
 
 
+# The longest values the event contract allows (Event.source 256, Event.id and the
+# purchase / refund ids 128): keys composed from them must fit their columns, which
+# PostgreSQL enforces (SQLite does not).
+LONGEST_SOURCE = "/pos/" + "s" * 251
+
+
+def longest(prefix: str, length: int = 128) -> str:
+    """``prefix`` padded to ``length`` characters (an id at its contract limit)."""
+    return prefix + "x" * (length - len(prefix))
+
+
+async def dead_letter_topics(db: Database) -> list[str]:
+    """The topics of the dead letters waiting in ``db``'s outbox (no relay runs)."""
+    async with db.unit_of_work() as session:
+        topics = (await session.execute(select(outbox.c.topic).order_by(outbox.c.id))).scalars()
+        return [t for t in topics if t.endswith(".deadletter")]
+
+
 def batch_runner(db: Database, handlers: Handlers, *, service: str = "test") -> ConsumerRunner:
     """A consumer runner for its batch transaction only (``_apply_batch``): no broker."""
     return ConsumerRunner(
@@ -131,3 +151,10 @@ def auth_headers(*scopes: str, subject: str = "test-client", staff: bool = False
     """A bearer token signed with the tests' shared secret, carrying ``scopes``."""
     token = issue_token(secret=TEST_SECRET, subject=subject, scopes=scopes, staff=staff)
     return {"Authorization": f"Bearer {token}"}
+
+
+async def run_poll(db: Database, handlers: Handlers, events: Sequence[Event]) -> None:
+    """Hand ``events`` to a consumer runner as one poll: one batch transaction, replayed
+    one message at a time (dead-lettering the culprit) if the batch fails."""
+    runner = batch_runner(db, handlers)
+    assert await runner._process([item.record for item in batch_items(events)])

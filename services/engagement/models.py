@@ -144,7 +144,7 @@ class LastBasket(Base):
     __tablename__ = "last_baskets"
 
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    purchase_key: Mapped[str] = mapped_column(String(300))
+    purchase_key: Mapped[str] = mapped_column(String(400))
     skus: Mapped[list[str]] = mapped_column(JSON)
     purchased_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -215,7 +215,7 @@ class Conversion(Base):
 
     __tablename__ = "conversions"
 
-    purchase_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    purchase_key: Mapped[str] = mapped_column(String(400), primary_key=True)
     outreach_id: Mapped[str] = mapped_column(String(36), index=True)
     customer_id: Mapped[str] = mapped_column(String(64), index=True)
     purchased_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -87,7 +87,7 @@ class Response(Base):
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    dedupe_key: Mapped[str] = mapped_column(String(400), unique=True)
     invitation_id: Mapped[str | None] = mapped_column(String(64))
     survey_id: Mapped[str] = mapped_column(String(64))
     survey_version: Mapped[int] = mapped_column(Integer)

@@ -44,7 +44,7 @@ class Customer(Base):
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     name_folded: Mapped[str | None] = mapped_column(
-        String(200), index=True, comment="casefolded name, for prefix search"
+        String(600), index=True, comment="casefolded name, for prefix search"
     )
     email: Mapped[str | None] = mapped_column(String(254))
     phone: Mapped[str | None] = mapped_column(String(32))
@@ -69,7 +69,7 @@ class Customer(Base):
     # From loyalty.events, engagement.events and feedback.events.
     points_balance: Mapped[int | None] = mapped_column(BigInteger)
     points_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    tier: Mapped[str | None] = mapped_column(String(32))
+    tier: Mapped[str | None] = mapped_column(String(64))
     tier_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     churn_risk: Mapped[float | None] = mapped_column(Float)
     churn_band: Mapped[str | None] = mapped_column(String(8))
