@@ -6,7 +6,7 @@ each against its own freshly started stack, prints each benchmark's own table as
 goes, and at the end one summary table with a column per database and the targets.
 
     PYTHONPATH=. .venv/bin/python -m bench.all [--db sqlite|postgres|both]
-        [--purchases 3000] [--rate 200] [--seconds 15] [--customers 2000]
+        [--purchases 3000] [--rate 200] [--seconds 15] [--drain 120] [--customers 2000]
 
 It takes about 15-25 minutes on the 2-core machine. Needs wrk (`apt-get install -y wrk`)
 and, for the PostgreSQL column, PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth),
@@ -34,14 +34,14 @@ TARGETS = {
 _NO_REST = rest.RestResult("", [], {})
 
 
-def parse() -> argparse.Namespace:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """bench.pipeline's options (``--seconds`` also sets each wrk run), on both databases
+    unless told otherwise, and the REST benchmark's seed size."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
-    parser.add_argument("--purchases", type=int, default=3000, help="pipeline burst size")
-    parser.add_argument("--rate", type=int, default=200, help="pipeline fixed offered load")
-    parser.add_argument("--seconds", type=int, default=15, help="each paced or wrk run")
+    pipeline.add_options(parser)
+    parser.set_defaults(db="both")
     parser.add_argument("--customers", type=int, default=2000, help="REST seed size")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def _ms(values: list[float], q: float) -> str:
@@ -144,19 +144,7 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
 
 
 async def run(args: argparse.Namespace) -> None:
-    pipe_args = pipeline.parse(
-        [
-            "--db",
-            args.db,
-            "--purchases",
-            str(args.purchases),
-            "--rate",
-            str(args.rate),
-            "--seconds",
-            str(args.seconds),
-        ]
-    )
-    pipes = await pipeline.run_all(pipe_args)
+    pipes = await pipeline.run_all(args)
     rests = []
     for db in [p.db for p in pipes]:
         rest_args = rest.parse(

@@ -506,13 +506,18 @@ def report(r: PipelineResult) -> None:
     print("peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in r.rss.items()))
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark, which bench.all takes too (and hands to ``run_all``)."""
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="sqlite")
     parser.add_argument("--purchases", type=int, default=3000, help="burst size")
     parser.add_argument("--rate", type=int, default=200, help="fixed offered load, purchases/s")
     parser.add_argument("--seconds", type=int, default=15, help="length of each paced run")
     parser.add_argument("--drain", type=float, default=120, help="wait for a paced run's tail")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_options(parser)
     return parser.parse_args(argv)
 
 

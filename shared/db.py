@@ -39,6 +39,12 @@ NAMING_CONVENTION = {
 }
 
 
+def as_utc(value: datetime) -> datetime:
+    """The same moment, aware and in UTC; a naive value is taken to be UTC already (SQLite
+    keeps no offset: every time stored through ``UtcDateTime`` is UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A timezone-aware datetime, stored and read back as UTC on every backend.
 
@@ -61,7 +67,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 def new_metadata() -> MetaData:

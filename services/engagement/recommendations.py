@@ -183,16 +183,15 @@ async def first_count(session: AsyncSession, event: PurchaseCompleted) -> bool:
     """Remember the sale as counted; False if it was counted before (another event id).
 
     In a run the run knows the sales counted so far (read ahead, then its own) and the
-    key is held and written at commit (``held``); else it is inserted now, and the insert
-    decides.
+    key is held and written at commit (``held``); else it is claimed now, and the claim
+    decides (``repository.count_purchase``, ``shared.claims``).
     """
     key = purchase_key(event)
     values = {"purchase_key": key, "purchased_at": event.time}
     run = prefetch.run_of(session, event)
     holding = held.of(session) if run is not None else None
     if run is None or holding is None:
-        result = await session.execute(repository.statement(session, "counted"), values)
-        return bool(getattr(result, "rowcount", 0))
+        return await repository.count_purchase(session, values)
     if key in run.counted:
         return False
     run.counted.add(key)

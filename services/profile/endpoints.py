@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -29,6 +29,7 @@ from shared.access_log import audited_read_session, record_apart, staff_reads
 from shared.app import ReadSessionDep, RuntimeDep, SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
+from shared.timers import wall_clock
 
 READ = [Depends(require("customers:read"))]
 WRITE = [Depends(require("customers:write"))]
@@ -78,17 +79,13 @@ class BadQuery(AppError):
     code = "invalid_query"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @customers_router.post("/resolve", response_model=ResolvedRead, dependencies=WRITE)
 async def resolve_customer(
     body: ResolveCreate, session: SessionDep, runtime: RuntimeDep
 ) -> ResolvedRead:
     region = getattr(runtime.settings, "default_phone_region", "VN")
     resolved = await service.resolve(
-        session, identities=body.to_domain(), region=region, now=_now()
+        session, identities=body.to_domain(), region=region, now=wall_clock()
     )
     return ResolvedRead.from_domain(resolved)
 
@@ -186,7 +183,7 @@ async def update_preferences(
     customer_id: str, body: PreferencesUpdate, session: SessionDep
 ) -> CustomerRead:
     customer = await service.update_preferences(
-        session, customer_id=customer_id, change=body.to_domain(), now=_now()
+        session, customer_id=customer_id, change=body.to_domain(), now=wall_clock()
     )
     view = await service.get_customer_view(session, customer_id=customer.customer_id)
     return CustomerRead.from_view(view)
@@ -202,12 +199,12 @@ async def erase_customer(
     customer_id: str, session: SessionDep, body: ErasureCreate | None = None
 ) -> None:
     reason = body.reason if body else None
-    await service.erase(session, customer_id=customer_id, reason=reason, now=_now())
+    await service.erase(session, customer_id=customer_id, reason=reason, now=wall_clock())
 
 
 @merges_router.post("/{merge_id}/undo", response_model=MergeRead)
 async def undo_merge(merge_id: str, session: SessionDep) -> MergeRead:
-    return MergeRead.from_row(await service.undo(session, merge_id=merge_id, now=_now()))
+    return MergeRead.from_row(await service.undo(session, merge_id=merge_id, now=wall_clock()))
 
 
 @events_router.post(
@@ -236,7 +233,7 @@ async def _json_body(request: Request) -> Any:
 @segments_router.post("", status_code=201, response_model=SegmentRead, dependencies=WRITE)
 async def create_segment(body: SegmentCreate, session: SessionDep) -> SegmentRead:
     segment = await segments.create_segment(
-        session, name=body.name, expression=body.expression, now=_now()
+        session, name=body.name, expression=body.expression, now=wall_clock()
     )
     return SegmentRead.model_validate(segment, from_attributes=True)
 
@@ -269,7 +266,7 @@ async def segments_report(
     end: Annotated[date | None, Query(alias="to", description="Exclusive, YYYY-MM-DD")] = None,
 ) -> dict[str, Any]:
     """Each segment's current members and what they bought in [from, to), in event time."""
-    now = _now()
+    now = wall_clock()
     when = reports.period(start, end, today=now.date())
     currency = getattr(runtime.settings, "report_currency", "EUR")
     return await reports.segments_report(session, when, currency=currency, now=now)

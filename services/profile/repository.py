@@ -41,6 +41,7 @@ from services.profile.models import (
     SegmentMember,
     TimelineEntry,
 )
+from shared.claims import KeyClaims
 from shared.db import dialect_insert, per_dialect
 from shared.events import Event
 
@@ -454,18 +455,15 @@ SaleKeyRow = tuple[str, str, str]  # (event source, kind, purchase_id or refund_
 
 async def claim_sale_keys(session: AsyncSession, keys: Mapping[SaleKeyRow, str]) -> set[SaleKeyRow]:
     """Record these sales as counted (each with the id of the event counting it); returns
-    those not recorded before. In key order, so two transactions lock them alike."""
-    claimed: set[SaleKeyRow] = set()
-    stmt = _statements(session).claim_sale_keys
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), CHUNK):
-        rows = [
-            {"event_source": s, "kind": k, "business_id": b, "event_id": keys[s, k, b]}
-            for s, k, b in ordered[start : start + CHUNK]
-        ]
-        result = await session.execute(stmt, rows)
-        claimed.update((s, k, b) for s, k, b in result.all())
-    return claimed
+    those not recorded before (``shared.claims``: one statement, in key order)."""
+    rows = [
+        {"event_source": s, "kind": k, "business_id": b, "event_id": event_id}
+        for (s, k, b), event_id in keys.items()
+    ]
+    return await _SALE_KEYS.claim(session, rows)
+
+
+_SALE_KEYS: KeyClaims[SaleKeyRow] = KeyClaims(SaleKey.__table__)
 
 
 # --- timeline -------------------------------------------------------------------------------
@@ -535,12 +533,11 @@ class _Statements:
     touch_channels: Any
     claim_identities: Any
     add_timeline: Any
-    claim_sale_keys: Any
 
 
 @per_dialect
 def _statements(insert: Any) -> _Statements:
-    c, t, k = Customer.__table__, TimelineEntry.__table__, SaleKey.__table__
+    c, t = Customer.__table__, TimelineEntry.__table__
     return _Statements(
         create_customers=insert(c)
         .on_conflict_do_nothing(index_elements=["customer_id"])
@@ -552,9 +549,6 @@ def _statements(insert: Any) -> _Statements:
         add_timeline=insert(t)
         .on_conflict_do_nothing()
         .returning(t.c.customer_id, t.c.kind, t.c.occurred_at, t.c.amount, t.c.currency),
-        claim_sale_keys=insert(k)
-        .on_conflict_do_nothing(index_elements=["event_source", "kind", "business_id"])
-        .returning(k.c.event_source, k.c.kind, k.c.business_id),
     )
 
 

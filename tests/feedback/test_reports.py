@@ -17,13 +17,13 @@ from sqlalchemy import select
 
 from services.feedback import repository
 from services.feedback.config import FeedbackSettings
-from services.feedback.endpoints import deps
 from services.feedback.main import create_app
 from services.feedback.models import Complaint, Response, ResponseDay
 from services.feedback.repository import reports
 from services.feedback.schemas import StaffResponseCreate
 from services.feedback.service import responses
 from shared.db import Database
+from shared.timers import wall_clock
 from tests.conftest import TEST_DB
 from tests.feedback.support import create_survey
 from tests.helpers import auth_headers
@@ -39,7 +39,7 @@ Z = 1.959964
 @asynccontextmanager
 async def reporting(settings: FeedbackSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    app.dependency_overrides[deps.now] = lambda: NOW
+    app.dependency_overrides[wall_clock] = lambda: NOW
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,

@@ -34,18 +34,17 @@ from tests.loyalty.support import (
 
 pytestmark = pytest.mark.db
 
+WEEK = {  # a campaign over the stories' days: 5 points a purchase, 12 a member at most
+    "id": "wk",
+    "name": "Week",
+    "starts_at": at(0).isoformat(),
+    "ends_at": at(9).isoformat(),
+    "bonus_points": 5,
+    "member_budget": 12,
+}
 RULES = {
     "interaction_points": {"review": 7},
-    "campaigns": [
-        {
-            "id": "wk",
-            "name": "Week",
-            "starts_at": at(0).isoformat(),
-            "ends_at": at(9).isoformat(),
-            "bonus_points": 5,
-            "member_budget": 12,
-        }
-    ],
+    "campaigns": [WEEK],
     "milestones": [{"id": "third", "nth_purchase": 3, "points": 30}],
     "tiers": [{"name": "Member", "threshold": 0}, {"name": "Gold", "threshold": 150}],
 }
@@ -371,19 +370,7 @@ async def test_tiers_change_in_a_batch_as_one_event_at_a_time(loyalty: Loyalty) 
     assert changes == [("t-b", "Silver"), ("t-a", "Silver"), ("t-b", "Gold")]
 
 
-BUDGET_RULES: dict[str, Any] = {
-    "campaigns": [
-        {
-            "id": "wk",
-            "name": "Week",
-            "starts_at": at(0).isoformat(),
-            "ends_at": at(9).isoformat(),
-            "bonus_points": 5,
-            "member_budget": 12,
-            "global_budget": 30,
-        }
-    ],
-}
+BUDGET_RULES: dict[str, Any] = {"campaigns": [{**WEEK, "global_budget": 30}]}
 
 
 def _budgets(t: str) -> list[list[Event]]:

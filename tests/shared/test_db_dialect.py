@@ -1,13 +1,14 @@
-"""shared.db's dialect helpers: the insert with ON CONFLICT, and statements built once per
-dialect, on a real database."""
+"""shared.db's helpers: the insert with ON CONFLICT and statements built once per dialect,
+on a real database; ``as_utc``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from shared.db import Database, dialect_insert, per_dialect
+from shared.db import Database, as_utc, dialect_insert, per_dialect
 from shared.plumbing import processed_events
 
 pytestmark = pytest.mark.db
@@ -43,3 +44,13 @@ async def test_a_statement_is_built_once_per_dialect_and_runs_there(db: Database
 def test_each_dialect_has_its_own_insert() -> None:
     assert dialect_insert("postgresql").__module__ == "sqlalchemy.dialects.postgresql.dml"
     assert dialect_insert("sqlite").__module__ == "sqlalchemy.dialects.sqlite.dml"
+
+
+def test_as_utc_reads_a_naive_time_as_utc_and_converts_an_aware_one() -> None:
+    naive = datetime(2026, 12, 5, 3, 0)
+    assert as_utc(naive) == datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
+    assert as_utc(naive).tzinfo is UTC
+    hanoi = datetime(2026, 12, 5, 10, 0, tzinfo=timezone(timedelta(hours=7)))
+    assert as_utc(hanoi) == hanoi
+    assert as_utc(hanoi).tzinfo is UTC
+    assert as_utc(hanoi).hour == 3

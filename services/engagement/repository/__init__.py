@@ -55,6 +55,7 @@ from services.engagement.repository.sweeps import (
 from services.engagement.repository.sweeps import (
     suppress_unreachable as suppress_unreachable,
 )
+from shared.claims import KeyClaims
 from shared.db import per_dialect
 
 CONTACT_COLUMNS = (
@@ -139,6 +140,14 @@ def write_held_sync(session: Session, rows: Mapping[str, Sequence[dict[str, Any]
     for name, values in rows.items():
         if values:
             session.execute(statement(session, name), list(values))
+
+
+_COUNTED: KeyClaims[tuple[str]] = KeyClaims(CountedPurchase.__table__)
+
+
+async def count_purchase(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Record a sale as counted (``counted_purchases``); False if it was counted before."""
+    return bool(await _COUNTED.claim(session, [values]))
 
 
 async def consents(session: AsyncSession, customer_id: str) -> dict[str, str]:

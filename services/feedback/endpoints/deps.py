@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends
@@ -10,6 +10,7 @@ from fastapi import Depends
 from services.feedback.config import FeedbackSettings
 from shared.app import RuntimeDep
 from shared.auth import Forbidden, Principal, current_principal
+from shared.timers import wall_clock
 
 
 def get_settings(runtime: RuntimeDep) -> FeedbackSettings:
@@ -17,10 +18,6 @@ def get_settings(runtime: RuntimeDep) -> FeedbackSettings:
     if not isinstance(settings, FeedbackSettings):
         raise TypeError("the feedback service needs FeedbackSettings")
     return settings
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def require_report_reader(
@@ -33,4 +30,4 @@ async def require_report_reader(
 
 
 SettingsDep = Annotated[FeedbackSettings, Depends(get_settings)]
-NowDep = Annotated[datetime, Depends(now)]
+NowDep = Annotated[datetime, Depends(wall_clock)]

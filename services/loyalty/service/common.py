@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
+
+from shared.db import as_utc as utc
+
+__all__ = ["SOURCE", "maybe_utc", "utc"]
 
 SOURCE = "keepwell/loyalty"
-
-
-def utc(value: datetime) -> datetime:
-    """Aware UTC (SQLite hands back naive datetimes, which we always store as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def maybe_utc(value: datetime | None) -> datetime | None:
