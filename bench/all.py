@@ -71,6 +71,12 @@ def _rest(result: rest.RestResult, mode: str, paced: bool) -> str:
     return "-"
 
 
+def _hops(run: pipeline.Paced | None) -> str:
+    if run is None or not all(run.mail_hops.values()):
+        return "-"
+    return " / ".join(f"{pipeline.pct(v, 99):,.0f}" for v in run.mail_hops.values())
+
+
 def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) -> None:
     dbs = [p.db for p in pipes]
     rows: list[tuple[str, list[str], str]] = []
@@ -79,6 +85,10 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
         rows.append((label, values, target))
 
     add("raw broker produce→consume, msg/s", [f"{p.floor:,.0f}" for p in pipes])
+    add(
+        f"warm-up: first {pipeline.WARM_UP} purchases → all effects, s",
+        [f"{p.warm_up:.1f}" for p in pipes],
+    )
     add("burst: purchase → points, /s", [f"{p.burst.points:,.1f}" for p in pipes])
     add("burst: purchase → 360° view, /s", [f"{p.burst.profile:,.1f}" for p in pipes])
     add("burst: purchase → e-mail, /s", [f"{p.burst.mail:,.1f}" for p in pipes])
@@ -94,6 +104,10 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
         add(f"{label} {rate}: → points p50/p95/p99 ms", [_lat(r, "points") for r in runs], target)
         target = TARGETS["e-mail p99 @200"] if index else ""
         add(f"{label} {rate}: → e-mail p50/p95/p99 ms", [_lat(r, "mails") for r in runs], target)
+        add(
+            f"{label} {rate}: → e-mail by hop: to profile's relay / then accepted, p99 ms",
+            [_hops(r) for r in runs],
+        )
         add(
             f"{label} {rate}: CPU ms per purchase, all (busy)",
             [_cpu(r.cpu_ms, r.busy) if r else "-" for r in runs],
