@@ -21,8 +21,17 @@ class PurchaseLine(Payload):
     unit_price: Decimal = Field(ge=0, max_digits=18, decimal_places=4)
 
 
+# A refund names its sale by ``purchase_id`` alone (it may come from another till, or the
+# web shop), so the id must be unique across the business, not only per till.
+SALE_ID = (
+    "Unique across the business, not only per till: a refund names the sale by this id "
+    "alone, and loyalty awards a purchase_id once. A till that numbers its receipts "
+    "from 1 prefixes its store and till, e.g. S12-T3-0001."
+)
+
+
 class PurchaseCompletedData(Payload):
-    purchase_id: str = Field(min_length=1, max_length=128)
+    purchase_id: str = Field(min_length=1, max_length=128, description=SALE_ID)
     channel: Channel
     store_id: str | None = Field(default=None, max_length=64)
     total: Money = Field(description="What the customer paid, after discounts")
@@ -44,8 +53,12 @@ class RefundedLine(Payload):
 
 
 class PurchaseRefundedData(Payload):
-    refund_id: str = Field(min_length=1, max_length=128)
-    purchase_id: str = Field(min_length=1, max_length=128)
+    refund_id: str = Field(
+        min_length=1, max_length=128, description="Unique across the business, as a sale's"
+    )
+    purchase_id: str = Field(
+        min_length=1, max_length=128, description="The refunded sale's purchase_id"
+    )
     amount: Money = Field(description="The amount given back in this refund")
     lines: tuple[RefundedLine, ...] = ()
     reason: str | None = Field(default=None, max_length=500)
