@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections import deque
 from email.utils import parseaddr
@@ -159,7 +160,7 @@ async def _pipelined(
     content = normalize_message_line_endings(message)
     if client.supports_extension("size"):
         options = [f"size={len(content)}", *options]
-    mail = b" ".join((b"MAIL FROM:" + quote_address(sender).encode(encoding), *_ascii(options)))
+    mail = b" ".join((_mail_from(sender, encoding), *_ascii(options)))
     rcpt = b"RCPT TO:" + quote_address(recipient).encode(encoding)
     for line in (mail, rcpt):
         if _CONTROL.search(line):
@@ -192,6 +193,12 @@ async def _pipelined(
             replies.write(b"RSET\r\n")
             await replies.next()
         raise refusal
+
+
+@functools.cache
+def _mail_from(sender: str, encoding: str) -> bytes:
+    """MAIL's first words for our one sender address (checked once, as aiosmtplib does)."""
+    return b"MAIL FROM:" + quote_address(sender).encode(encoding)
 
 
 def _ascii(options: list[str]) -> list[bytes]:
