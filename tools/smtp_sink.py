@@ -44,6 +44,15 @@ class ReceivedMail:
         return part.get_content() if part is not None else ""
 
 
+def advertise_pipelining(session: Session, hostname: str, responses: list[str]) -> list[str]:
+    """An EHLO hook's answer that offers PIPELINING (RFC 2920), as real servers do.
+
+    aiosmtpd reads pipelined commands in order and answers each, but does not say so.
+    A hook that answers EHLO must remember the client's name itself."""
+    session.host_name = hostname
+    return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 class SinkHandler:
     def __init__(self, *, out_dir: Path | None = None, echo: bool = False) -> None:
         self.messages: list[ReceivedMail] = []
@@ -51,6 +60,16 @@ class SinkHandler:
         self._echo = echo
         self._lock = threading.Lock()
         self.arrived = threading.Condition(self._lock)
+
+    async def handle_EHLO(
+        self,
+        _server: Any,
+        session: Session,
+        _envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        return advertise_pipelining(session, hostname, responses)
 
     async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
@@ -95,6 +114,16 @@ def start(
 
 class _ArrivalPrinter:
     """Accepts every message; prints when and to whom, nothing else."""
+
+    async def handle_EHLO(
+        self,
+        _server: Any,
+        session: Session,
+        _envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        return advertise_pipelining(session, hostname, responses)
 
     async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
         now = time.time()

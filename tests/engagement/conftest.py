@@ -16,6 +16,7 @@ from shared.db import Database
 from shared.migrations import upgrade_async
 from tests.conftest import DatabaseFactory
 from tools import broker as tansu
+from tools.smtp_sink import advertise_pipelining
 
 
 @pytest.fixture
@@ -35,9 +36,23 @@ async def db(engagement_url: str) -> AsyncIterator[Database]:
 class RefusingHandler:
     """Refuses every message at one stage ("RCPT" or "DATA") with the given SMTP reply."""
 
-    def __init__(self, reply: str, stage: str) -> None:
+    def __init__(self, reply: str, stage: str, *, pipelining: bool = False) -> None:
         self.reply = reply
         self.stage = stage
+        self.pipelining = pipelining
+
+    async def handle_EHLO(
+        self,
+        _server: Any,
+        session: Session,
+        _envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        if self.pipelining:
+            return advertise_pipelining(session, hostname, responses)
+        session.host_name = hostname
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -77,13 +92,15 @@ def slow_smtp() -> Iterator[tuple[int, SlowHandler]]:
 
 
 @pytest.fixture
-def refusing_smtp() -> Iterator[Callable[[str, str], int]]:
-    """Factory: a server refusing every message with ``reply`` at ``stage``; returns its port."""
+def refusing_smtp() -> Iterator[Callable[..., int]]:
+    """Factory: a server refusing every message with ``reply`` at ``stage`` (offering
+    PIPELINING if ``pipelining``); returns its port."""
     controllers: list[Controller] = []
 
-    def start(reply: str, stage: str) -> int:
+    def start(reply: str, stage: str, *, pipelining: bool = False) -> int:
         port = tansu.free_port()
-        controller = Controller(RefusingHandler(reply, stage), hostname="127.0.0.1", port=port)
+        handler = RefusingHandler(reply, stage, pipelining=pipelining)
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
         controller.start()
         controllers.append(controller)
         return port

@@ -11,7 +11,7 @@ from services.engagement import delivery
 from services.engagement.delivery import Claim, RetryPolicy
 from shared.db import Database
 from shared.events import derived_id
-from shared.events.engagement import OutreachFailed
+from shared.events.engagement import OutreachFailed, OutreachSent
 from tests.engagement.support import (
     customer,
     handle,
@@ -75,6 +75,32 @@ async def test_a_slow_sender_still_settles_if_nobody_took_over(db: Database) -> 
     assert await _sent(db, claim)
     assert (await only_outreach(db, "c-1")).status == "sent"
     assert await _claim(db) == []
+
+
+async def test_a_group_of_sends_settles_the_claims_still_held_each_with_its_reply(
+    db: Database,
+) -> None:
+    for n in range(3):
+        await handle(db, customer(f"c-{n}"), purchase(f"c-{n}"))
+    claims = {c.customer_id: c for c in await _claim(db)}
+    await set_outreach(db, "c-1", claimed_at=now() - timedelta(minutes=10))
+    await _release_stalled(db)
+    [taken_over] = await _claim(db)
+    assert (taken_over.customer_id, taken_over.attempt) == ("c-1", 2)
+    sent = [(claims[c], f"250 queued as Q{c[-1]}") for c in ("c-0", "c-1", "c-2")]
+    async with db.unit_of_work() as session:
+        settled = await delivery.record_sent_many(session, sent=sent, now=now())
+    assert settled == {claims["c-0"].outreach_id, claims["c-2"].outreach_id}
+    rows = {r.customer_id: r for r in await outreach_rows(db)}
+    assert [(r.status, r.attempts, r.provider_message_id) for _, r in sorted(rows.items())] == [
+        ("sent", 1, "250 queued as Q0"),
+        ("sending", 2, None),
+        ("sent", 1, "250 queued as Q2"),
+    ]
+    events = await published(db)
+    assert sorted(e.data.outreach_id for e in events if isinstance(e, OutreachSent)) == sorted(
+        settled
+    )
 
 
 async def test_concurrent_claims_take_disjoint_rows(db: Database) -> None:

@@ -197,6 +197,7 @@ async def test_transient_failures_give_up_after_max_attempts(db: Database) -> No
     assert event.data.error == row.last_error
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
 @pytest.mark.parametrize(
     ("stage", "reply", "status"),
     [
@@ -207,9 +208,14 @@ async def test_transient_failures_give_up_after_max_attempts(db: Database) -> No
     ],
 )
 async def test_a_refusal_fails_or_retries_by_reply_code(
-    db: Database, refusing_smtp: Callable[[str, str], int], stage: str, reply: str, status: str
+    db: Database,
+    refusing_smtp: Callable[..., int],
+    stage: str,
+    reply: str,
+    status: str,
+    pipelining: bool,
 ) -> None:
-    port = refusing_smtp(reply, stage)
+    port = refusing_smtp(reply, stage, pipelining=pipelining)
     await handle(db, customer("c-1"), purchase("c-1"))
     await sender(db, port).run_once()
     row = await only_outreach(db, "c-1")

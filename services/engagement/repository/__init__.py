@@ -3,11 +3,13 @@ configuration and identity queries in the modules beside it (re-exported where s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, or_, select, update
+from sqlalchemy import Integer, Row, String, and_, bindparam, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -272,7 +274,20 @@ async def settle_sent(
 ) -> set[str]:
     """Record several claims as sent in one statement: ``replies`` maps (outreach id,
     attempt) to the provider's reply. Fenced like ``settle_claim``, row by row; returns
-    the ids it settled."""
+    the ids it settled.
+
+    On PostgreSQL the rows come as three arrays joined with ``unnest``: one statement,
+    built and compiled once, whatever the group's size (building a condition per row
+    cost more CPU than running the statement)."""
+    if session.get_bind().dialect.name == "postgresql":
+        params = {
+            "id_list": [i for i, _ in replies],
+            "attempt_list": [attempt for _, attempt in replies],
+            "reply_list": list(replies.values()),
+            "sent_time": sent_at,
+        }
+        result = await session.execute(_settle_sent_by_arrays(), params)
+        return set(result.scalars().all())
     fenced = or_(*(and_(Outreach.id == i, Outreach.attempts == attempt) for i, attempt in replies))
     by_id = {i: reply for (i, _), reply in replies.items()}
     result = await session.execute(
@@ -287,6 +302,32 @@ async def settle_sent(
         .execution_options(synchronize_session=False)
     )
     return set(result.scalars().all())
+
+
+@functools.cache
+def _settle_sent_by_arrays() -> Any:
+    """``settle_sent``'s statement on PostgreSQL (parameters ``id_list``, ``attempt_list``,
+    ``reply_list``: equal-length arrays, and ``sent_time``)."""
+    rows = (
+        func.unnest(
+            bindparam("id_list", type_=ARRAY(String)),
+            bindparam("attempt_list", type_=ARRAY(Integer)),
+            bindparam("reply_list", type_=ARRAY(String)),
+        )
+        .table_valued("id", "attempt", "reply")
+        .render_derived(name="settled")
+    )
+    return (
+        update(Outreach)
+        .where(
+            Outreach.id == rows.c.id,
+            Outreach.attempts == rows.c.attempt,
+            Outreach.status.in_((SENDING, PENDING)),
+        )
+        .values(status=SENT, sent_at=bindparam("sent_time"), provider_message_id=rows.c.reply)
+        .returning(Outreach.id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def update_stalled(
