@@ -34,6 +34,11 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 Tz = UtcDateTime()
 
 
+# Ledger entry keys (``earn:<purchase_id>:base`` …) are at most 208 characters from the
+# longest ids the event contract allows (docs/events.md); a longer one is refused.
+ENTRY_KEY_LENGTH = 300
+
+
 class Base(DeclarativeBase):
     metadata = new_metadata()
 
@@ -83,7 +88,9 @@ class LedgerEntry(Base):
     points: Mapped[int] = mapped_column(BigInteger)
     balance_after: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(300))
-    entry_key: Mapped[str] = mapped_column(String(300), unique=True, comment="Idempotency key")
+    entry_key: Mapped[str] = mapped_column(
+        String(ENTRY_KEY_LENGTH), unique=True, comment="Idempotency key"
+    )
     source_event_id: Mapped[str | None] = mapped_column(String(128))
     purchase_id: Mapped[str | None] = mapped_column(String(128))
     rule_id: Mapped[str | None] = mapped_column(String(100))
@@ -104,7 +111,9 @@ class Lot(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(String(64))
-    entry_key: Mapped[str] = mapped_column(String(300), comment="The ledger entry it came from")
+    entry_key: Mapped[str] = mapped_column(
+        String(ENTRY_KEY_LENGTH), comment="The ledger entry it came from"
+    )
     purchase_id: Mapped[str | None] = mapped_column(String(128), index=True)
     points: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)

@@ -1,7 +1,7 @@
 """Ledger keys built from event fields fit their column whole, on PostgreSQL too (which
-enforces VARCHAR lengths; SQLite does not). The ledger cuts a key to the column's 300
-characters rather than fail, so a key that outgrew it would silently lose its end: the
-keys here are compared whole."""
+enforces VARCHAR lengths; SQLite does not), and a key that would not fit is refused
+rather than cut (two cut keys could become one, and the second entry would never be
+posted)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import pytest
 
+from services.loyalty.models import ENTRY_KEY_LENGTH
+from services.loyalty.service.ledger import Why
 from shared.events import Money
 from shared.events.commerce import (
     PurchaseCompleted,
@@ -98,3 +100,9 @@ async def test_ledger_keys_from_the_longest_ids_are_kept_whole(loyalty: Loyalty)
     assert member is not None
     assert member.tier == TIER
     await loyalty.check_invariants()
+
+
+def test_a_ledger_key_longer_than_its_column_is_refused_not_cut() -> None:
+    assert Why(reason="r", key="k" * ENTRY_KEY_LENGTH).key == "k" * ENTRY_KEY_LENGTH
+    with pytest.raises(ValueError, match="longer than 300"):
+        Why(reason="r", key="k" * (ENTRY_KEY_LENGTH + 1))

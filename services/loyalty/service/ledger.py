@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty import repository
-from services.loyalty.models import LedgerEntry, Lot, Member
+from services.loyalty.models import ENTRY_KEY_LENGTH, LedgerEntry, Lot, Member
 from services.loyalty.service import held, rollup, schedule
 from services.loyalty.service.common import utc
 
@@ -32,6 +32,12 @@ class Why:
     rule_version: int | None = None
     operator: str | None = None
     reference: str | None = None
+
+    def __post_init__(self) -> None:
+        # A key cut to fit would make two entries one (the second then never posted):
+        # refuse it instead, so the event is dead-lettered and seen.
+        if len(self.key) > ENTRY_KEY_LENGTH:
+            raise ValueError(f"ledger entry key longer than {ENTRY_KEY_LENGTH}: {self.key[:80]}…")
 
 
 def post(
@@ -56,7 +62,7 @@ def post(
         "points": points,
         "balance_after": member.balance,
         "reason": why.reason[:300],
-        "entry_key": why.key[:300],
+        "entry_key": why.key,
         "source_event_id": why.source_event_id,
         "purchase_id": why.purchase_id,
         "rule_id": why.rule_id,
