@@ -24,11 +24,12 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from shared.config import ServiceSettings
 from shared.events import all_topics, decode
@@ -61,6 +62,28 @@ def make_purchase(customer: str, i: int, tag: str = "B") -> PurchaseCompleted:
     )
 
 
+async def follow(
+    bootstrap: str,
+    topic: str,
+    stop: asyncio.Event,
+    seen: Callable[[float, ConsumerRecord[bytes, bytes]], None],
+) -> None:
+    """Read ``topic`` from the start until ``stop``, handing each record to ``seen`` with
+    the time its fetch came back."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=20
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.time()
+                for r in records:
+                    seen(now, r)
+    finally:
+        await consumer.stop()
+
+
 @dataclass
 class Watch:
     """Consumes loyalty.events and records when each purchase's points arrived, and when
@@ -72,25 +95,13 @@ class Watch:
     relayed: dict[str, float] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=self.bootstrap,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
-        )
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                for records in (await consumer.getmany(timeout_ms=100)).values():
-                    now = time.time()
-                    for r in records:
-                        event = decode(r.value)
-                        purchase = event.data.source_event_id
-                        if purchase not in self.arrived:
-                            self.arrived[purchase] = now
-                            self.relayed[purchase] = r.timestamp / 1000
-        finally:
-            await consumer.stop()
+        await follow(self.bootstrap, self.topic, stop, self._seen)
+
+    def _seen(self, now: float, record: ConsumerRecord[bytes, bytes]) -> None:
+        purchase = decode(record.value).data.source_event_id
+        if purchase not in self.arrived:
+            self.arrived[purchase] = now
+            self.relayed[purchase] = record.timestamp / 1000
 
 
 @dataclass
@@ -104,22 +115,12 @@ class ContactWatch:
     relayed: dict[str, float] = field(default_factory=dict)  # by customer id
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=self.bootstrap,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
-        )
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                for records in (await consumer.getmany(timeout_ms=100)).values():
-                    for r in records:
-                        event = decode(r.value)
-                        if isinstance(event, CustomerRegistered):
-                            self.relayed.setdefault(event.subject, r.timestamp / 1000)
-        finally:
-            await consumer.stop()
+        await follow(self.bootstrap, self.topic, stop, self._seen)
+
+    def _seen(self, now: float, record: ConsumerRecord[bytes, bytes]) -> None:
+        event = decode(record.value)
+        if isinstance(event, CustomerRegistered):
+            self.relayed.setdefault(event.subject, record.timestamp / 1000)
 
 
 async def group_caught_up(bootstrap: str, group: str, topic: str, partitions: int = 4) -> bool:
