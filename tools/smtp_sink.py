@@ -44,22 +44,14 @@ class ReceivedMail:
         return part.get_content() if part is not None else ""
 
 
-def advertise_pipelining(session: Session, hostname: str, responses: list[str]) -> list[str]:
-    """An EHLO hook's answer that offers PIPELINING (RFC 2920), as real servers do.
+class OffersPipelining:
+    """An aiosmtpd handler's EHLO hook that offers PIPELINING (RFC 2920), as real servers
+    do, unless ``pipelining`` is false.
 
     aiosmtpd reads pipelined commands in order and answers each, but does not say so.
     A hook that answers EHLO must remember the client's name itself."""
-    session.host_name = hostname
-    return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
-
-class SinkHandler:
-    def __init__(self, *, out_dir: Path | None = None, echo: bool = False) -> None:
-        self.messages: list[ReceivedMail] = []
-        self._out_dir = out_dir
-        self._echo = echo
-        self._lock = threading.Lock()
-        self.arrived = threading.Condition(self._lock)
+    pipelining = True
 
     async def handle_EHLO(
         self,
@@ -69,7 +61,19 @@ class SinkHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        return advertise_pipelining(session, hostname, responses)
+        session.host_name = hostname
+        if not self.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+class SinkHandler(OffersPipelining):
+    def __init__(self, *, out_dir: Path | None = None, echo: bool = False) -> None:
+        self.messages: list[ReceivedMail] = []
+        self._out_dir = out_dir
+        self._echo = echo
+        self._lock = threading.Lock()
+        self.arrived = threading.Condition(self._lock)
 
     async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
@@ -112,18 +116,8 @@ def start(
     return controller, handler
 
 
-class _ArrivalPrinter:
+class _ArrivalPrinter(OffersPipelining):
     """Accepts every message; prints when and to whom, nothing else."""
-
-    async def handle_EHLO(
-        self,
-        _server: Any,
-        session: Session,
-        _envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        return advertise_pipelining(session, hostname, responses)
 
     async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
         now = time.time()

@@ -16,7 +16,7 @@ from shared.db import Database
 from shared.migrations import upgrade_async
 from tests.conftest import DatabaseFactory
 from tools import broker as tansu
-from tools.smtp_sink import advertise_pipelining
+from tools.smtp_sink import OffersPipelining
 
 
 @pytest.fixture
@@ -33,26 +33,13 @@ async def db(engagement_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-class RefusingHandler:
+class RefusingHandler(OffersPipelining):
     """Refuses every message at one stage ("RCPT" or "DATA") with the given SMTP reply."""
 
     def __init__(self, reply: str, stage: str, *, pipelining: bool = False) -> None:
         self.reply = reply
         self.stage = stage
         self.pipelining = pipelining
-
-    async def handle_EHLO(
-        self,
-        _server: Any,
-        session: Session,
-        _envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        if self.pipelining:
-            return advertise_pipelining(session, hostname, responses)
-        session.host_name = hostname
-        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
