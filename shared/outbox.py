@@ -171,6 +171,7 @@ class Relay:
         poll_interval: float,
         batch_size: int,
         max_backoff: float = 10.0,
+        batch_spacing: float = 0.0,
     ) -> None:
         self._db = db
         self._producer = producer
@@ -179,6 +180,8 @@ class Relay:
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._max_backoff = max_backoff
+        self._batch_spacing = batch_spacing
+        self._last_batch = float("-inf")  # when the last batch that found rows began
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._take = _take_statement(batch_size)  # PostgreSQL's batch
@@ -200,6 +203,7 @@ class Relay:
         while not self._stopping:
             try:
                 if woken or await self._anything_waiting():
+                    await self._space_out()
                     while await self.publish_batch() == self._batch_size:
                         pass
                 backoff = 0.0
@@ -215,6 +219,16 @@ class Relay:
         finally:
             if self._lock is not None:
                 self._lock.release()  # as the process's exit would
+
+    async def _space_out(self) -> None:
+        """Wait until ``batch_spacing`` has passed since the last batch that found rows
+        began: the commits of that time join this batch (its statement clears the
+        wake-up they set), so a steady stream of small commits costs one transaction and
+        one produce request per spacing instead of one per commit. A commit after a
+        quiet spell goes out at once."""
+        wait = self._last_batch + self._batch_spacing - time.monotonic()
+        if wait > 0 and not self._stopping:
+            await asyncio.sleep(wait)
 
     async def _wait(self) -> bool:
         """Wait for a local commit (True), or for the periodic sweep (False) that picks
@@ -236,6 +250,7 @@ class Relay:
         """Publish up to one batch; returns how many rows went out (0 also when another
         relay of the same database is publishing)."""
         started = time.perf_counter()
+        started_at = time.monotonic()
         if self._lock is None:
             count = await self._take_and_send()
         elif not self._lock.take():
@@ -247,6 +262,7 @@ class Relay:
                 if not self._unforgotten:
                     self._lock.release()
         if count:
+            self._last_batch = started_at
             metrics.OUTBOX_PUBLISHED.labels(self._service).inc(count)
             elapsed = time.perf_counter() - started
             metrics.RELAY_BATCH_SECONDS.labels(self._service).observe(elapsed)
