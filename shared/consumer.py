@@ -41,6 +41,7 @@ from shared.db import Database, dialect_insert
 from shared.events import Event, InvalidEvent, dead_letter_topic, decode
 from shared.outbox import enqueue_raw
 from shared.plumbing import processed_events
+from shared.spacing import Spacing
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +179,8 @@ class ConsumerRunner:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._commit_interval = commit_interval
-        self._batch_spacing = batch_spacing
+        self._spacing = Spacing(batch_spacing)
         self._max_batch = max_batch
-        self._last_batch = float("-inf")  # when the last batch's transaction began
         # Offsets handled durably (their transaction committed) but not yet committed
         # to Kafka; the lock keeps a commit on revocation from racing one in the loop.
         self._handled: dict[TopicPartition, int] = {}
@@ -245,7 +245,7 @@ class ConsumerRunner:
         batches = await self._gather(batches)
         if self.stopping:
             return
-        self._last_batch = time.monotonic()
+        self._spacing.started()
         records = [r for partition in batches.values() for r in partition]
         if not await self._process(records):
             return
@@ -260,19 +260,20 @@ class ConsumerRunner:
     async def _gather(
         self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        """Space batches out: a poll that comes less than ``batch_spacing`` after the
-        last batch began waits out the rest, then takes what arrived meanwhile (up to
-        ``max_batch`` records in all) into the same batch.
+        """Space batches out: while polls come in a steady stream, one that comes less
+        than ``batch_spacing`` after the last batch began waits out the rest, then takes
+        what arrived meanwhile (up to ``max_batch`` records in all) into the same batch
+        (``shared.spacing.Spacing``).
 
         Under a steady load that polls a few messages at a time, this trades up to
-        ``batch_spacing`` of latency per hop for far fewer transactions (each with its BEGIN, inbox
-        insert, handler statements and COMMIT) and fewer relay batches after them. A
-        message after a quiet spell, or a poll that is already full, does not wait.
-        Each partition's records stay in order: a later poll of a partition follows
-        its earlier one.
+        ``batch_spacing`` of latency per hop for far fewer transactions (each with its
+        BEGIN, inbox insert, handler statements and COMMIT) and fewer relay batches
+        after them. Messages after a quiet spell, or a poll that is already full, do
+        not wait. Each partition's records stay in order: a later poll of a partition
+        follows its earlier one.
         """
         count = sum(len(rs) for rs in batches.values())
-        wait = self._last_batch + self._batch_spacing - time.monotonic()
+        wait = self._spacing.wait()
         if wait <= 0 or count >= self._max_batch:
             return batches
         await self._pause(wait)

@@ -36,6 +36,7 @@ from shared import metrics, tracing
 from shared.db import Database, mark
 from shared.events import Event
 from shared.plumbing import outbox
+from shared.spacing import Spacing
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,7 @@ class Relay:
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._max_backoff = max_backoff
-        self._batch_spacing = batch_spacing
-        self._last_batch = float("-inf")  # when the last batch that found rows began
+        self._spacing = Spacing(batch_spacing)  # between batches that found rows
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._take = _take_statement(batch_size)  # PostgreSQL's batch
@@ -221,12 +221,13 @@ class Relay:
                 self._lock.release()  # as the process's exit would
 
     async def _space_out(self) -> None:
-        """Wait until ``batch_spacing`` has passed since the last batch that found rows
-        began: the commits of that time join this batch (its statement clears the
-        wake-up they set), so a steady stream of small commits costs one transaction and
-        one produce request per spacing instead of one per commit. A commit after a
-        quiet spell goes out at once."""
-        wait = self._last_batch + self._batch_spacing - time.monotonic()
+        """While batches come in a steady stream, wait until ``batch_spacing`` has passed
+        since the last batch that found rows began (``shared.spacing.Spacing``): the
+        commits of that time join this batch (its statement clears the wake-up they
+        set), so a steady stream of small commits costs one transaction and one produce
+        request per spacing instead of one per commit. Commits after a quiet spell go
+        out at once."""
+        wait = self._spacing.wait()
         if wait > 0 and not self._stopping:
             await asyncio.sleep(wait)
 
@@ -250,7 +251,7 @@ class Relay:
         """Publish up to one batch; returns how many rows went out (0 also when another
         relay of the same database is publishing)."""
         started = time.perf_counter()
-        started_at = time.monotonic()
+        began = time.monotonic()
         if self._lock is None:
             count = await self._take_and_send()
         elif not self._lock.take():
@@ -262,7 +263,7 @@ class Relay:
                 if not self._unforgotten:
                     self._lock.release()
         if count:
-            self._last_batch = started_at
+            self._spacing.started(began)
             metrics.OUTBOX_PUBLISHED.labels(self._service).inc(count)
             elapsed = time.perf_counter() - started
             metrics.RELAY_BATCH_SECONDS.labels(self._service).observe(elapsed)

@@ -138,26 +138,30 @@ async def test_redelivered_event_takes_effect_once(broker: str, harness: Harness
 async def test_polls_soon_after_a_batch_wait_for_the_spacing_and_are_handled_together(
     broker: str, harness: Harness
 ) -> None:
-    """With ``batch_spacing``, the first message is handled at once; a message polled
-    within the spacing after that batch waits it out, and one that arrives meanwhile
-    joins it in the same batch (one transaction) instead of a batch of its own."""
+    """With ``batch_spacing``, a message after a quiet spell and the one right after it
+    are handled at once; from then on (a steady stream) a message polled within the
+    spacing after the last batch waits it out, and one that arrives meanwhile joins it
+    in the same batch (one transaction) instead of a batch of its own."""
     batches: list[tuple[str, int]] = []
 
     async def note(session: AsyncSession, event: PurchaseCompleted) -> None:
         batches.append((event.data.purchase_id, len(batch(session))))
         await record_effect(session, event)
 
-    await harness.start(note, batch_spacing=3.0)
-    for name in ("first", "second"):
+    async def send(name: str) -> None:
         message = purchase("c-s", purchase_id=name)
         await produce(broker, harness.topic, (b"c-s", message.to_json()))
-        if name == "first":
-            await wait_until(lambda: _rows_when(harness, lambda r: "first" in r), timeout=20)
-    await asyncio.sleep(0.5)  # well inside the spacing: "second" is polled and waiting
-    third = purchase("c-s", purchase_id="third")
-    await produce(broker, harness.topic, (b"c-s", third.to_json()))
-    await wait_until(lambda: _rows_when(harness, lambda r: "third" in r), timeout=20)
-    assert batches == [("first", 1), ("second", 2), ("third", 2)]
+
+    await harness.start(note, batch_spacing=3.0)
+    await send("first")
+    await wait_until(lambda: _rows_when(harness, lambda r: "first" in r), timeout=20)
+    await send("second")
+    await wait_until(lambda: _rows_when(harness, lambda r: "second" in r), timeout=20)
+    await send("third")
+    await asyncio.sleep(0.5)  # well inside the spacing: "third" is polled and waiting
+    await send("fourth")
+    await wait_until(lambda: _rows_when(harness, lambda r: "fourth" in r), timeout=20)
+    assert batches == [("first", 1), ("second", 1), ("third", 2), ("fourth", 2)]
 
 
 async def _rows_when(harness: Harness, cond: Callable[[list[str]], bool]) -> list[str] | None:

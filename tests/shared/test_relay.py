@@ -278,9 +278,10 @@ async def test_two_relays_of_one_database_publish_one_at_a_time_in_order(
 async def test_commits_soon_after_a_batch_wait_for_the_spacing_and_go_out_together(
     broker: str, topics: str, db: Database, producer: Producer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With ``batch_spacing``, the first commit goes out at once; two commits that come
-    within the spacing after that batch share the next batch (one transaction, one
-    produce request) instead of one batch each."""
+    """With ``batch_spacing``, a commit after a quiet spell and the one right after it go
+    out at once; from then on (a steady stream) two commits that come within the spacing
+    after the last batch share the next batch (one transaction, one produce request)
+    instead of one batch each."""
     sender = relay(db, producer, topics, batch_spacing=3.0)
     sizes: list[int] = []
     publish = sender.publish_batch
@@ -297,11 +298,13 @@ async def test_commits_soon_after_a_batch_wait_for_the_spacing_and_go_out_togeth
         ids = await enqueue(db, "first")
         await wait_until(lambda: _is_zero(rows(db)))
         ids += await enqueue(db, "second")
-        await asyncio.sleep(0.5)  # well inside the spacing: the relay is waiting it out
+        await wait_until(lambda: _is_zero(rows(db)))
         ids += await enqueue(db, "third")
+        await asyncio.sleep(0.5)  # well inside the spacing: the relay is waiting it out
+        ids += await enqueue(db, "fourth")
         await wait_until(lambda: _is_zero(rows(db)))
     finally:
         sender.stop()
         await asyncio.wait_for(task, 30)
-    assert sizes == [1, 2]
-    assert await published(broker, topics, 3) == ids
+    assert sizes == [1, 1, 2]
+    assert await published(broker, topics, 4) == ids
