@@ -138,7 +138,7 @@ async def test_redelivered_event_takes_effect_once(broker: str, harness: Harness
 async def test_polls_soon_after_a_batch_wait_for_the_spacing_and_are_handled_together(
     broker: str, harness: Harness
 ) -> None:
-    """With ``batch_spacing``, a message after a quiet spell and the one right after it
+    """With ``batch_spacing``, a message after a quiet spell and the two right after it
     are handled at once; from then on (a steady stream) a message polled within the
     spacing after the last batch waits it out, and one that arrives meanwhile joins it
     in the same batch (one transaction) instead of a batch of its own."""
@@ -158,10 +158,12 @@ async def test_polls_soon_after_a_batch_wait_for_the_spacing_and_are_handled_tog
     await send("second")
     await wait_until(lambda: _rows_when(harness, lambda r: "second" in r), timeout=20)
     await send("third")
-    await asyncio.sleep(0.5)  # well inside the spacing: "third" is polled and waiting
+    await wait_until(lambda: _rows_when(harness, lambda r: "third" in r), timeout=20)
     await send("fourth")
-    await wait_until(lambda: _rows_when(harness, lambda r: "fourth" in r), timeout=20)
-    assert batches == [("first", 1), ("second", 1), ("third", 2), ("fourth", 2)]
+    await asyncio.sleep(0.5)  # well inside the spacing: "fourth" is polled and waiting
+    await send("fifth")
+    await wait_until(lambda: _rows_when(harness, lambda r: "fifth" in r), timeout=20)
+    assert batches == [("first", 1), ("second", 1), ("third", 1), ("fourth", 2), ("fifth", 2)]
 
 
 async def _rows_when(harness: Harness, cond: Callable[[list[str]], bool]) -> list[str] | None:

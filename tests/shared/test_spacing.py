@@ -13,22 +13,22 @@ class Clock:
         return self.now
 
 
-def test_a_lone_batch_and_the_one_right_after_it_do_not_wait() -> None:
+def test_a_lone_batch_and_the_two_right_after_it_do_not_wait() -> None:
     clock = Clock()
     spacing = Spacing(0.1, clock=clock)
-    assert spacing.wait() == 0.0
-    spacing.started()
-    clock.now += 0.03
-    assert spacing.wait() == 0.0  # nothing before the first: not a stream yet
-    spacing.started()
-    clock.now += 0.03
-    assert abs(spacing.wait() - 0.07) < 1e-9  # two close together: a stream
+    waits = []
+    for _ in range(3):  # after a quiet spell: not a stream yet
+        waits.append(spacing.wait())
+        spacing.started()
+        clock.now += 0.03
+    assert waits == [0.0, 0.0, 0.0]
+    assert abs(spacing.wait() - 0.07) < 1e-9  # three close together: a stream
 
 
 def test_a_steady_stream_stays_spaced_and_a_quiet_spell_ends_it() -> None:
     clock = Clock()
     spacing = Spacing(0.1, clock=clock)
-    for _ in range(2):
+    for _ in range(3):
         spacing.started()
         clock.now += 0.01
     for _ in range(3):  # each batch waits out the spacing, then starts
