@@ -143,6 +143,7 @@ def _build_runtime(
         poll_interval=settings.relay_poll_interval_ms / 1000,
         batch_size=settings.relay_batch_size,
         max_backoff=settings.retry_backoff_max_ms / 1000,
+        batch_spacing=settings.relay_batch_spacing_ms / 1000,
     )
     runtime = Runtime(settings=settings, db=db, producer=producer, relay=relay)
     if settings.consumer_enabled and handlers is not None and input_topics:
@@ -156,6 +157,8 @@ def _build_runtime(
             backoff_initial=settings.retry_backoff_initial_ms / 1000,
             backoff_max=settings.retry_backoff_max_ms / 1000,
             commit_interval=settings.kafka_commit_interval_ms / 1000,
+            batch_spacing=settings.consumer_batch_spacing_ms / 1000,
+            max_batch=settings.kafka_max_poll_records,
         )
     return runtime
 

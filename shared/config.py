@@ -51,6 +51,14 @@ class ServiceSettings(BaseSettings):
         description="Longest wait before handled offsets are committed while polls bring "
         "messages; 0 commits after every poll",
     )
+    consumer_batch_spacing_ms: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description="Shortest time between the starts of two consumer batches: a poll that"
+        " comes sooner waits out the rest and takes what arrived meanwhile into the same"
+        " batch (fewer transactions under a steady load); 0 never waits",
+    )
     kafka_consumer_group: str = Field(default="", description="Empty means <prefix><service>")
     topic_prefix: str = ""
 
@@ -58,6 +66,14 @@ class ServiceSettings(BaseSettings):
     relay_enabled: bool = True
     relay_poll_interval_ms: int = Field(default=250, ge=5)
     relay_batch_size: int = Field(default=500, ge=1)
+    relay_batch_spacing_ms: int = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="Shortest time between the starts of two relay batches: a local commit"
+        " sooner than that waits out the rest, so commits close together share one batch"
+        " and one produce request; 0 never waits",
+    )
     scheduler_poll_interval_ms: int = Field(default=1000, ge=5)
     retry_backoff_initial_ms: int = Field(default=200, ge=1)
     retry_backoff_max_ms: int = Field(default=10_000, ge=1)

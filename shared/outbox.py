@@ -36,6 +36,7 @@ from shared import metrics, tracing
 from shared.db import Database, mark
 from shared.events import Event
 from shared.plumbing import outbox
+from shared.spacing import Spacing
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class Relay:
         poll_interval: float,
         batch_size: int,
         max_backoff: float = 10.0,
+        batch_spacing: float = 0.0,
     ) -> None:
         self._db = db
         self._producer = producer
@@ -179,6 +181,7 @@ class Relay:
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._max_backoff = max_backoff
+        self._spacing = Spacing(batch_spacing)  # between batches that found rows
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._take = _take_statement(batch_size)  # PostgreSQL's batch
@@ -200,6 +203,7 @@ class Relay:
         while not self._stopping:
             try:
                 if woken or await self._anything_waiting():
+                    await self._space_out()
                     while await self.publish_batch() == self._batch_size:
                         pass
                 backoff = 0.0
@@ -215,6 +219,17 @@ class Relay:
         finally:
             if self._lock is not None:
                 self._lock.release()  # as the process's exit would
+
+    async def _space_out(self) -> None:
+        """While batches come in a steady stream, wait until ``batch_spacing`` has passed
+        since the last batch that found rows began (``shared.spacing.Spacing``): the
+        commits of that time join this batch (its statement clears the wake-up they
+        set), so a steady stream of small commits costs one transaction and one produce
+        request per spacing instead of one per commit. Commits after a quiet spell go
+        out at once."""
+        wait = self._spacing.wait()
+        if wait > 0 and not self._stopping:
+            await asyncio.sleep(wait)
 
     async def _wait(self) -> bool:
         """Wait for a local commit (True), or for the periodic sweep (False) that picks
@@ -236,6 +251,7 @@ class Relay:
         """Publish up to one batch; returns how many rows went out (0 also when another
         relay of the same database is publishing)."""
         started = time.perf_counter()
+        began = time.monotonic()
         if self._lock is None:
             count = await self._take_and_send()
         elif not self._lock.take():
@@ -247,6 +263,7 @@ class Relay:
                 if not self._unforgotten:
                     self._lock.release()
         if count:
+            self._spacing.started(began)
             metrics.OUTBOX_PUBLISHED.labels(self._service).inc(count)
             elapsed = time.perf_counter() - started
             metrics.RELAY_BATCH_SECONDS.labels(self._service).observe(elapsed)

@@ -82,7 +82,10 @@ async def harness(
     runners: list[ConsumerRunner] = []
 
     async def start(
-        handler: Handler, group: str | None = None, commit_interval: float = 1.0
+        handler: Handler,
+        group: str | None = None,
+        commit_interval: float = 1.0,
+        batch_spacing: float = 0.0,
     ) -> ConsumerRunner:
         own = settings.model_copy(update={"kafka_consumer_group": group}) if group else settings
         consumer = make_consumer(own, settings.topic("commerce.purchases"))
@@ -94,6 +97,7 @@ async def harness(
             handlers={PurchaseCompleted: handler},
             backoff_initial=0.05,
             commit_interval=commit_interval,
+            batch_spacing=batch_spacing,
         )
         runners.append(runner)
         tasks.append(asyncio.create_task(runner.run()))
@@ -129,6 +133,37 @@ async def test_redelivered_event_takes_effect_once(broker: str, harness: Harness
     await produce(broker, harness.topic, (b"c-1", marker.to_json()))
     rows = await wait_until(lambda: _rows_when(harness, lambda r: "p-marker" in r), timeout=20)
     assert sorted(rows) == ["p-after", "p-dup", "p-marker"]
+
+
+async def test_polls_soon_after_a_batch_wait_for_the_spacing_and_are_handled_together(
+    broker: str, harness: Harness
+) -> None:
+    """With ``batch_spacing``, a message after a quiet spell and the two right after it
+    are handled at once; from then on (a steady stream) a message polled within the
+    spacing after the last batch waits it out, and one that arrives meanwhile joins it
+    in the same batch (one transaction) instead of a batch of its own."""
+    batches: list[tuple[str, int]] = []
+
+    async def note(session: AsyncSession, event: PurchaseCompleted) -> None:
+        batches.append((event.data.purchase_id, len(batch(session))))
+        await record_effect(session, event)
+
+    async def send(name: str) -> None:
+        message = purchase("c-s", purchase_id=name)
+        await produce(broker, harness.topic, (b"c-s", message.to_json()))
+
+    await harness.start(note, batch_spacing=3.0)
+    await send("first")
+    await wait_until(lambda: _rows_when(harness, lambda r: "first" in r), timeout=20)
+    await send("second")
+    await wait_until(lambda: _rows_when(harness, lambda r: "second" in r), timeout=20)
+    await send("third")
+    await wait_until(lambda: _rows_when(harness, lambda r: "third" in r), timeout=20)
+    await send("fourth")
+    await asyncio.sleep(0.5)  # well inside the spacing: "fourth" is polled and waiting
+    await send("fifth")
+    await wait_until(lambda: _rows_when(harness, lambda r: "fifth" in r), timeout=20)
+    assert batches == [("first", 1), ("second", 1), ("third", 1), ("fourth", 2), ("fifth", 2)]
 
 
 async def _rows_when(harness: Harness, cond: Callable[[list[str]], bool]) -> list[str] | None:

@@ -56,7 +56,13 @@ async def producer(broker: str) -> AsyncIterator[Producer]:
     await real.stop()
 
 
-def relay(db: Database, producer: Producer, topics: str, poll_interval: float = 60) -> outbox.Relay:
+def relay(
+    db: Database,
+    producer: Producer,
+    topics: str,
+    poll_interval: float = 60,
+    batch_spacing: float = 0.0,
+) -> outbox.Relay:
     return outbox.Relay(
         db=db,
         producer=cast(AIOKafkaProducer, producer),
@@ -64,6 +70,7 @@ def relay(db: Database, producer: Producer, topics: str, poll_interval: float = 
         topic_prefix=topics,
         poll_interval=poll_interval,
         batch_size=100,
+        batch_spacing=batch_spacing,
     )
 
 
@@ -266,3 +273,39 @@ async def test_two_relays_of_one_database_publish_one_at_a_time_in_order(
     finally:
         await replica.dispose()
     assert await published(broker, topics, 15) == first_ids + more_ids
+
+
+async def test_commits_soon_after_a_batch_wait_for_the_spacing_and_go_out_together(
+    broker: str, topics: str, db: Database, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``batch_spacing``, a commit after a quiet spell and the two right after it go
+    out at once; from then on (a steady stream) two commits that come within the spacing
+    after the last batch share the next batch (one transaction, one produce request)
+    instead of one batch each."""
+    sender = relay(db, producer, topics, batch_spacing=3.0)
+    sizes: list[int] = []
+    publish = sender.publish_batch
+
+    async def noted() -> int:
+        count = await publish()
+        if count:
+            sizes.append(count)
+        return count
+
+    monkeypatch.setattr(sender, "publish_batch", noted)
+    task = asyncio.create_task(sender.run())
+    try:
+        ids = await enqueue(db, "first")
+        await wait_until(lambda: _is_zero(rows(db)))
+        for name in ("second", "third"):
+            ids += await enqueue(db, name)
+            await wait_until(lambda: _is_zero(rows(db)))
+        ids += await enqueue(db, "fourth")
+        await asyncio.sleep(0.5)  # well inside the spacing: the relay is waiting it out
+        ids += await enqueue(db, "fifth")
+        await wait_until(lambda: _is_zero(rows(db)))
+    finally:
+        sender.stop()
+        await asyncio.wait_for(task, 30)
+    assert sizes == [1, 1, 1, 2]
+    assert await published(broker, topics, 5) == ids
