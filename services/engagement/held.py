@@ -3,7 +3,7 @@
 Per event, the outreach side used to write: a contact upsert and one consent upsert
 per channel for every ``customer.registered`` / ``customer.updated``; and for every
 purchase its thank-you (``INSERT … ON CONFLICT (dedupe_key) DO NOTHING``), its pair
-counts, its sequence counts, the customer's latest basket and the sale's counted key.
+counts, its sequence counts and the customer's latest basket.
 Inside the runner's batch transaction (``shared.consumer.batch``) these are held here
 instead, reduced as the database would reduce them, and written with one
 ``executemany`` per table when the transaction commits (``repository.write_held_sync``),
@@ -16,9 +16,6 @@ in key order (so two replicas' batches lock rows in the same order):
   (as ``count + 1`` and ``excluded.other_name`` one by one);
 * the latest basket is the run's (``prefetch``), which only ever replaces it with a
   newer purchase;
-* the keys of the sales counted into pairs and sequences (``counted_purchases``) are
-  held once per key; the run knows which were counted already (``prefetch``), so a
-  sale re-sent under a new event id, in this batch or an earlier one, counts once;
 * thank-yous are held once per dedupe key; the purchase's run knows which keys
   exist already (``prefetch``), so "planned once" is decided as the insert would
   decide it, and the insert still skips a key another transaction wrote meanwhile.
@@ -30,6 +27,10 @@ handler of another kind of event (merges, erasures, journeys, …) runs after th
 counts (the thank-you's recommendations) use the run's copy, kept up to date here
 (``recommendations``). A rolled-back transaction writes none of it. Outside the
 runner (tests, direct calls) every write goes to the database at once, as before.
+
+The keys of the sales counted into pairs and sequences (``counted_purchases``) are not
+held: a run claims them when it reads ahead (``prefetch``), so that a batch overlapping
+this one (a partition handed over mid-batch) waits for this one's outcome.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ class Held:
     pairs: dict[tuple[str, str], tuple[int, str | None]] = field(default_factory=dict)
     sequences: dict[tuple[str, str], tuple[int, str | None]] = field(default_factory=dict)
     baskets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    counted: dict[str, dict[str, Any]] = field(default_factory=dict)  # by purchase key
     outreach: dict[str, dict[str, Any]] = field(default_factory=dict)  # by dedupe key
 
     def __bool__(self) -> bool:
@@ -64,7 +64,6 @@ class Held:
             or self.pairs
             or self.sequences
             or self.baskets
-            or self.counted
             or self.outreach
         )
 
@@ -95,7 +94,6 @@ class Held:
                 for (sku, after), (count, name) in sorted(self.sequences.items())
             ],
             "basket": [self.baskets[k] for k in sorted(self.baskets)],
-            "counted": [self.counted[k] for k in sorted(self.counted)],
             "outreach": [self.outreach[k] for k in sorted(self.outreach)],
         }
 

@@ -17,24 +17,29 @@ then asks for the whole run in nine statements:
 4. every journey's settings;
 5. their latest baskets, locked (``FOR UPDATE``, in customer order, on PostgreSQL);
 6. which of the run's thank-you dedupe keys exist already;
-7. which of the run's sales (``source:purchase_id``) were counted into the
-   recommendation statistics already;
+7. the run's sales (``source:purchase_id``) not counted into the recommendation
+   statistics before, claimed for this transaction (one ``INSERT … ON CONFLICT DO
+   NOTHING RETURNING`` into ``counted_purchases``, ``shared.claims``);
 8. and 9. the "bought together" and "bought after" counts of the run's items.
 
 Exactness: inside a run only purchase handlers run, and a purchase changes none of
 this for a later one, except the latest basket (each purchase replaces its
 customer's; the run keeps its copy up to date as it writes), the pending win-backs
 it cancels (the run forgets them once cancelled), the thank-you keys it plans, the
-sales it counts and the counts it adds (the run adds them to its copies as it holds
-the writes). Merges, win-back plans and sends come from other kinds of event or other
-transactions (and so do counts other replicas' batches add): a run sees what was
-committed when it began, as if its purchases had been handled at that moment
-(under PostgreSQL's read committed a per-purchase query could see a send committed
-a moment later; the message and the purchase were concurrent either way). A run
-ends at the first event of another kind, so a purchase after it reads ahead
-afresh; a failed batch replayed one message at a time reads ahead over runs of one.
-Outside the runner (no batch, or an event not in it) every call falls back to the
-per-purchase query.
+sales it counts (a claimed key counts with the first purchase naming it) and the
+counts it adds (the run adds them to its copies as it holds the writes). Merges,
+win-back plans and sends come from other kinds of event or other transactions (and so
+do counts other replicas' batches add): a run sees what was committed when it began,
+as if its purchases had been handled at that moment (under PostgreSQL's read
+committed a per-purchase query could see a send committed a moment later; the
+message and the purchase were concurrent either way). Counting a sale once does not
+rest on that snapshot: the claim takes the key's row lock, so a batch claiming a sale
+that another open batch claimed (two batches meet when a rebalance hands a partition
+over mid-batch) waits for that one to commit or roll back, and gets the key only if
+it rolled back. A run ends at the first event of another kind, so a purchase after it
+reads ahead afresh; a failed batch replayed one message at a time reads ahead over
+runs of one. Outside the runner (no batch, or an event not in it) every call falls
+back to the per-purchase query.
 """
 
 from __future__ import annotations
@@ -46,14 +51,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.engagement import held, journey_config, recommendations
+from services.engagement import held, journey_config, recommendations, repository
 from services.engagement.catalog import THANK_YOU, WIN_BACK
 from services.engagement.config import EngagementSettings
 from services.engagement.journey_config import JourneySettings
 from services.engagement.models import (
     PENDING,
     SENT,
-    CountedPurchase,
     LastBasket,
     MergedCustomer,
     Outreach,
@@ -80,7 +84,7 @@ class Run:
     journeys: dict[str, JourneySettings] = field(default_factory=dict)
     baskets: dict[str, Basket | None] = field(default_factory=dict)
     thanked: set[str] = field(default_factory=set)  # thank-you dedupe keys planned
-    counted: set[str] = field(default_factory=set)  # sales counted into pairs/sequences
+    uncounted: set[str] = field(default_factory=set)  # sales claimed, not yet counted
     pairs: recommendations.Counts = field(default_factory=dict)
     sequences: recommendations.Counts = field(default_factory=dict)
 
@@ -114,8 +118,7 @@ async def read_ahead(
     run.baskets = await _baskets(session, customers)
     keys = {f"{THANK_YOU}:{p.source}:{p.data.purchase_id}" for p in purchases}
     run.thanked = await _planned(session, sorted(keys))
-    sales = {recommendations.purchase_key(p) for p in purchases}
-    run.counted = await _counted(session, sorted(sales))
+    run.uncounted = await _claim_sales(session, purchases)
     skus = sorted({sku for p in purchases for sku in recommendations.items(p.data)})
     run.pairs = await recommendations.pair_counts(session, skus)
     run.sequences = await recommendations.sequence_counts(session, skus)
@@ -183,9 +186,13 @@ async def _planned(session: AsyncSession, keys: list[str]) -> set[str]:
     return set((await session.execute(stmt)).scalars())
 
 
-async def _counted(session: AsyncSession, keys: list[str]) -> set[str]:
-    stmt = select(CountedPurchase.purchase_key).where(CountedPurchase.purchase_key.in_(keys))
-    return set((await session.execute(stmt)).scalars())
+async def _claim_sales(session: AsyncSession, purchases: list[PurchaseCompleted]) -> set[str]:
+    """Record the run's sales as counted; returns those not counted before (each with
+    the time of the first purchase naming it, as one by one)."""
+    rows = [
+        {"purchase_key": recommendations.purchase_key(p), "purchased_at": p.time} for p in purchases
+    ]
+    return await repository.claim_purchases(session, rows)
 
 
 async def _baskets(session: AsyncSession, customers: list[str]) -> dict[str, Basket | None]:

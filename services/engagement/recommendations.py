@@ -182,20 +182,20 @@ async def record_purchase(session: AsyncSession, event: PurchaseCompleted) -> No
 async def first_count(session: AsyncSession, event: PurchaseCompleted) -> bool:
     """Remember the sale as counted; False if it was counted before (another event id).
 
-    In a run the run knows the sales counted so far (read ahead, then its own) and the
-    key is held and written at commit (``held``); else it is claimed now, and the claim
-    decides (``repository.count_purchase``, ``shared.claims``).
+    In a run the run claimed its sales' keys when it read ahead (``prefetch``): the
+    first purchase naming a key it got counts the sale. Else the key is claimed now.
+    Either way the claim decides (``repository.claim_purchases``, ``shared.claims``): a
+    key another open transaction claimed waits for its outcome.
     """
     key = purchase_key(event)
-    values = {"purchase_key": key, "purchased_at": event.time}
     run = prefetch.run_of(session, event)
-    holding = held.of(session) if run is not None else None
-    if run is None or holding is None:
-        return await repository.count_purchase(session, values)
-    if key in run.counted:
+    if run is None:
+        return await repository.count_purchase(
+            session, {"purchase_key": key, "purchased_at": event.time}
+        )
+    if key not in run.uncounted:
         return False
-    run.counted.add(key)
-    holding.counted[key] = values
+    run.uncounted.discard(key)
     return True
 
 

@@ -4,13 +4,15 @@ attributions, recommendations and their counts, contacts and consents."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 
+from services.engagement.churn import consumers as churn_consumers
 from services.engagement.config import EngagementSettings
 from services.engagement.consumers import handlers
 from services.engagement.main import MIGRATIONS
@@ -27,6 +29,7 @@ from services.engagement.models import (
 from services.engagement.service import OUTREACH_FLAG
 from shared.db import Database
 from shared.events import Event
+from shared.events.profile import CustomerUpdated
 from shared.migrations import upgrade_async
 from shared.plumbing import processed_events
 from tests.conftest import DatabaseFactory
@@ -348,11 +351,96 @@ async def test_a_late_replay_after_the_inbox_forgot_its_event_counts_nothing(
     }
 
 
-async def test_a_run_reads_the_counted_sales_ahead_once(db: Database) -> None:
+async def test_a_run_claims_its_sales_in_one_statement(db: Database) -> None:
+    """One ``INSERT … RETURNING`` claims the run's sales; nothing reads them first or
+    writes them at commit (it used to be a read-ahead SELECT and a held INSERT)."""
     config = settings()
     statements = await _statements_of_a_batch(db, [purchase(f"c-{n}") for n in range(20)], config)
-    assert sum("FROM COUNTED_PURCHASES" in s for s in statements) == 1
-    assert sum(s.startswith("INSERT INTO COUNTED_PURCHASES ") for s in statements) == 1
+    counted = [s for s in statements if "COUNTED_PURCHASES" in s]
+    assert len(counted) == 1
+    assert counted[0].startswith("INSERT INTO COUNTED_PURCHASES ")
+    assert "RETURNING" in counted[0]
+
+
+class _RolledBack(Exception):
+    pass
+
+
+@pytest.mark.parametrize("churn", [True, False], ids=["with-churn", "outreach-only"])
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+async def test_a_sale_re_sent_into_two_overlapping_batches_counts_once(
+    db: Database, outcome: str, churn: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebalance hands a partition over mid-batch: the new owner's batch starts before
+    the old owner's has committed, and both hold the same sale (a re-send, another event
+    id). The second batch's claim waits for the first batch's outcome: it counts nothing
+    if the first committed, and the sale if the first rolled back. The recommendations
+    count once by their own claim, with or without the churn part's handlers (whose own
+    check by purchase id used to be what caught this, by failing the batch for a retry)."""
+    if db.sqlite:
+        pytest.skip("SQLite runs one writer at a time: two batches never overlap")
+    if not churn:
+        monkeypatch.setattr(churn_consumers, "handlers", lambda _settings: {})
+    config = settings()
+    t0 = now() - timedelta(hours=1)
+    tea_cake = ("Green tea", "Lotus cake")
+    reached, release = asyncio.Event(), asyncio.Event()
+    base = handlers(config)
+
+    async def pause(session: Any, event: Any) -> None:
+        """The first batch, after its purchase run: stays open until released."""
+        reached.set()
+        await release.wait()
+        if outcome == "rollback":
+            raise _RolledBack
+        await base[CustomerUpdated](session, event)
+
+    first_poll = [
+        _sale("c-a", "p-1", tea_cake, t0),
+        customer("c-z", email="z@example.com", update=True),  # ends the run, then pauses
+    ]
+    first = asyncio.create_task(
+        batch_runner(db, {**base, CustomerUpdated: pause})._apply_batch(batch_items(first_poll))
+    )
+    await reached.wait()
+    second = asyncio.create_task(_in_one_batch(db, [_sale("c-a", "p-1", tea_cake, t0)], config))
+    waiting_on = await _until_waiting_or_done(db, second)
+    release.set()
+    if outcome == "rollback":
+        with pytest.raises(_RolledBack):
+            await first
+    else:
+        assert await first
+    await second
+    state = await _state(db)
+    assert _counts(state["pairs"]) == {
+        ("sku-green-tea", "sku-lotus-cake"): 1,
+        ("sku-lotus-cake", "sku-green-tea"): 1,
+    }
+    async with db.unit_of_work() as session:
+        counted = (await session.execute(select(CountedPurchase.purchase_key))).scalars()
+        assert list(counted) == ["/pos/store-7:p-1"]
+    # the second batch really overlapped the first, and waited at its claim
+    assert waiting_on is not None
+    assert waiting_on.startswith("INSERT INTO counted_purchases")
+
+
+async def _until_waiting_or_done(db: Database, task: asyncio.Task[None]) -> str | None:
+    """The statement of another session in this database waiting for a lock, once there is
+    one; None if ``task`` ended first."""
+    waiting = text(
+        "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    for _ in range(3000):
+        if task.done():
+            return None
+        async with db.read_engine.connect() as conn:
+            query = (await conn.execute(waiting)).scalars().first()
+        if query is not None:
+            return str(query)
+        await asyncio.sleep(0.01)
+    raise AssertionError("the second batch neither waited nor ended")
 
 
 async def _statements_of_a_batch(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
@@ -52,7 +52,7 @@ async def record_purchase(
     }
     insert = dialect_insert(session)
     added = await session.execute(insert(ChurnPurchase).values(values).on_conflict_do_nothing())
-    if not getattr(added, "rowcount", 1):
+    if not cast(CursorResult[Any], added).rowcount:
         return  # the same purchase again (another event id): nothing new
     await refresh(session, customer_id, config=config, now=now)
 

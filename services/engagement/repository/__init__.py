@@ -6,9 +6,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer, Row, String, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Integer,
+    Row,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -115,9 +127,6 @@ def _statements(insert: Any) -> dict[str, Any]:
             index_elements=["customer_id"],
             set_={c: basket.excluded[c] for c in ("purchase_key", "skus", "purchased_at")},
         ),
-        "counted": insert(CountedPurchase.__table__).on_conflict_do_nothing(
-            index_elements=["purchase_key"]
-        ),
     }
 
 
@@ -149,7 +158,14 @@ _COUNTED: KeyClaims[tuple[str]] = KeyClaims(CountedPurchase.__table__)
 
 async def count_purchase(session: AsyncSession, values: dict[str, Any]) -> bool:
     """Record a sale as counted (``counted_purchases``); False if it was counted before."""
-    return bool(await _COUNTED.claim(session, [values]))
+    return bool(await claim_purchases(session, [values]))
+
+
+async def claim_purchases(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Record these sales as counted (rows of ``counted_purchases``); returns the keys of
+    those not recorded before. One statement (per ``shared.claims.CHUNK`` rows), in key
+    order; a key another open transaction recorded waits for its outcome."""
+    return {key for (key,) in await _COUNTED.claim(session, rows)}
 
 
 async def consents(session: AsyncSession, customer_id: str) -> dict[str, str]:
@@ -164,7 +180,7 @@ async def get_contact(session: AsyncSession, customer_id: str) -> Contact | None
 async def insert_outreach(session: AsyncSession, values: dict[str, Any]) -> bool:
     """Insert a planned message; False if one with the same dedupe key exists."""
     result = await session.execute(statement(session, "outreach"), values)
-    return bool(getattr(result, "rowcount", 0))
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 async def get_outreach(session: AsyncSession, outreach_id: str) -> Outreach | None:
@@ -266,7 +282,7 @@ async def settle_claim(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return bool(getattr(result, "rowcount", 0))
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 async def settle_sent(
