@@ -14,23 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import tempfile
-from pathlib import Path
 
 import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from bench.pipeline import WARM_UP, ContactWatch, CpuMark, Watch, paced, pct, warm_up
-from shared.config import ServiceSettings
-from shared.events import all_topics
-from shared.events.profile import PROFILE_TOPIC
-from shared.kafka import create_topics
-from tools import broker as tansu
-from tools import smtp_sink
-from tools.databases import DEFAULT_PG_URL, DatabaseMaker
-from tools.stack import SERVICE_NAMES, ServiceProcess, migrate, service_env
+from bench.pipeline import WARM_UP, CpuMark, Stack, paced, pct, warm_up
+from tools.databases import DEFAULT_PG_URL
+from tools.stack import SERVICE_NAMES
 
 COUNTERS = {
     "consumer batches": "keepwell_consumer_batch_duration_seconds_count",
@@ -65,46 +56,15 @@ async def transactions(databases: dict[str, str]) -> dict[str, int]:
 
 
 async def main(rate: float, seconds: int, drain: float, overrides: dict[str, str]) -> None:
-    port = tansu.free_port()
-    broker_proc = tansu.start(port)
-    bootstrap = f"127.0.0.1:{port}"
-    prefix = "bench."
-    await create_topics(
-        ServiceSettings(kafka_bootstrap_servers=bootstrap), all_topics(prefix), partitions=4
-    )
-    smtp_port = tansu.free_port()
-    sink = smtp_sink.ArrivalSink(smtp_port)
-    maker = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-paced-")), backend="postgres")
-    services: list[ServiceProcess] = []
-    databases: dict[str, str] = {}
+    stack = await Stack.open("postgres")
     try:
-        for name in SERVICE_NAMES:
-            url = await maker(name)
-            databases[name] = str(make_url(url).database)
-            await asyncio.to_thread(migrate, name, url)
-            p = name.upper() + "_"
-            extra = {f"{p}LOG_LEVEL": "WARNING"} | {p + k: v for k, v in overrides.items()}
-            env = service_env(
-                name,
-                bootstrap=bootstrap,
-                prefix=prefix,
-                database_url=url,
-                smtp_port=smtp_port,
-                extra=extra,
-            )
-            log = Path("var/bench-logs") / f"{name}.log"
-            services.append(
-                ServiceProcess(name=name, port=tansu.free_port(), env=env, log_path=log).start()
-            )
-        for s in services:
-            await asyncio.to_thread(s.wait_ready)
-        stop = asyncio.Event()
-        watch = Watch(bootstrap, prefix + "loyalty.events")
-        contacts = ContactWatch(bootstrap, prefix + PROFILE_TOPIC)
-        watchers = [asyncio.create_task(watch.run(stop)), asyncio.create_task(contacts.run(stop))]
+        await stack.start_services(overrides)
+        databases = {name: str(make_url(url).database) for name, url in stack.urls.items()}
+        services = stack.services
+        bootstrap, prefix, sink = stack.bootstrap, stack.prefix, stack.sink
+        watch, contacts = stack.watch()
         await warm_up(bootstrap, prefix, watch, sink, WARM_UP)
-        pids = {s.name: s.proc.pid for s in services if s.proc}
-        pids |= {"broker": broker_proc.pid, "SMTP sink": sink.pid, "benchmark": os.getpid()}
+        pids = stack.pids
 
         idle_from = CpuMark.now(pids)
         await asyncio.sleep(5)
@@ -121,8 +81,6 @@ async def main(rate: float, seconds: int, drain: float, overrides: dict[str, str
         await asyncio.sleep(1.5)  # PostgreSQL flushes its statistics about once a second
         after = {s.name: counters(s.url) for s in services}
         xacts_after = await transactions(databases)
-        stop.set()
-        await asyncio.gather(*watchers)
 
         n = max(1, run.sent)
         print(f"paced at {rate:g}/s for {seconds}s: {run.sent} purchases; per purchase:")
@@ -147,11 +105,7 @@ async def main(rate: float, seconds: int, drain: float, overrides: dict[str, str
             + f"; machine {run.busy:.0%} busy"
         )
     finally:
-        for s in services:
-            s.stop()
-        sink.stop()
-        tansu.stop(broker_proc)
-        await maker.drop_all()
+        await stack.close()
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import tempfile
 import time
 import uuid
@@ -382,51 +383,101 @@ class PipelineResult:
     rss: dict[str, float]
 
 
-async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> PipelineResult:
-    port = tansu.free_port()
-    broker_proc = tansu.start(port)
-    bootstrap = f"127.0.0.1:{port}"
-    prefix = "bench."
-    settings = ServiceSettings(kafka_bootstrap_servers=bootstrap)
-    await create_topics(settings, [*all_topics(prefix), "raw-floor"], partitions=4)
-    smtp_port = tansu.free_port()
-    sink = smtp_sink.ArrivalSink(smtp_port)
-    databases = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-")), backend=db)
-    services: list[ServiceProcess] = []
-    try:
-        sample = make_purchase("sample-customer", 1).to_json()
-        floor = await raw_floor(bootstrap, "raw-floor", 50_000, len(sample))
+@dataclass
+class Stack:
+    """What a benchmark runs against: Tansu, the SMTP sink, a fresh database per service
+    and (after ``start_services``) the four services as processes, plus the watchers of
+    points and of new customers' registrations once ``watch`` has started them."""
+
+    db: str
+    bootstrap: str
+    broker: subprocess.Popen[bytes]
+    sink: smtp_sink.ArrivalSink
+    databases: DatabaseMaker
+    prefix: str = "bench."
+    services: list[ServiceProcess] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)  # each service's database
+    points: Watch | None = None
+    contacts: ContactWatch | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _watchers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, db: str, *, extra_topics: tuple[str, ...] = ()) -> Stack:
+        port = tansu.free_port()
+        broker = tansu.start(port)
+        bootstrap = f"127.0.0.1:{port}"
+        settings = ServiceSettings(kafka_bootstrap_servers=bootstrap)
+        await create_topics(settings, [*all_topics(cls.prefix), *extra_topics], partitions=4)
+        sink = smtp_sink.ArrivalSink(tansu.free_port())
+        databases = DatabaseMaker(Path(tempfile.mkdtemp(prefix="kw-bench-")), backend=db)
+        return cls(db, bootstrap, broker, sink, databases)
+
+    async def start_services(self, overrides: dict[str, str] | None = None) -> None:
+        """The four services on fresh databases; ``overrides``: settings for every
+        service, named without their ``<SERVICE>_`` prefix."""
         for name in SERVICE_NAMES:
-            url = await databases(name)
+            url = await self.databases(name)
+            self.urls[name] = url
             await asyncio.to_thread(migrate, name, url)
+            p = name.upper() + "_"
+            extra = {f"{p}LOG_LEVEL": "WARNING"} | {p + k: v for k, v in (overrides or {}).items()}
             env = service_env(
                 name,
-                bootstrap=bootstrap,
-                prefix=prefix,
+                bootstrap=self.bootstrap,
+                prefix=self.prefix,
                 database_url=url,
-                smtp_port=smtp_port,
-                extra={f"{name.upper()}_LOG_LEVEL": "WARNING"},
+                smtp_port=self.sink.port,
+                extra=extra,
             )
-            services.append(
-                ServiceProcess(
-                    name=name,
-                    port=tansu.free_port(),
-                    env=env,
-                    log_path=Path("var/bench-logs") / f"{name}.log",
-                ).start()
+            log = Path("var/bench-logs") / f"{name}.log"
+            self.services.append(
+                ServiceProcess(name=name, port=tansu.free_port(), env=env, log_path=log).start()
             )
-        for s in services:
+        for s in self.services:
             await asyncio.to_thread(s.wait_ready)
-        watch = Watch(bootstrap, prefix + "loyalty.events")
-        stop = asyncio.Event()
-        watcher = asyncio.create_task(watch.run(stop))
-        contacts = ContactWatch(bootstrap, prefix + PROFILE_TOPIC)
-        contact_watcher = asyncio.create_task(contacts.run(stop))
+
+    def watch(self) -> tuple[Watch, ContactWatch]:
+        self.points = Watch(self.bootstrap, self.prefix + "loyalty.events")
+        self.contacts = ContactWatch(self.bootstrap, self.prefix + PROFILE_TOPIC)
+        self._watchers = [
+            asyncio.create_task(self.points.run(self._stop)),
+            asyncio.create_task(self.contacts.run(self._stop)),
+        ]
+        return self.points, self.contacts
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The processes whose CPU a benchmark reports."""
+        pids = {s.name: s.proc.pid for s in self.services if s.proc}
+        return pids | {
+            "broker": self.broker.pid,
+            "SMTP sink": self.sink.pid,
+            "benchmark": os.getpid(),
+        }
+
+    async def close(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._watchers)
+        for s in self.services:
+            s.stop()
+        self.sink.stop()
+        tansu.stop(self.broker)
+        await self.databases.drop_all()
+
+
+async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> PipelineResult:
+    stack = await Stack.open(db, extra_topics=("raw-floor",))
+    try:
+        sample = make_purchase("sample-customer", 1).to_json()
+        floor = await raw_floor(stack.bootstrap, "raw-floor", 50_000, len(sample))
+        await stack.start_services()
+        watch, contacts = stack.watch()
+        bootstrap, prefix, sink = stack.bootstrap, stack.prefix, stack.sink
         print(f"[{db}] warming up with {WARM_UP} purchases …", flush=True)
         warmed = await warm_up(bootstrap, prefix, watch, sink, WARM_UP)
         print(f"[{db}] burst of {n} purchases …", flush=True)
-        pids = {s.name: s.proc.pid for s in services if s.proc}
-        pids |= {"broker": broker_proc.pid, "SMTP sink": sink.pid, "benchmark": os.getpid()}
+        pids = stack.pids
         measured = await burst(bootstrap, prefix, watch, sink, n, pids)
         runs = []
         for offered in (0.8 * measured.end_to_end, float(rate)):
@@ -437,19 +488,12 @@ async def main(db: str, n: int, rate: int, seconds: int, drain: float) -> Pipeli
                         bootstrap, prefix, watch, contacts, sink, offered, seconds, drain, pids
                     )
                 )
-        stop.set()
-        await watcher
-        await contact_watcher
-        rss = {s.name: peak_rss_mb(s.proc.pid) for s in services if s.proc}
+        rss = {s.name: peak_rss_mb(s.proc.pid) for s in stack.services if s.proc}
         result = PipelineResult(db, len(sample), floor, warmed, n, measured, runs, rss)
         report(result)
         return result
     finally:
-        for s in services:
-            s.stop()
-        sink.stop()
-        tansu.stop(broker_proc)
-        await databases.drop_all()
+        await stack.close()
 
 
 def latency(values: list[float]) -> str:

@@ -140,6 +140,7 @@ class ArrivalSink:
     """
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.messages: list[Arrival] = []
         self.arrived = threading.Condition()
         self._proc = subprocess.Popen(
