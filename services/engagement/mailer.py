@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import re
 from collections import deque
 from email.utils import parseaddr
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
-from aiosmtplib.protocol import normalize_message_line_endings
+from aiosmtplib.protocol import (
+    COMMAND_INJECTION_REGEX,
+    PERIOD_REGEX,
+    normalize_message_line_endings,
+)
 from aiosmtplib.response import SMTPResponse
 
 from services.engagement.composing import Mail
@@ -22,8 +25,6 @@ _PER_MESSAGE = (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError)
 
 _COMPLETED, _WILL_FORWARD, _START_INPUT = 250, 251, 354
 _MAX_REPLY = 64 * 1024  # bytes of replies buffered without a complete one: not SMTP
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # as aiosmtplib: no control in a command
-_DOT = re.compile(rb"(?m)^\.")  # a line starting with a dot gets another
 
 
 class DeliveryFailed(Exception):
@@ -163,9 +164,9 @@ async def _pipelined(
     mail = b" ".join((_mail_from(sender, encoding), *_ascii(options)))
     rcpt = b"RCPT TO:" + quote_address(recipient).encode(encoding)
     for line in (mail, rcpt):
-        if _CONTROL.search(line):
+        if COMMAND_INJECTION_REGEX.search(line):
             raise ValueError("Command arg contains a prohibited control character")
-    content = _DOT.sub(b"..", content) + b".\r\n"
+    content = PERIOD_REGEX.sub(b"..", content) + b".\r\n"
     async with _Replies(client) as replies:
         replies.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
         mailed, recipients, data = await replies.next(), await replies.next(), await replies.next()
