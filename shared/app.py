@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import http, logs, metrics, outbox, retention, taskdump, tracing
+from shared import gc_tuning, http, logs, metrics, outbox, retention, taskdump, tracing
 from shared.auth import TokenVerifier
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Handlers
@@ -114,7 +114,12 @@ def create_service_app(
         taskdump.install()
         log.info("started", extra={"consumer_group": settings.consumer_group()})
         try:
-            yield
+            with gc_tuning.tuned(
+                service=settings.service_name,
+                gen0_threshold=settings.gc_gen0_threshold,
+                freeze=settings.gc_freeze_after_start,
+            ):
+                yield
         finally:
             await _shutdown(runtime)
 

@@ -75,6 +75,19 @@ class ServiceSettings(BaseSettings):
         " and one produce request; 0 never waits",
     )
     scheduler_poll_interval_ms: int = Field(default=1000, ge=5)
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Container allocations between two young garbage collections (Python's"
+        " default is 700, which under load promotes in-flight request objects and brings a"
+        " full collection about once a second); 0 keeps Python's default",
+    )
+    gc_freeze_after_start: bool = Field(
+        default=True,
+        description="After start-up, collect once and move what is left (modules, classes,"
+        " mappers, schemas) out of the collector's reach, so full collections walk only"
+        " what the service made since",
+    )
     retry_backoff_initial_ms: int = Field(default=200, ge=1)
     retry_backoff_max_ms: int = Field(default=10_000, ge=1)
 

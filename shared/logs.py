@@ -67,5 +67,10 @@ def configure(service: str, *, level: str = "INFO", json_format: bool = True) ->
     root.setLevel(level.upper())
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        # uvicorn --no-access-log leaves its access logger with no handler and no
+        # propagation; it writes a line per request only where the logger has a handler
+        # somewhere, so it stays that way (otherwise our handler brought the lines back).
+        switched_off = name == "uvicorn.access" and not logger.handlers and not logger.propagate
+        logger.handlers[:] = []
+        logger.propagate = not switched_off

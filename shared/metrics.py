@@ -49,6 +49,12 @@ RELAY_BATCH_SECONDS = Histogram(
 SCHEDULER_LAG = Gauge(
     "keepwell_scheduler_lag_seconds", "How overdue the oldest due timer is", ["service"]
 )
+GC_PAUSE_SECONDS = Histogram(
+    "keepwell_gc_pause_seconds",
+    "Time the garbage collector held the process, by generation (2 = full collection)",
+    ["service", "generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
 PRUNED_ROWS = Counter(
     "keepwell_pruned_rows_total",
     "Rows deleted past their retention (shared.retention), by table",

@@ -125,6 +125,7 @@ def service_env(
         f"{p}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         f"{p}TOPIC_PREFIX": prefix,
         f"{p}RELAY_POLL_INTERVAL_MS": "100",
+        f"{p}GC_FREEZE_AFTER_START": "true",  # the default, whatever the caller's environment
     }
     if database_url:
         env[f"{p}DATABASE_URL"] = database_url

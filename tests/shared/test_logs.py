@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,3 +44,39 @@ def test_a_json_line_carries_the_event_id_and_masks_extras() -> None:
     assert line["level"] == "warning"
     assert "a@b.io" not in line["msg"]
     assert "someone@example.org" not in line["customer_email"]
+
+
+@pytest.fixture
+def uvicorn_loggers() -> Iterator[None]:
+    """Put back the uvicorn loggers and the root handlers as they were."""
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = [(logging.getLogger(n), logging.getLogger(n).handlers[:]) for n in names]
+    propagate = [logging.getLogger(n).propagate for n in names]
+    root = logging.getLogger()
+    root_handlers, root_level = root.handlers[:], root.level
+    yield
+    for (logger, handlers), flag in zip(saved, propagate, strict=True):
+        logger.handlers[:] = handlers
+        logger.propagate = flag
+    root.handlers[:] = root_handlers
+    root.setLevel(root_level)
+
+
+@pytest.mark.usefixtures("uvicorn_loggers")
+def test_uvicorn_access_lines_stay_off_with_no_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []  # what `uvicorn --no-access-log` leaves
+    access.propagate = False
+    logs.configure("svc")
+    assert not access.hasHandlers()  # uvicorn writes a line per request only if True
+
+
+@pytest.mark.usefixtures("uvicorn_loggers")
+def test_uvicorn_access_lines_go_through_our_handler_when_uvicorn_writes_them() -> None:
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = [logging.StreamHandler()]  # uvicorn's own handler, access log on
+    access.propagate = False
+    logs.configure("svc")
+    assert access.handlers == []
+    assert access.propagate
+    assert access.hasHandlers()
