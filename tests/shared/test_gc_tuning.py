@@ -15,7 +15,8 @@ from tests.feedback.conftest import running, settings_for
 
 def pauses(service: str, generation: int) -> float:
     metric = GC_PAUSE_SECONDS.labels(service, str(generation))
-    return next(s.value for s in metric.collect()[0].samples if s.name.endswith("_count"))
+    (family,) = metric.collect()
+    return float(next(s.value for s in family.samples if s.name.endswith("_count")))
 
 
 def held(thing: object, generation: int) -> bool:
