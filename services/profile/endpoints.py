@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.profile import repository, service
@@ -23,6 +23,7 @@ from services.profile.schemas import (
     SegmentsReport,
     TimelineEntryRead,
     TimelineRead,
+    customer_json,
 )
 from services.profile.service import normalise, reports, segments
 from shared.access_log import audited_read_session, record_apart, staff_reads
@@ -133,9 +134,9 @@ def _identity(raw: str, region: str) -> tuple[str, str]:
 
 
 @customers_router.get("/{customer_id}", response_model=CustomerRead, dependencies=READ)
-async def get_customer(customer_id: str, session: AuditedReadSessionDep) -> CustomerRead:
+async def get_customer(customer_id: str, session: AuditedReadSessionDep) -> Response:
     view = await service.get_customer_view(session, customer_id=customer_id)
-    return CustomerRead.from_view(view)
+    return Response(customer_json(view), media_type="application/json")
 
 
 @customers_router.get("/{customer_id}/timeline", response_model=TimelineRead, dependencies=READ)
