@@ -20,12 +20,13 @@ from shared.kafka import create_topics
 from tools import broker as tansu
 from tools import smtp_sink
 from tools.databases import DatabaseMaker
+from tools.stack import SERVICE_NAMES
 
 # The service apps started in this process share one large pytest process, where the
 # start-up freeze (shared.gc_tuning) would collect all of it at every start; the
 # service processes that tools.stack starts run with the default (service_env sets it).
-for _service in ("PROFILE", "LOYALTY", "ENGAGEMENT", "FEEDBACK"):
-    os.environ.setdefault(f"{_service}_GC_FREEZE_AFTER_START", "false")
+for _service in SERVICE_NAMES:
+    os.environ.setdefault(f"{_service.upper()}_GC_FREEZE_AFTER_START", "false")
 
 TEST_DB = os.environ.get("KEEPWELL_TEST_DB", "sqlite")
 PG_URL = os.environ.get("KEEPWELL_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
