@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import (
     Boolean,
     Executable,
-    bindparam,
     delete,
     event,
     func,
@@ -35,6 +34,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from shared import metrics, tracing
 from shared.db import Database, mark
 from shared.events import Event
+from shared.key_lists import one_of
 from shared.plumbing import outbox
 from shared.spacing import Spacing
 
@@ -323,7 +323,7 @@ class Relay:
 
 
 _ANY_ROW = select(outbox.c.id).limit(1)
-_FORGET = delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+_FORGET = delete(outbox).where(one_of(outbox.c.id, param="ids"))
 
 
 class RelayLock:

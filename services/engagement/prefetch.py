@@ -65,6 +65,7 @@ from services.engagement.models import (
 from shared.consumer import run_from
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
+from shared.key_lists import one_of
 
 _KEY = "engagement.prefetched"
 
@@ -146,14 +147,14 @@ def last_sent(run: Run, customer_id: str, *, since: datetime, until: datetime) -
 
 async def _survivors(session: AsyncSession, customer_ids: set[str]) -> dict[str, str]:
     stmt = select(MergedCustomer.customer_id, MergedCustomer.survivor_id).where(
-        MergedCustomer.customer_id.in_(sorted(customer_ids))
+        one_of(MergedCustomer.customer_id, sorted(customer_ids))
     )
     return {old: new for old, new in (await session.execute(stmt)).all()}
 
 
 async def _pending_win_back(session: AsyncSession, customers: list[str]) -> set[str]:
     stmt = select(Outreach.customer_id).where(
-        Outreach.customer_id.in_(customers),
+        one_of(Outreach.customer_id, customers),
         Outreach.journey == WIN_BACK,
         Outreach.status == PENDING,
     )
@@ -166,7 +167,7 @@ async def _sent(
     stmt = (
         select(Outreach.customer_id, Outreach.sent_at, Outreach.id)
         .where(
-            Outreach.customer_id.in_(customers),
+            one_of(Outreach.customer_id, customers),
             Outreach.status == SENT,
             Outreach.to_address.is_(None),
             Outreach.sent_at >= since,
@@ -182,7 +183,7 @@ async def _sent(
 
 
 async def _planned(session: AsyncSession, keys: list[str]) -> set[str]:
-    stmt = select(Outreach.dedupe_key).where(Outreach.dedupe_key.in_(keys))
+    stmt = select(Outreach.dedupe_key).where(one_of(Outreach.dedupe_key, keys))
     return set((await session.execute(stmt)).scalars())
 
 
@@ -199,7 +200,7 @@ async def _baskets(session: AsyncSession, customers: list[str]) -> dict[str, Bas
     stmt = (
         select(LastBasket.customer_id, LastBasket.purchase_key, LastBasket.skus)
         .add_columns(LastBasket.purchased_at)
-        .where(LastBasket.customer_id.in_(customers))
+        .where(one_of(LastBasket.customer_id, customers))
         .order_by(LastBasket.customer_id)
         .with_for_update()
     )

@@ -34,6 +34,7 @@ from services.engagement import held, prefetch, repository
 from services.engagement.models import ItemPair, ItemSequence, LastBasket
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
+from shared.key_lists import one_of
 
 MAX_ITEMS = 20  # pairs grow with the square of a basket's size; large baskets are capped
 SKUS_PER_QUERY = 1000
@@ -160,7 +161,7 @@ async def _counts(session: AsyncSession, skus: Sequence[str], stmt: Any) -> Coun
     sku_column = stmt.selected_columns[0]
     for start in range(0, len(skus), SKUS_PER_QUERY):
         chunk = skus[start : start + SKUS_PER_QUERY]
-        for sku, other, count, name in await session.execute(stmt.where(sku_column.in_(chunk))):
+        for sku, other, count, name in await session.execute(stmt.where(one_of(sku_column, chunk))):
             found[sku][other] = (count, name)
     return found
 

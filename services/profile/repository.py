@@ -44,6 +44,7 @@ from services.profile.models import (
 from shared.claims import KeyClaims
 from shared.db import dialect_insert, per_dialect
 from shared.events import Event
+from shared.key_lists import one_of
 
 CHANNEL_KINDS = or_(
     TimelineEntry.kind == "purchase.completed", ~TimelineEntry.kind.contains(".")
@@ -105,7 +106,7 @@ async def create_customers(session: AsyncSession, customer_ids: Sequence[str]) -
 
 _LOCK_CUSTOMERS = (
     select(Customer)
-    .where(Customer.customer_id.in_(bindparam("ids", expanding=True)))
+    .where(one_of(Customer.customer_id, param="ids"))
     .order_by(Customer.customer_id)
     .with_for_update()
     .execution_options(populate_existing=True)
@@ -282,7 +283,7 @@ async def list_member_segments(session: AsyncSession, customer_id: str) -> Seque
 
 
 _MEMBERSHIPS = select(SegmentMember.segment, SegmentMember.customer_id).where(
-    SegmentMember.customer_id.in_(bindparam("ids", expanding=True))
+    one_of(SegmentMember.customer_id, param="ids")
 )
 
 

@@ -52,6 +52,7 @@ from services.engagement.churn.stats import Stats, compute_stats
 from shared.consumer import TransientError, batch
 from shared.db import dialect_insert
 from shared.events.commerce import PurchaseCompleted
+from shared.key_lists import one_of
 
 _KEY = "engagement.churn_ahead"
 PURCHASES = cast(Table, ChurnPurchase.__table__)
@@ -178,7 +179,7 @@ async def _read_ahead(session: AsyncSession, run: prefetch.Run) -> Ahead:
     )
     found = await session.execute(
         select(*(PURCHASES.c[name] for name in Bought._fields)).where(
-            or_(PURCHASES.c.customer_id.in_(customers), PURCHASES.c.purchase_id.in_(ids))
+            or_(one_of(PURCHASES.c.customer_id, customers), one_of(PURCHASES.c.purchase_id, ids))
         )
     )
     mine: dict[str, list[Bought]] = {c: [] for c in customers}
@@ -205,7 +206,7 @@ async def _refunds(session: AsyncSession, purchase_ids: list[str]) -> dict[str, 
         return {}
     found = await session.execute(
         select(ChurnRefund.purchase_id, func.sum(ChurnRefund.amount))
-        .where(ChurnRefund.purchase_id.in_(purchase_ids))
+        .where(one_of(ChurnRefund.purchase_id, purchase_ids))
         .group_by(ChurnRefund.purchase_id)
     )
     return {purchase_id: Decimal(total) for purchase_id, total in found}
@@ -214,7 +215,9 @@ async def _refunds(session: AsyncSession, purchase_ids: list[str]) -> dict[str, 
 async def _customer_rows(
     session: AsyncSession, customers: Sequence[str]
 ) -> tuple[dict[str, SimpleNamespace], set[str]]:
-    found = await session.execute(select(CUSTOMERS).where(CUSTOMERS.c.customer_id.in_(customers)))
+    found = await session.execute(
+        select(CUSTOMERS).where(one_of(CUSTOMERS.c.customer_id, customers))
+    )
     rows = {r.customer_id: SimpleNamespace(**r._mapping) for r in found}
     new = {c for c in customers if c not in rows}
     blank = {c.name: None for c in CUSTOMERS.columns}

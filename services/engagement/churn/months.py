@@ -28,6 +28,7 @@ from services.engagement.churn.models import (
     ChurnMonthBuyers,
 )
 from shared.db import dialect_insert
+from shared.key_lists import one_of
 
 SHARDS = 16
 # purchases, net revenue, currency, cohort, bought the month before
@@ -94,7 +95,7 @@ async def read_months(
             ChurnCustomerMonth.currency,
             ChurnCustomerMonth.cohort,
             ChurnCustomerMonth.prev_active,
-        ).where(ChurnCustomerMonth.customer_id.in_(customer_ids))
+        ).where(one_of(ChurnCustomerMonth.customer_id, customer_ids))
     )
     stored: dict[str, dict[int, Month]] = {c: {} for c in customer_ids}
     for customer_id, m, n, v, cur, c, r in rows:
@@ -135,7 +136,7 @@ class Changes:
         stale = [c for c in changed if self._stored[c]]
         if stale:  # (none read: none to delete)
             await session.execute(
-                delete(ChurnCustomerMonth).where(ChurnCustomerMonth.customer_id.in_(stale))
+                delete(ChurnCustomerMonth).where(one_of(ChurnCustomerMonth.customer_id, stale))
             )
         rows = [
             {
@@ -165,7 +166,7 @@ async def _set_cohorts(
     gone = [c for c, months in customers if not months]
     if gone:
         await session.execute(
-            delete(ChurnCustomerCohort).where(ChurnCustomerCohort.customer_id.in_(gone))
+            delete(ChurnCustomerCohort).where(one_of(ChurnCustomerCohort.customer_id, gone))
         )
     rows = [_cohort_row(c, months) for c, months in customers if months]
     if not rows:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.models import PENDING, SUPPRESSED, Consent, Contact, Outreach
 from services.engagement.repository.addresses import address as _address
+from shared.key_lists import one_of
 
 
 async def suppress_opted_out(
@@ -217,7 +218,7 @@ async def suppress_pending_keys(
     return await suppress_where(
         session,
         reason,
-        Outreach.dedupe_key.in_(keys),
+        one_of(Outreach.dedupe_key, keys),
         Outreach.status == PENDING,
     )
 

@@ -46,6 +46,7 @@ from services.feedback.models import Invitation, Survey
 from services.feedback.service import as_utc
 from shared.consumer import run_from
 from shared.events.commerce import PurchaseCompleted
+from shared.key_lists import one_of
 
 _RUN = "feedback.run"
 _HELD = "feedback.held_invitations"
@@ -140,7 +141,7 @@ def _read_ahead_statement() -> Any:
             null(),
             null(),
         )
-        .where(i.customer_id.in_(bindparam("customers", expanding=True)))
+        .where(one_of(i.customer_id, param="customers"))
         .group_by(i.customer_id)
     )
     return union_all(surveys, invited).order_by(

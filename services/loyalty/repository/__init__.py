@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, literal, select, union_all, update
+from sqlalchemy import Select, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import (
@@ -43,6 +43,7 @@ from services.loyalty.repository.redemptions import (
     redemption_lots,
 )
 from shared.db import dialect_insert, per_dialect
+from shared.key_lists import one_of
 
 MAX_MERGE_HOPS = 8
 
@@ -140,7 +141,7 @@ async def lock_existing_members(session: AsyncSession, customer_ids: Iterable[st
     for chunk in _chunks(wanted):
         stmt = (
             select(Member)
-            .where(Member.customer_id.in_(chunk))
+            .where(one_of(Member.customer_id, chunk))
             .order_by(Member.customer_id)
             .with_for_update()
         )
@@ -161,7 +162,7 @@ def locked_member(session: AsyncSession, customer_id: str) -> Member | None:
 
 _BIRTHDAYS = select(
     Member.__table__.c.customer_id, Member.__table__.c.birthday, Member.__table__.c.merged_into
-).where(Member.__table__.c.customer_id.in_(bindparam("ids", expanding=True)))
+).where(one_of(Member.__table__.c.customer_id, param="ids"))
 
 
 async def member_birthdays(
@@ -169,7 +170,7 @@ async def member_birthdays(
 ) -> dict[str, tuple[date | None, str | None]]:
     """(birthday, merged_into) of the members among ``customer_ids``, as committed; no lock.
 
-    One cached statement for any number of ids (an expanding parameter).
+    One cached statement for any number of ids (``one_of``: the ids are one parameter).
     """
     found: dict[str, tuple[date | None, str | None]] = {}
     for chunk in _chunks(sorted(set(customer_ids))):
@@ -180,10 +181,10 @@ async def member_birthdays(
 
 _PURCHASES_STATE = union_all(
     select(Purchase.purchase_id, literal(True).label("recorded")).where(
-        Purchase.purchase_id.in_(bindparam("ids", expanding=True))
+        one_of(Purchase.purchase_id, param="ids")
     ),
     select(Refund.purchase_id, literal(False).label("recorded"))
-    .where(Refund.purchase_id.in_(bindparam("ids", expanding=True)), Refund.applied.is_(False))
+    .where(one_of(Refund.purchase_id, param="ids"), Refund.applied.is_(False))
     .distinct(),
 )
 
@@ -193,7 +194,7 @@ async def purchases_state(
 ) -> tuple[set[str], set[str]]:
     """``purchase_state`` for several purchases in one query: (recorded, with refunds waiting).
 
-    One cached statement for any number of ids (an expanding parameter).
+    One cached statement for any number of ids (``one_of``: the ids are one parameter).
     """
     known: set[str] = set()
     refunds: set[str] = set()
@@ -248,7 +249,7 @@ async def alias_ids(session: AsyncSession, customer_id: str) -> list[str]:
 async def list_ledger(
     session: AsyncSession, customer_ids: Sequence[str], *, limit: int, before_id: int | None
 ) -> Sequence[LedgerEntry]:
-    stmt = select(LedgerEntry).where(LedgerEntry.customer_id.in_(customer_ids))
+    stmt = select(LedgerEntry).where(one_of(LedgerEntry.customer_id, customer_ids))
     if before_id is not None:
         stmt = stmt.where(LedgerEntry.id < before_id)
     stmt = stmt.order_by(LedgerEntry.id.desc()).limit(limit)
@@ -283,14 +284,14 @@ async def qualifying(
     stmt: Select[Any]
     if basis == "spend":
         stmt = select(func.coalesce(func.sum(Purchase.total), 0)).where(
-            Purchase.customer_id.in_(customer_ids),
+            one_of(Purchase.customer_id, customer_ids),
             Purchase.occurred_at > since,
             Purchase.occurred_at <= until,
         )
         spend = Decimal((await session.execute(stmt)).scalar_one())
         return spend - await _refunded(session, customer_ids, since=since, until=until)
     stmt = select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
-        LedgerEntry.customer_id.in_(customer_ids),
+        one_of(LedgerEntry.customer_id, customer_ids),
         LedgerEntry.kind.in_(("earn", "reverse")),
         LedgerEntry.occurred_at > since,
         LedgerEntry.occurred_at <= until,
@@ -302,7 +303,7 @@ async def _refunded(
     session: AsyncSession, customer_ids: Sequence[str], *, since: datetime, until: datetime
 ) -> Decimal:
     stmt = select(func.coalesce(func.sum(Refund.amount), 0)).where(
-        Refund.customer_id.in_(customer_ids),
+        one_of(Refund.customer_id, customer_ids),
         Refund.applied.is_(True),
         Refund.occurred_at > since,
         Refund.occurred_at <= until,

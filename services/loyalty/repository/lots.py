@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import Lot
+from shared.key_lists import one_of
 
 
 async def lots_with_points(
@@ -76,5 +77,5 @@ async def lots_to_warn(session: AsyncSession, customer_id: str, until: datetime)
 
 
 async def lots_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Lot]:
-    rows = (await session.execute(select(Lot).where(Lot.id.in_(ids)))).scalars()
+    rows = (await session.execute(select(Lot).where(one_of(Lot.id, ids)))).scalars()
     return {lot.id: lot for lot in rows}

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.loyalty.models import Redemption, RedemptionLot, RedemptionRequest, Reward
 from shared.db import dialect_insert
+from shared.key_lists import one_of
 
 
 async def lock_reward(session: AsyncSession, reward_id: str) -> Reward | None:
@@ -73,7 +74,7 @@ async def claim_request(
 async def forget_requests(session: AsyncSession, customer_ids: Sequence[str]) -> None:
     """Erasure: the customers' Idempotency-Keys and the answers they got go."""
     await session.execute(
-        delete(RedemptionRequest).where(RedemptionRequest.customer_id.in_(customer_ids))
+        delete(RedemptionRequest).where(one_of(RedemptionRequest.customer_id, customer_ids))
     )
 
 

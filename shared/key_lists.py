@@ -1,0 +1,95 @@
+"""``column IN (a list of keys)`` as one bound parameter, whatever the list's length.
+
+SQLAlchemy's ``column.in_(values)`` renders one placeholder per value when the statement
+runs, so every list length is a different SQL text: rendered again by SQLAlchemy (with a
+type cast per placeholder on PostgreSQL), prepared again by asyncpg and parsed and planned
+again by PostgreSQL. ``one_of(column, values)`` binds the whole list as one parameter and
+keeps one text per statement:
+
+- PostgreSQL: ``column = ANY ($1::VARCHAR(64)[])``, the list bound as an array;
+- SQLite: ``column IN (SELECT value FROM json_each(?))``, the list bound as JSON text.
+
+Both use the column's index to look the keys up. The keys must be JSON scalars (strings
+or integers) for SQLite; ``bench/pg_in_lists.py`` measures the two forms on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Boolean, Dialect, String, TypeDecorator, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeEngine
+
+
+class KeyList(TypeDecorator[list[Any]]):
+    """A list of ``item_type`` values bound as one parameter: an array on PostgreSQL, JSON
+    text elsewhere."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, item_type: TypeEngine[Any]) -> None:
+        super().__init__()
+        self.item_type = item_type
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(self.item_type))
+        return dialect.type_descriptor(String())
+
+    def process_bind_param(self, value: Iterable[Any] | None, dialect: Dialect) -> Any:
+        if value is None:
+            raise TypeError("a key list is a list of keys, not NULL")
+        keys = list(value)
+        return keys if dialect.name == "postgresql" else json.dumps(keys)
+
+
+class _OneOf(FunctionElement[bool]):
+    """``column`` equals one of the keys bound to ``keys`` (a ``KeyList`` parameter)."""
+
+    name = "one_of"
+    inherit_cache = True
+    type = Boolean()
+    # A comparison already: no "= 1" after it where booleans are integers (SQLite).
+    _is_implicitly_boolean = True
+
+
+@compiles(_OneOf)
+def _json_each(element: _OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    column, keys = element.clauses
+    return (
+        f"{compiler.process(column, **kw)} IN "
+        f"(SELECT value FROM json_each({compiler.process(keys, **kw)}))"
+    )
+
+
+@compiles(_OneOf, "postgresql")
+def _any_array(element: _OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    column, keys = element.clauses
+    return f"{compiler.process(column, **kw)} = ANY ({compiler.process(keys, **kw)})"
+
+
+def one_of(column: Any, values: Iterable[Any] | None = None, *, param: str | None = None) -> Any:
+    """``column IN (values)`` with the values bound as one parameter.
+
+    Either the values themselves, or ``param``: the name of a parameter the statement is
+    executed with (``session.execute(stmt, {param: [...]})``), for a statement built once.
+    """
+    if (values is None) == (param is None):
+        raise TypeError("one_of takes the values or the name of their parameter, not both")
+    item_type = getattr(column, "type", None)
+    if not isinstance(item_type, TypeEngine):
+        raise TypeError(f"one_of needs a typed column, not {column!r}")
+    key_type = KeyList(item_type)
+    if param is not None:
+        keys = bindparam(param, type_=key_type)
+    else:
+        assert values is not None
+        keys = bindparam(None, list(values), type_=key_type)
+    return _OneOf(column, keys)
