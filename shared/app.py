@@ -20,7 +20,17 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import gc_tuning, http, logs, metrics, outbox, retention, taskdump, tracing
+from shared import (
+    gc_tuning,
+    http,
+    logs,
+    loop_lag,
+    metrics,
+    outbox,
+    retention,
+    taskdump,
+    tracing,
+)
 from shared.auth import TokenVerifier
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Handlers
@@ -182,6 +192,9 @@ def _start_tasks(runtime: Runtime, extra: Sequence[Callable[[Runtime], Any]]) ->
         spawn(runtime.scheduler.run(), "scheduler")
     spawn(_watch_backlog(runtime), "outbox-backlog")
     settings = runtime.settings
+    if settings.loop_lag_interval_ms:
+        lag = loop_lag.watch(settings.service_name, interval=settings.loop_lag_interval_ms / 1000)
+        spawn(lag, "loop-lag")
     if settings.inbox_retention_days is not None:
         inbox = retention.keep_inbox(
             runtime.db,

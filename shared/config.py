@@ -88,6 +88,14 @@ class ServiceSettings(BaseSettings):
         " mappers, schemas) out of the collector's reach, so full collections walk only"
         " what the service made since",
     )
+    loop_lag_interval_ms: int = Field(
+        default=250,
+        ge=0,
+        le=60_000,
+        description="How often the event loop's lag is sampled for"
+        " keepwell_event_loop_lag_seconds (a timer that records how late it fires); 0 turns"
+        " the sampling off",
+    )
     retry_backoff_initial_ms: int = Field(default=200, ge=1)
     retry_backoff_max_ms: int = Field(default=10_000, ge=1)
 

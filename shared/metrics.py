@@ -55,6 +55,13 @@ GC_PAUSE_SECONDS = Histogram(
     ["service", "generation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "keepwell_event_loop_lag_seconds",
+    "How much later than due the event loop woke a timer (shared.loop_lag): time every"
+    " request, batch and task of the process waited behind something holding the loop",
+    ["service"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 PRUNED_ROWS = Counter(
     "keepwell_pruned_rows_total",
     "Rows deleted past their retention (shared.retention), by table",
