@@ -50,6 +50,7 @@ from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -179,6 +180,14 @@ class Outcome:
     server_cpu: float = 0.0
     core_busy: dict[int, float] = field(default_factory=dict)
     wrk_non_2xx: int = 0
+    loop_lag: dict[float, float] = field(default_factory=dict)  # le (s) -> wake-ups, this run
+
+    def stalls(self, over: float) -> int:
+        """The server's event-loop wake-ups more than ``over`` seconds late in this run."""
+        if not self.loop_lag:
+            return 0
+        within = min((n for le, n in self.loop_lag.items() if le >= over), default=0.0)
+        return int(max(self.loop_lag.values()) - within)
 
     @property
     def non_2xx(self) -> int:
@@ -399,16 +408,19 @@ class Wrk:
             *args,
         ]
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        lag_before = loop_lag_buckets(service)
         server_before, cores_before = cpu_seconds(pid), core_times()
         started = time.monotonic()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.monotonic() - started
         server_after, cores_after = cpu_seconds(pid), core_times()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        lag_after = loop_lag_buckets(service)
         if done.returncode != 0:
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
         outcome = Outcome(scenario)
         parse_wrk(done.stdout, outcome)
+        outcome.loop_lag = {le: n - lag_before.get(le, 0.0) for le, n in lag_after.items()}
         wrk_cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
         outcome.wrk_cpu = 100 * wrk_cpu / wall
         outcome.server_cpu = 100 * (server_after - server_before) / wall
@@ -443,6 +455,21 @@ class RestResult:
     rss: dict[str, float]
 
 
+LOOP_LAG_INTERVAL_MS = 20  # the services' loop-lag sampling in this benchmark
+
+
+def loop_lag_buckets(service: ServiceProcess) -> dict[float, float]:
+    """The service's ``keepwell_event_loop_lag_seconds`` buckets so far: le -> wake-ups."""
+    exposed = httpx.get(f"{service.url}/metrics", timeout=10).text
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(exposed):
+        if family.name == "keepwell_event_loop_lag_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets[float(sample.labels["le"])] = sample.value
+    return buckets
+
+
 async def main(args: argparse.Namespace) -> RestResult:
     wrk_version = require_wrk()
     server_core, wrk_core = cores()
@@ -462,7 +489,11 @@ async def main(args: argparse.Namespace) -> RestResult:
             urls[name] = url = await databases(name)
             await asyncio.to_thread(migrate, name, url)
             up = name.upper()
-            extra = {f"{up}_LOG_LEVEL": "WARNING", f"{up}_HTTP_RATE_LIMIT_PER_MINUTE": "0"}
+            extra = {
+                f"{up}_LOG_LEVEL": "WARNING",
+                f"{up}_HTTP_RATE_LIMIT_PER_MINUTE": "0",
+                f"{up}_LOOP_LAG_INTERVAL_MS": str(LOOP_LAG_INTERVAL_MS),
+            }
             env = service_env(
                 name,
                 bootstrap=bootstrap,
@@ -600,6 +631,16 @@ def report(
         "wrk CPU / srv CPU: % of one core over the run (srv = the service under test; "
         "cpuN = whole core busy)."
     )
+    print(
+        f"event-loop stalls of the service under test (a timer every {LOOP_LAG_INTERVAL_MS} ms "
+        "woke more than 25 / 100 / 250 ms late):"
+    )
+    for o in outcomes:
+        samples = int(max(o.loop_lag.values(), default=0))
+        print(
+            f"  {o.scenario.label:<26} {o.stalls(0.025):>4} / {o.stalls(0.1):>4} / "
+            f"{o.stalls(0.25):>4}  of {samples} wake-ups"
+        )
     for o in outcomes:
         counted = sum(o.statuses.values())
         over_399 = sum(n for status, n in o.statuses.items() if status > 399)
