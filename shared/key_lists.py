@@ -6,7 +6,7 @@ type cast per placeholder on PostgreSQL), prepared again by asyncpg and parsed a
 again by PostgreSQL. ``one_of(column, values)`` binds the whole list as one parameter and
 keeps one text per statement:
 
-- PostgreSQL: ``column = ANY ($1::VARCHAR(64)[])``, the list bound as an array;
+- PostgreSQL: ``column = ANY ($1::VARCHAR[])``, the list bound as an array;
 - SQLite: ``column IN (SELECT value FROM json_each(?))``, the list bound as JSON text.
 
 Both use the column's index to look the keys up. The keys must be JSON scalars (strings
@@ -40,7 +40,10 @@ class KeyList(TypeDecorator[list[Any]]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(ARRAY(self.item_type))
+            # Strings without their column's length: an explicit cast to VARCHAR(n) would
+            # cut a longer key to n characters, and the cut key could match another row.
+            item = String() if isinstance(self.item_type, String) else self.item_type
+            return dialect.type_descriptor(ARRAY(item))
         return dialect.type_descriptor(String())
 
     def process_bind_param(self, value: Iterable[Any] | None, dialect: Dialect) -> Any:
