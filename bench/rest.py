@@ -51,14 +51,13 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from bench.pipeline import make_purchase, peak_rss_mb
+from bench.pipeline import make_purchase, peak_rss_mb, vacuum
 from shared.auth import issue_token
 from shared.config import ServiceSettings
-from shared.db import is_sqlite
 from shared.events import all_topics
 from shared.kafka import create_topics
 from shared.plumbing import processed_events
@@ -268,26 +267,6 @@ async def count_processed(url: str) -> int:
             return int((await conn.execute(query)).scalar_one())
     finally:
         await engine.dispose()
-
-
-async def vacuum(urls: dict[str, str]) -> float:
-    """VACUUM (ANALYZE) each PostgreSQL database after the seed; seconds taken.
-
-    Without it autovacuum takes up the freshly seeded tables at a moment of its own,
-    which may fall in a measured scenario; a database in service has been vacuumed and
-    analysed long since. SQLite databases are left as they are.
-    """
-    started = time.monotonic()
-    for url in urls.values():
-        if is_sqlite(url):
-            continue
-        engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("VACUUM (ANALYZE)"))
-        finally:
-            await engine.dispose()
-    return time.monotonic() - started
 
 
 async def produce_purchases(bootstrap: str, prefix: str, customers: int) -> int:
