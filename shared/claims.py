@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy import FromClause
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import per_dialect
+from shared.key_lists import ManyRows
 
 K = TypeVar("K", bound=tuple[Any, ...])
 
@@ -31,13 +31,9 @@ class KeyClaims(Generic[K]):
     def __init__(self, table: FromClause) -> None:
         self.table = table
         self.columns = tuple(table.primary_key)
-        self.statement = per_dialect(self._build)
-
-    def _build(self, insert: Any) -> Any:
-        return (
-            insert(self.table)
-            .on_conflict_do_nothing(index_elements=[c.name for c in self.columns])
-            .returning(*self.columns)
+        keys = [c.name for c in self.columns]
+        self._insert = ManyRows(
+            table, [c.name for c in table.columns], returning=self.columns, conflict=keys
         )
 
     def key_of(self, row: Mapping[str, Any]) -> K:
@@ -53,6 +49,6 @@ class KeyClaims(Generic[K]):
         ordered = [by_key[key] for key in sorted(by_key)]
         claimed: set[K] = set()
         for start in range(0, len(ordered), CHUNK):
-            result = await session.execute(self.statement(session), ordered[start : start + CHUNK])
-            claimed.update(cast(K, tuple(row)) for row in result.all())
+            result = await self._insert.execute(session, ordered[start : start + CHUNK])
+            claimed.update(cast(K, tuple(row)) for row in result)
         return claimed

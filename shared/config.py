@@ -41,6 +41,13 @@ class ServiceSettings(BaseSettings):
         description="On for Apache Kafka; off for the local Tansu broker (no InitProducerId)",
     )
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
+    kafka_fetch_min_bytes: int = Field(
+        default=1,
+        ge=1,
+        le=10_485_760,
+        description="Bytes a fetch waits for (up to kafka_fetch_max_wait_ms) before the broker"
+        " answers; 1 answers as soon as anything is there",
+    )
     kafka_max_poll_records: int = Field(default=500, ge=1, le=10_000)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)

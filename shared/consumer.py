@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared import logs, metrics, tracing
 from shared.db import Database, dialect_insert
 from shared.events import Event, InvalidEvent, dead_letter_topic, decode
+from shared.key_lists import ManyRows
 from shared.outbox import enqueue_raw
 from shared.plumbing import processed_events
 from shared.spacing import Spacing
@@ -192,8 +193,8 @@ class ConsumerRunner:
         # Built once: the inbox insert that answers which of a poll's events are new.
         insert_into = dialect_insert(db.engine.dialect.name)
         t = processed_events
-        self._record_new = (
-            insert_into(t).on_conflict_do_nothing().returning(t.c.source, t.c.event_id)
+        self._record_new = ManyRows(
+            t, ("source", "event_id", "event_type"), returning=(t.c.source, t.c.event_id)
         )
         self._mark_parked = insert_into(t).on_conflict_do_nothing().returning(t.c.event_id)
         self._consumed: dict[tuple[str, str, str], Counter] = {}
@@ -468,8 +469,7 @@ class ConsumerRunner:
                 {"source": source, "event_id": event_id, "event_type": types[source, event_id]}
                 for source, event_id in sorted(types)
             ]
-            result = await session.execute(self._record_new, rows)
-            new = {(source, event_id) for source, event_id in result}
+            new = {(r.source, r.event_id) for r in await self._record_new.execute(session, rows)}
         verdicts: list[str] = []
         for item in items:
             event = item.event

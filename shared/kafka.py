@@ -55,6 +55,7 @@ def make_consumer(settings: ServiceSettings, *topics: str) -> AIOKafkaConsumer:
         if settings.kafka_enable_idempotence
         else "read_uncommitted",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_min_bytes=settings.kafka_fetch_min_bytes,
         max_poll_records=settings.kafka_max_poll_records,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,

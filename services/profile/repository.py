@@ -44,7 +44,7 @@ from services.profile.models import (
 from shared.claims import KeyClaims
 from shared.db import dialect_insert, per_dialect
 from shared.events import Event
-from shared.key_lists import one_of
+from shared.key_lists import ManyRows, one_of
 
 CHANNEL_KINDS = or_(
     TimelineEntry.kind == "purchase.completed", ~TimelineEntry.kind.contains(".")
@@ -93,14 +93,20 @@ async def get_customer_for_update(session: AsyncSession, customer_id: str) -> tu
 CHUNK = 1000  # ids per IN list / rows per statement in batch reads and writes
 
 
+_CREATE_CUSTOMERS = ManyRows(
+    Customer.__table__,
+    ("customer_id",),
+    returning=(Customer.__table__.c.customer_id,),
+    conflict=("customer_id",),
+)
+
+
 async def create_customers(session: AsyncSession, customer_ids: Sequence[str]) -> set[str]:
     """Create the customers that do not exist yet; returns the ids this call created."""
     created: set[str] = set()
-    stmt = _statements(session).create_customers
     for start in range(0, len(customer_ids), CHUNK):
         chunk = [{"customer_id": c} for c in customer_ids[start : start + CHUNK]]
-        result = await session.execute(stmt, chunk)
-        created.update(result.scalars())
+        created.update(c for (c,) in await _CREATE_CUSTOMERS.execute(session, chunk))
     return created
 
 
@@ -530,7 +536,6 @@ class _Statements:
     """A consumer batch's multi-row statements, built once per dialect: constructing one
     cost more CPU than SQLAlchemy's cached compile and the run together."""
 
-    create_customers: Any
     touch_channels: Any
     claim_identities: Any
     add_timeline: Any
@@ -538,11 +543,8 @@ class _Statements:
 
 @per_dialect
 def _statements(insert: Any) -> _Statements:
-    c, t = Customer.__table__, TimelineEntry.__table__
+    t = TimelineEntry.__table__
     return _Statements(
-        create_customers=insert(c)
-        .on_conflict_do_nothing(index_elements=["customer_id"])
-        .returning(c.c.customer_id),
         touch_channels=_widening(insert(CustomerChannel.__table__)),
         claim_identities=insert(Identity.__table__).on_conflict_do_nothing(
             index_elements=["kind", "value"]

@@ -85,6 +85,28 @@ async def test_a_poll_of_ten_events_asks_the_inbox_one_statement(db: Database) -
     assert (len(again.sql), again.transactions) == (1, 1)
 
 
+async def test_polls_of_any_size_send_postgresql_one_inbox_text(db: Database) -> None:
+    """On PostgreSQL the inbox insert binds its columns as arrays (``shared.key_lists.
+    ManyRows``), so polls of 1, 7 and 40 events send the same SQL, which asyncpg prepares
+    once; SQLite runs the plain insert, with a VALUES list as long as the poll."""
+
+    async def nothing(session: AsyncSession, event: PurchaseCompleted) -> None:
+        return None
+
+    runner = _runner(db, nothing)
+    with counting(db) as seen:
+        for start, size in ((0, 1), (1, 7), (8, 40)):
+            events = [purchase(f"c-{n}") for n in range(start, start + size)]
+            assert await runner._apply_batch(batch_items(events))
+    assert len(seen.sql) == 3
+    assert await _inbox_rows(db) == 48
+    if db.engine.dialect.name == "postgresql":
+        assert len(set(seen.sql)) == 1
+        assert "unnest" in seen.sql[0]
+    else:
+        assert len(set(seen.sql)) == 3
+
+
 async def test_copies_in_a_poll_and_replays_are_skipped_and_counted(db: Database) -> None:
     handled: list[str] = []
     batches: list[list[str]] = []

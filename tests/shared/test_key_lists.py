@@ -1,16 +1,18 @@
 """shared.key_lists: a list of keys is one parameter, so a statement has one SQL text
-whatever the list's length, and it finds the same rows ``IN`` would."""
+whatever the list's length, and it finds the same rows ``IN`` would; ``ManyRows`` inserts
+any number of rows with one SQL text on PostgreSQL and answers as the plain insert does."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.db import Database
-from shared.key_lists import one_of
+from shared.db import Database, UtcDateTime
+from shared.key_lists import ManyRows, one_of
 from tests.shared.statements import counting
 
 metadata = MetaData()
@@ -21,6 +23,16 @@ items = Table(
     Column("n", Integer, nullable=False, unique=True),
 )
 ROWS = [{"code": f"k{i:04d}", "n": i} for i in range(300)]
+stamps = Table(
+    "many_rows_stamps",
+    metadata,
+    Column("code", String(40), primary_key=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("note", String(20), nullable=True),
+    Column("made", Integer, nullable=False, server_default="7"),
+)
+STAMPS = ManyRows(stamps, ("code", "at", "note"), returning=(stamps.c.code,), conflict=("code",))
+T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 BY_PARAM = select(items.c.n).where(one_of(items.c.code, param="keys")).order_by(items.c.n)
 
 
@@ -125,3 +137,79 @@ def test_the_values_or_a_parameter_name_but_not_both() -> None:
 async def test_null_for_the_list_is_refused(items_db: Database) -> None:
     with pytest.raises(Exception, match="not NULL"):
         await _ns(items_db, BY_PARAM, {"keys": None})
+
+
+def _stamp(i: int, note: str | None = None) -> dict[str, Any]:
+    return {"code": f"s{i:04d}", "at": T0 + timedelta(minutes=i), "note": note}
+
+
+async def _insert(db: Database, rows: list[dict[str, Any]]) -> set[str]:
+    async with db.unit_of_work() as session:
+        return {code for (code,) in await STAMPS.execute(session, rows)}
+
+
+@pytest.mark.db
+async def test_many_rows_returns_what_it_inserted_and_skips_what_was_there(
+    items_db: Database,
+) -> None:
+    assert await _insert(items_db, [_stamp(1, "one"), _stamp(2)]) == {"s0001", "s0002"}
+    # s0002 was there; s0003 is named twice in one statement: inserted once
+    again = [_stamp(2, "changed"), _stamp(3, "first"), _stamp(3, "second")]
+    assert await _insert(items_db, again) == {"s0003"}
+    assert await _insert(items_db, []) == set()
+    async with items_db.read_only() as session:
+        rows = (await session.execute(select(stamps).order_by(stamps.c.code))).all()
+    assert [(r.code, r.at, r.note, r.made) for r in rows] == [
+        ("s0001", T0 + timedelta(minutes=1), "one", 7),  # server default for the column left out
+        ("s0002", T0 + timedelta(minutes=2), None, 7),
+        ("s0003", T0 + timedelta(minutes=3), "first", 7),
+    ]
+
+
+@pytest.mark.db
+async def test_many_rows_keeps_times_exact_in_any_zone(items_db: Database) -> None:
+    elsewhere = T0.astimezone(timezone(timedelta(hours=-5, minutes=-30)))
+    await _insert(items_db, [{"code": "z", "at": elsewhere, "note": None}])
+    async with items_db.read_only() as session:
+        at = (await session.execute(select(stamps.c.at))).scalar_one()
+    assert at == T0
+    assert at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.db
+async def test_many_rows_refuses_a_value_too_long_for_its_column(items_db: Database) -> None:
+    if items_db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite keeps strings of any length")
+    too_long = {"code": "x" * 41, "at": T0, "note": None}
+    with pytest.raises(Exception, match=r"(?i)too long"):
+        await _insert(items_db, [_stamp(1), too_long])
+    async with items_db.read_only() as session:
+        # nothing of the failed statement stays, and nothing was cut to 40 characters
+        assert (await session.execute(select(func.count()).select_from(stamps))).scalar() == 0
+
+
+@pytest.mark.db
+async def test_many_rows_one_sql_text_for_every_row_count_on_postgresql(
+    items_db: Database,
+) -> None:
+    with counting(items_db) as seen:
+        for start, count in ((0, 1), (10, 2), (20, 3), (100, 57)):
+            rows = [_stamp(i) for i in range(start, start + count)]
+            assert len(await _insert(items_db, rows)) == count
+    sent = seen.on("many_rows_stamps")
+    assert len(sent) == 4
+    distinct = len(set(sent))
+    if items_db.engine.dialect.name == "postgresql":
+        assert distinct == 1, sent[0]
+        assert "unnest" in sent[0]
+    else:
+        assert distinct > 1  # SQLite: the plain insert, one VALUES list per row count
+
+
+def test_many_rows_sql_on_postgresql() -> None:
+    stmt = STAMPS._build("postgresql")
+    sql = str(stmt.compile(dialect=postgresql.asyncpg.dialect()))
+    # strings as VARCHAR[] without the column's length: the insert's own cast checks it
+    assert "unnest($1::VARCHAR[])" in sql, sql
+    assert "unnest($2::TIMESTAMP WITH TIME ZONE[])" in sql, sql
+    assert "ON CONFLICT (code) DO NOTHING RETURNING many_rows_stamps.code" in sql, sql

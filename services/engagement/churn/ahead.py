@@ -50,9 +50,8 @@ from services.engagement.churn.service import NEW_CUSTOMER, apply_stats
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.churn.stats import Stats, compute_stats
 from shared.consumer import TransientError, batch
-from shared.db import dialect_insert
 from shared.events.commerce import PurchaseCompleted
-from shared.key_lists import one_of
+from shared.key_lists import ManyRows, one_of
 
 _KEY = "engagement.churn_ahead"
 PURCHASES = cast(Table, ChurnPurchase.__table__)
@@ -226,16 +225,14 @@ async def _customer_rows(
     return rows, new
 
 
+_INSERT_PURCHASES = ManyRows(PURCHASES, Bought._fields, returning=(PURCHASES.c.purchase_id,))
+
+
 async def _insert_purchases(session: AsyncSession, added: list[Bought]) -> None:
     """Insert the run's new purchases; if another transaction recorded one meanwhile, the
     batch is tried again (it then reads that purchase as recorded)."""
-    stmt = (
-        dialect_insert(session)(PURCHASES)
-        .on_conflict_do_nothing()
-        .returning(PURCHASES.c.purchase_id)
-    )
     rows = [b._asdict() for b in sorted(added, key=lambda b: b.purchase_id)]
-    inserted = set((await session.execute(stmt, rows)).scalars())
+    inserted = {purchase_id for (purchase_id,) in await _INSERT_PURCHASES.execute(session, rows)}
     if len(inserted) != len(rows):
         raise TransientError("a purchase of the run was recorded meanwhile by another transaction")
 
