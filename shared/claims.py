@@ -42,7 +42,8 @@ class KeyClaims(Generic[K]):
     async def claim(self, session: AsyncSession, rows: Iterable[Mapping[str, Any]]) -> set[K]:
         """Insert the rows whose key is not recorded yet; returns those rows' keys.
 
-        A key named by several rows is inserted with the first of them."""
+        Every row names every column of the table (``shared.key_lists.ManyRows`` binds one
+        array per column). A key named by several rows is inserted with the first of them."""
         by_key: dict[K, Mapping[str, Any]] = {}
         for row in rows:
             by_key.setdefault(self.key_of(row), row)

@@ -11,6 +11,9 @@ keeps one text per statement:
 
 Both use the column's index to look the keys up. The keys must be JSON scalars (strings
 or integers) for SQLite; ``bench/pg_in_lists.py`` measures the two forms on PostgreSQL.
+
+``ManyRows`` does the same for inserting a batch's rows with RETURNING: one array per
+column on PostgreSQL, so one SQL text whatever the number of rows.
 """
 
 from __future__ import annotations
