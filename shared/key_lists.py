@@ -25,12 +25,13 @@ from typing import Any
 from sqlalchemy import Boolean, Dialect, Row, String, TypeDecorator, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
+
+from shared.db import per_dialect
 
 
 class KeyList(TypeDecorator[list[Any]]):
@@ -132,21 +133,21 @@ class ManyRows:
         self.columns = tuple(columns)
         self.returning = tuple(returning)
         self.conflict = list(conflict) if conflict is not None else None
-        self._built: dict[str, Any] = {}
+        self._statement = per_dialect(self._build)
 
     def _param(self, name: str) -> str:
         return f"rows_{name}"
 
-    def _build(self, dialect: str) -> Any:
-        if dialect == "postgresql":
+    def _build(self, insert: Any) -> Any:
+        """The statement for the dialect whose ``insert`` construct this is."""
+        stmt = insert(self.table)
+        if insert is pg_insert:
             arrays = [
                 bindparam(self._param(name), type_=KeyList(self.table.c[name].type))
                 for name in self.columns
             ]
             rows = select(*(func.unnest(array) for array in arrays))
-            stmt: Any = pg_insert(self.table).from_select(list(self.columns), rows)
-        else:
-            stmt = sqlite_insert(self.table)
+            stmt = stmt.from_select(list(self.columns), rows)
         return stmt.on_conflict_do_nothing(index_elements=self.conflict).returning(*self.returning)
 
     async def execute(
@@ -155,11 +156,8 @@ class ManyRows:
         """Insert ``rows``; returns the RETURNING rows of those inserted (none for none)."""
         if not rows:
             return []
-        dialect = session.get_bind().dialect.name
-        stmt = self._built.get(dialect)
-        if stmt is None:
-            stmt = self._built[dialect] = self._build(dialect)
-        if dialect != "postgresql":
+        stmt = self._statement(session)
+        if session.get_bind().dialect.name != "postgresql":
             return list((await session.execute(stmt, list(rows))).all())
         params = {self._param(c): [row[c] for row in rows] for c in self.columns}
         return list((await session.execute(stmt, params)).all())

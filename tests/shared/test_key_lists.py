@@ -207,7 +207,7 @@ async def test_many_rows_one_sql_text_for_every_row_count_on_postgresql(
 
 
 def test_many_rows_sql_on_postgresql() -> None:
-    stmt = STAMPS._build("postgresql")
+    stmt = STAMPS._statement("postgresql")
     sql = str(stmt.compile(dialect=postgresql.asyncpg.dialect()))
     # strings as VARCHAR[] without the column's length: the insert's own cast checks it
     assert "unnest($1::VARCHAR[])" in sql, sql
