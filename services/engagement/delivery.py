@@ -163,11 +163,13 @@ async def claim_batch(
     (``outreach.deferred``); a marketing message over the frequency cap is
     suppressed (``outreach.suppressed``), and so is one whose link expired
     (``valid_until`` in its context). Claims count towards the cap as soon as
-    they are made, so a burst in one batch cannot exceed it. Messages to a fixed
-    recipient (staff alerts) are claimed first, with no quiet hours or cap. With a
-    ``guard``, messages the sweeps would suppress or move are left for them. Also
-    returns whether a batch came back full (more may be due, even with no claims:
-    they may all have been deferred or suppressed).
+    they are made, so a burst in one batch cannot exceed it; nor can replicas
+    claiming at once, as the customers' counts are locked first
+    (``repository.lock_cap_counts``). Messages to a fixed recipient (staff alerts)
+    are claimed first, with no quiet hours or cap. With a ``guard``, messages the
+    sweeps would suppress or move are left for them. Also returns whether a batch
+    came back full (more may be due, even with no claims: they may all have been
+    deferred or suppressed).
     """
     cap = cap or FrequencyCap()
     fixed = await repository.lock_due_fixed(
@@ -186,6 +188,9 @@ async def claim_batch(
         )
         full = full or len(locked) >= limit
         rows += locked
+    await repository.lock_cap_counts(
+        session, (outreach.customer_id for outreach, _ in rows if outreach.journey in MARKETING)
+    )
     for outreach, contact in rows:
         if _expired(outreach, now):
             await _suppress(session, outreach, reason=EXPIRED, now=now)

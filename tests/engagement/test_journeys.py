@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from services.engagement import delivery
+from services.engagement.delivery import Claim, FrequencyCap
 from services.engagement.sender import Sender
 from shared.db import Database
 from shared.events.engagement import ChurnRiskChanged, ChurnRiskChangedData, OutreachSuppressed
@@ -133,6 +135,33 @@ async def test_the_frequency_cap_holds_under_a_burst(db: Database, smtp: Smtp) -
     assert [r.status for r in thanks] == ["sent"]  # transactional: exempt
     await asyncio.sleep(0.2)
     assert len(sink.messages) == 3
+
+
+async def test_the_frequency_cap_holds_when_replicas_claim_at_once(db: Database) -> None:
+    """Two claim rounds at once (two replicas) take one gift each for a customer with
+    room for one more: the second waits for the first to commit, counts its claim and
+    suppresses. Without the wait each would count none and both would go."""
+    await handle(db, customer("c-1"), reward("c-1", 1), reward("c-1", 2))
+    cap = FrequencyCap(limit=1)
+
+    async def claim() -> list[Claim]:
+        async with db.unit_of_work() as session:
+            return await delivery.claim_due(session, now=now(), limit=1, cap=cap)
+
+    async with db.unit_of_work() as session:
+        first = await delivery.claim_due(session, now=now(), limit=1, cap=cap)
+        other = asyncio.create_task(claim())
+        await asyncio.sleep(0.3)
+        # PostgreSQL: the other round has its own gift (SKIP LOCKED) and waits for this
+        # customer's count; SQLite: it waits for the write lock.
+        assert not other.done()
+    assert [c.journey for c in first] == ["milestone_gift"]
+    assert await other == []
+    rows = await outreach_rows(db, "c-1")
+    assert sorted((r.status, r.last_error) for r in rows) == [
+        ("sending", None),
+        ("suppressed", "frequency cap: 1 marketing messages per 7 days"),
+    ]
 
 
 async def test_a_message_due_long_ago_is_suppressed_as_stale(db: Database, smtp: Smtp) -> None:

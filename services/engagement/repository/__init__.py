@@ -4,7 +4,8 @@ configuration and identity queries in the modules beside it (re-exported where s
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -369,6 +371,41 @@ async def update_stalled(
         .execution_options(synchronize_session=False)
     )
     return (await session.execute(stmt)).scalars().all()
+
+
+# Advisory lock space of the frequency cap's per-customer locks (``lock_cap_counts``).
+CAP_LOCK_SPACE = 0x6B77_6663  # "kwfc"
+
+
+async def lock_cap_counts(session: AsyncSession, customer_ids: Iterable[str]) -> None:
+    """Hold each customer's frequency cap count until this transaction ends (PostgreSQL).
+
+    Replicas claim disjoint messages (``SKIP LOCKED``), so two of them could each count
+    a customer's marketing messages before either's claim commits, and each let one
+    through at the cap's edge. A transaction-level advisory lock per customer, taken
+    before counting, makes the second wait for the first's commit and then count its
+    claim (each statement sees what committed before it). The locks are taken in one
+    statement in ascending key order, so two claim rounds cannot deadlock on them. Only
+    claim rounds take them. SQLite needs none: its writers already take turns.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    keys = sorted({_cap_key(c) for c in customer_ids})
+    if keys:
+        await session.execute(_LOCK_CAP_COUNTS, {"space": CAP_LOCK_SPACE, "keys": keys})
+
+
+def _cap_key(customer_id: str) -> int:
+    """A customer's lock key: a signed 32-bit hash (two customers may share one, which
+    only makes one wait for the other)."""
+    crc = zlib.crc32(customer_id.encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+# Functions run in the array's order here (no sort, no join): ascending.
+_LOCK_CAP_COUNTS = text(
+    "SELECT count(pg_advisory_xact_lock(:space, k)) FROM unnest(CAST(:keys AS integer[])) AS k"
+).bindparams(bindparam("space", type_=Integer), bindparam("keys", type_=ARRAY(Integer)))
 
 
 async def marketing_sent_since(
