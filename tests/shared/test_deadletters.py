@@ -12,7 +12,9 @@ from tools import deadletters
 pytestmark = pytest.mark.kafka
 
 
-async def park(bootstrap: str, prefix: str, value: bytes, key: bytes) -> None:
+async def park(
+    bootstrap: str, prefix: str, value: bytes, key: bytes, *, offset: int = 41, copies: int = 1
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
@@ -20,9 +22,13 @@ async def park(bootstrap: str, prefix: str, value: bytes, key: bytes) -> None:
             ("content-type", b"application/cloudevents+json"),
             ("x-dead-letter-reason", b"handler failed: ValueError: price list missing"),
             ("x-original-topic", f"{prefix}commerce.purchases".encode()),
-            ("x-original-offset", b"41"),
+            ("x-original-partition", b"2"),
+            ("x-original-offset", str(offset).encode()),
         ]
-        await producer.send_and_wait(f"{prefix}loyalty.deadletter", value, key=key, headers=headers)
+        for _ in range(copies):
+            await producer.send_and_wait(
+                f"{prefix}loyalty.deadletter", value, key=key, headers=headers
+            )
     finally:
         await producer.stop()
 
@@ -46,3 +52,25 @@ async def test_redrive_republishes_each_dead_letter_once(broker: str, topics: st
     assert headers["content-type"] == "application/cloudevents+json"
 
     assert await deadletters.redrive(settings, dry_run=False) == 0  # already redriven
+
+
+async def test_copies_of_one_dead_letter_are_listed_and_redriven_once(
+    broker: str, topics: str, capsys
+) -> None:
+    """A relay killed between its send and its delete parks a message twice: both copies
+    name the same original position, so the operator sees it once and redrives it once."""
+    settings = LoyaltySettings(kafka_bootstrap_servers=broker, topic_prefix=topics)
+    first, second = purchase("c-1"), purchase("c-2")
+    await park(broker, topics, first.to_json(), b"c-1", offset=41, copies=2)
+    await park(broker, topics, second.to_json(), b"c-2", offset=42)
+
+    assert await deadletters.list_letters(settings, limit=10) == 2
+    out = capsys.readouterr().out
+    assert "copies: offsets 1\n" in out
+    assert "2 dead letter(s) shown" in out
+    assert "(and 1 copies of them, listed with each)" in out
+
+    assert await deadletters.redrive(settings, dry_run=False) == 2
+    assert "offset 1: a copy of offset 0, not redriven" in capsys.readouterr().out
+    back = await read_topic(broker, f"{topics}commerce.purchases", expect=2)
+    assert sorted(r.key for r in back) == [b"c-1", b"c-2"]  # read_topic reads on past 2
