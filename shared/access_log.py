@@ -78,7 +78,7 @@ async def record(
         return 0
     common = {
         "at": at or datetime.now(UTC),
-        "actor": principal.subject[:256],
+        "actor": principal.subject,
         "method": request.method[:8],
         "route": route_template(request),
         "request_id": logs.request_id.get(),

@@ -67,6 +67,9 @@ class Principal:
 
 
 LEEWAY_SECONDS = 30
+# OpenID Connect Core 1.0, section 2: a subject "MUST NOT exceed 255 ASCII characters".
+# Every column that records who acted (an operator, a staff member) holds that many.
+SUBJECT_MAX_LENGTH = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +121,13 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             self._verified.pop(token, None)
             raise Unauthenticated(f"invalid token: {exc}") from exc
+        subject = str(claims["sub"])
+        if not subject or len(subject) > SUBJECT_MAX_LENGTH:
+            raise Unauthenticated(
+                f"invalid token: its subject must have 1 to {SUBJECT_MAX_LENGTH} characters"
+            )
         principal = Principal(
-            subject=str(claims["sub"]),
+            subject=subject,
             scopes=frozenset(str(claims.get("scope", "")).split()),
             staff=bool(claims.get("staff", False)),
         )

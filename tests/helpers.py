@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from sqlalchemy import select
 
-from shared.auth import issue_token
+from shared.auth import SUBJECT_MAX_LENGTH, issue_token
 from shared.consumer import ConsumerRunner, Handlers, Item
 from shared.db import Database
 from shared.events import Event
@@ -120,6 +120,10 @@ LONGEST_SOURCE = "/pos/" + "s" * 251
 def longest(prefix: str, length: int = 128) -> str:
     """``prefix`` padded to ``length`` characters (an id at its contract limit)."""
     return prefix + "x" * (length - len(prefix))
+
+
+# A token subject at OpenID Connect's limit, which the columns naming who acted must hold.
+LONGEST_SUBJECT = longest("https://id.example.com/people/", SUBJECT_MAX_LENGTH)
 
 
 async def dead_letter_topics(db: Database) -> list[str]:

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, Uniqu
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.access_log import access_log_table
+from shared.auth import SUBJECT_MAX_LENGTH
 from shared.db import UtcDateTime, new_metadata
 
 PENDING = "pending"
@@ -173,7 +174,7 @@ class JourneyConfig(Base):
     max_lateness_seconds: Mapped[float | None] = mapped_column(Float)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_by: Mapped[str] = mapped_column(String(SUBJECT_MAX_LENGTH))
 
 
 class MessageTemplate(Base):
@@ -191,7 +192,7 @@ class MessageTemplate(Base):
     html: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_by: Mapped[str] = mapped_column(String(SUBJECT_MAX_LENGTH))
 
 
 class ConfigChange(Base):
@@ -204,7 +205,7 @@ class ConfigChange(Base):
     target: Mapped[str] = mapped_column(String(200), index=True)
     action: Mapped[str] = mapped_column(String(16))
     version: Mapped[int] = mapped_column(Integer)
-    changed_by: Mapped[str] = mapped_column(String(200))
+    changed_by: Mapped[str] = mapped_column(String(SUBJECT_MAX_LENGTH))
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Date, Index, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.access_log import access_log_table
+from shared.auth import SUBJECT_MAX_LENGTH
 from shared.db import UtcDateTime, new_metadata
 
 
@@ -102,7 +103,7 @@ class Response(Base):
     category: Mapped[str | None] = mapped_column(String(16))
     answers: Mapped[dict[str, Any] | None] = mapped_column(JSON, comment="NULL once erased")
     comment: Mapped[str | None] = mapped_column(Text, comment="Verbatim; NULL once erased")
-    submitted_by: Mapped[str | None] = mapped_column(String(100))
+    submitted_by: Mapped[str | None] = mapped_column(String(SUBJECT_MAX_LENGTH))
     submitted_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -151,7 +152,7 @@ class Complaint(Base):
     first_response_breached: Mapped[bool] = mapped_column(default=False)
     resolution_breached: Mapped[bool] = mapped_column(default=False)
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
-    opened_by: Mapped[str | None] = mapped_column(String(100))
+    opened_by: Mapped[str | None] = mapped_column(String(SUBJECT_MAX_LENGTH))
 
 
 # Staff reads of customers (shared.access_log): who looked at whom, when, through which route.

@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, orm_insert_sentinel
 
 from shared.access_log import access_log_table
+from shared.auth import SUBJECT_MAX_LENGTH
 from shared.db import UtcDateTime, new_metadata
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -95,7 +96,7 @@ class LedgerEntry(Base):
     purchase_id: Mapped[str | None] = mapped_column(String(128))
     rule_id: Mapped[str | None] = mapped_column(String(100))
     rule_version: Mapped[int | None] = mapped_column(Integer)
-    operator: Mapped[str | None] = mapped_column(String(128))
+    operator: Mapped[str | None] = mapped_column(String(SUBJECT_MAX_LENGTH))
     reference: Mapped[str | None] = mapped_column(String(128))
     occurred_at: Mapped[datetime] = mapped_column(Tz)
     created_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now())
@@ -164,7 +165,7 @@ class RuleSet(Base):
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     rules: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_by: Mapped[str] = mapped_column(String(128))
+    created_by: Mapped[str] = mapped_column(String(SUBJECT_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(Tz, server_default=func.now())
 
 

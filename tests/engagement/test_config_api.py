@@ -15,7 +15,7 @@ from shared import http
 from shared.auth import TokenVerifier
 from shared.db import Database
 from tests.engagement.support import customer, handle, only_outreach, purchase, settings
-from tests.helpers import TEST_SECRET, auth_headers
+from tests.helpers import LONGEST_SUBJECT, TEST_SECRET, auth_headers
 from tools.smtp_sink import SinkHandler
 
 pytestmark = pytest.mark.db
@@ -30,7 +30,7 @@ WIN_BACK_VI = {
 
 
 @pytest.fixture
-async def client(db: Database) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+async def client(db: Database) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
     app = FastAPI()
     http.install(app, service="engagement", checks={})
     app.include_router(config_endpoints.router)
@@ -38,11 +38,11 @@ async def client(db: Database) -> AsyncIterator[Callable[[str], httpx.AsyncClien
     app.state.verifier = TokenVerifier(settings(auth_secret=TEST_SECRET))
     clients: list[httpx.AsyncClient] = []
 
-    def as_(scope: str) -> httpx.AsyncClient:
+    def as_(scope: str, subject: str | None = None) -> httpx.AsyncClient:
         c = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://engagement",
-            headers=auth_headers(*_with_read(scope), subject=f"ops-{scope}"),
+            headers=auth_headers(*_with_read(scope), subject=subject or f"ops-{scope}"),
         )
         clients.append(c)
         return c
@@ -264,3 +264,20 @@ async def test_null_resets_a_journeys_lateness_but_not_a_templates_text(
     nulled = await admin.patch(f"/v1/templates/{created.json()['id']}", json={"body": None})
     assert nulled.status_code == 422
     assert "body may be left out but not null" in nulled.text
+
+
+async def test_an_operator_with_the_longest_subject_is_recorded_whole(
+    client: Callable[..., httpx.AsyncClient],
+) -> None:
+    """Journey and template changes by a 255-character subject (OpenID Connect's limit) are
+    stored and audited whole, on PostgreSQL too."""
+    admin = client("engagement:admin", LONGEST_SUBJECT)
+    journey = await admin.patch(
+        "/v1/journeys/win_back", json={"enabled": False, "expected_version": 0}
+    )
+    template = await admin.post("/v1/templates", json=WIN_BACK_VI)
+    changes = await admin.get("/v1/config/changes")
+    assert journey.status_code == 200, journey.text
+    assert template.status_code == 201, template.text
+    assert journey.json()["updated_by"] == template.json()["updated_by"] == LONGEST_SUBJECT
+    assert [c["changed_by"] for c in changes.json()] == [LONGEST_SUBJECT] * 2

@@ -15,8 +15,16 @@ from shared.db import Database
 from shared.events.feedback import ComplaintOpened, ResponseRecorded
 from shared.events.interactions import FeedbackSubmitted, FeedbackSubmittedData
 from tests.feedback.conftest import nps_survey, running
-from tests.feedback.support import count, create_survey, invite, published, responses, token_of
-from tests.helpers import auth_headers
+from tests.feedback.support import (
+    complaints,
+    count,
+    create_survey,
+    invite,
+    published,
+    responses,
+    token_of,
+)
+from tests.helpers import LONGEST_SUBJECT, auth_headers
 
 pytestmark = pytest.mark.db
 
@@ -120,6 +128,31 @@ async def test_an_answer_keeps_the_version_it_was_invited_to(
         )
     assert response.status_code == 201, response.text
     assert response.json()["survey_version"] == 1
+
+
+async def test_staff_with_the_longest_subject_are_recorded_whole(
+    db: Database, settings: FeedbackSettings
+) -> None:
+    """An answer entered and a case opened under a 255-character subject (OpenID Connect's
+    limit) are stored with it whole, on PostgreSQL too."""
+    await create_survey(db)
+    staff = auth_headers("feedback:write", "feedback:read", subject=LONGEST_SUBJECT, staff=True)
+    answer = {
+        "customer_id": "c-3",
+        "survey_id": "after-buy",
+        "answers": {"recommend": 9},
+        "channel": "phone",
+        "idempotency_key": "call-1",
+    }
+    case = {"customer_id": "c-3", "category": "delivery", "severity": "high", "channel": "web"}
+    async with running(settings) as client:
+        entered = await client.post("/v1/responses/staff", json=answer, headers=staff)
+        opened = await client.post("/v1/complaints", json=case, headers=staff)
+    assert entered.status_code == 201, entered.text
+    assert opened.status_code == 201, opened.text
+    [stored] = await responses(db)
+    [complaint] = await complaints(db)
+    assert stored.submitted_by == complaint.opened_by == LONGEST_SUBJECT
 
 
 async def test_staff_answers_need_the_write_scope_and_record_who_entered_them(

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from services.loyalty.models import LedgerEntry, Member
-from tests.helpers import auth_headers
+from services.loyalty.models import LedgerEntry, Member, RuleSet
+from tests.helpers import LONGEST_SUBJECT, auth_headers
 from tests.loyalty.support import Loyalty, at, erased, merged, purchase, refund
 
 pytestmark = pytest.mark.db
@@ -108,6 +108,22 @@ async def test_adjustments_record_the_operator_and_are_idempotent(
     ).status_code == 422
     [entry] = await loyalty.entries("c")
     assert (entry.kind, entry.reference, entry.reason) == ("adjust", "TICKET-1", "late delivery")
+
+
+async def test_an_operator_with_the_longest_subject_is_recorded_whole(
+    api: httpx.AsyncClient, loyalty: Loyalty
+) -> None:
+    """On PostgreSQL too, which refuses a value longer than its column."""
+    headers = auth_headers("loyalty:admin", subject=LONGEST_SUBJECT)
+    body = {"points": 5, "reason": "goodwill", "reference": "TICKET-9"}
+    adjusted = await api.post("/v1/members/c/adjustments", json=body, headers=headers)
+    assert adjusted.status_code == 201, adjusted.text
+    assert adjusted.json()["entry"]["operator"] == LONGEST_SUBJECT
+    published = await api.put("/v1/rules", json={"points_per_unit": "2"}, headers=headers)
+    assert published.status_code == 200, published.text
+    async with loyalty.db.unit_of_work() as session:
+        [rules] = (await session.execute(select(RuleSet))).scalars()
+    assert rules.created_by == LONGEST_SUBJECT
 
 
 async def test_rules_are_versioned_and_simulated_without_writing(

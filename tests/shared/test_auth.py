@@ -106,6 +106,23 @@ async def test_invalid_tokens_are_401(client: httpx.AsyncClient, token: str) -> 
     assert response.status_code == 401
 
 
+@pytest.mark.parametrize("length", [0, auth.SUBJECT_MAX_LENGTH + 1])
+async def test_a_subject_outside_1_to_255_characters_is_401(
+    client: httpx.AsyncClient, length: int
+) -> None:
+    """The columns that record who acted hold 255 characters, OpenID Connect's limit."""
+    headers = auth_headers("loyalty:read", subject="u" * length)
+    response = await client.get("/points", headers=headers)
+    assert response.status_code == 401
+    assert "subject must have 1 to 255 characters" in response.json()["error"]["message"]
+
+
+async def test_a_subject_of_255_characters_gets_in(client: httpx.AsyncClient) -> None:
+    subject = "u" * auth.SUBJECT_MAX_LENGTH
+    response = await client.get("/points", headers=auth_headers("loyalty:read", subject=subject))
+    assert response.json() == {"subject": subject}
+
+
 async def test_with_no_key_configured_nothing_gets_in() -> None:
     app = make_app(ServiceSettings())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
