@@ -31,6 +31,7 @@ from shared.events.profile import (
     CustomerErased,
     CustomerMerged,
     CustomerRegistered,
+    CustomerUnmerged,
     CustomerUpdated,
 )
 from shared.timers import Clock, Timer, TimerHandler, wall_clock
@@ -98,6 +99,13 @@ async def on_customer_merged(
     await members.merge(session, event=event, settings=settings)
 
 
+async def on_customer_unmerged(
+    session: AsyncSession, event: CustomerUnmerged, *, settings: LoyaltySettings
+) -> None:
+    await _unbatched(session)
+    await members.unmerge(session, event=event, settings=settings)
+
+
 async def on_customer_erased(session: AsyncSession, event: CustomerErased) -> None:
     await _unbatched(session)
     await members.erase(session, event=event)
@@ -121,6 +129,7 @@ def handlers(settings: ServiceSettings) -> Handlers:
         PurchaseRefunded: on_purchase_refunded,
         InteractionRecorded: partial(on_interaction_recorded, settings=settings),
         CustomerMerged: partial(on_customer_merged, settings=settings),
+        CustomerUnmerged: partial(on_customer_unmerged, settings=settings),
         CustomerErased: on_customer_erased,
         CustomerRegistered: on_customer_details,
         CustomerUpdated: on_customer_details,

@@ -43,6 +43,8 @@ from shared.events.profile import (
     CustomerMerged,
     CustomerMergedData,
     CustomerRegistered,
+    CustomerUnmerged,
+    CustomerUnmergedData,
     CustomerUpdated,
 )
 from shared.plumbing import outbox
@@ -119,6 +121,15 @@ def merged(survivor: str, gone: str, *, when: datetime = T0) -> CustomerMerged:
         source="keepwell/profile",
         time=when,
         data=CustomerMergedData(merge_id=f"m-{uuid.uuid4().hex[:8]}", merged_id=gone),
+    )
+
+
+def unmerged(survivor: str, restored: str, *, when: datetime = T0) -> CustomerUnmerged:
+    return CustomerUnmerged.create(
+        subject=survivor,
+        source="keepwell/profile",
+        time=when,
+        data=CustomerUnmergedData(merge_id="m-undone", restored_id=restored),
     )
 
 

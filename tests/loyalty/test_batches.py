@@ -589,10 +589,10 @@ async def test_details_in_a_batch_store_the_birthdays_one_at_a_time_would(
             )
         )
         stored = {c: (b, m) for c, b, m in rows}
-    assert stored == {
-        "m-a": (None, "m-b"),
+    assert stored == {  # merged members keep their own birthday (unused unless restored)
+        "m-a": (date(1990, 3, 10), "m-b"),
         "m-b": (date(1991, 5, 6), None),
-        "m-d": (None, "m-b"),
+        "m-d": (date(2000, 2, 29), "m-b"),
         "t-a": (date(1990, 4, 11), None),
         "t-b": (date(1970, 6, 1), None),
         "t-c": (date(1985, 1, 1), None),

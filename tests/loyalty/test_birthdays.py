@@ -15,7 +15,16 @@ from shared.events.profile import CustomerUpdated
 from shared.plumbing import timers
 from tests.helpers import auth_headers
 from tests.loyalty import support
-from tests.loyalty.support import FakeClock, Loyalty, at, erased, merged, purchase, registered
+from tests.loyalty.support import (
+    FakeClock,
+    Loyalty,
+    at,
+    erased,
+    merged,
+    purchase,
+    registered,
+    unmerged,
+)
 
 pytestmark = pytest.mark.db
 
@@ -188,6 +197,23 @@ async def test_a_survivor_without_birthday_adopts_the_merged_one(loyalty: Loyalt
     assert await birthday_timers(loyalty) == [("b", day(2026, 3, 10))]
     await fire(loyalty, day(2026, 3, 10))
     assert await bonuses(loyalty, "b") == [(100, "birthday:b:2026", day(2026, 3, 10))]
+
+
+async def test_an_undone_merge_arms_the_restored_members_birthday_again(
+    loyalty: Loyalty,
+) -> None:
+    await loyalty.publish_rules(birthday_bonus=100, expiry_days=None)
+    await loyalty.handle(registered("a", date(1990, 3, 10)), registered("b", date(1991, 9, 1)))
+    await loyalty.handle(merged("b", "a", when=day(2026, 2, 1)))
+    assert await birthday_timers(loyalty) == [("b", day(2026, 9, 1))]
+    await loyalty.handle(unmerged("b", "a", when=day(2026, 2, 2)))
+    assert sorted(await birthday_timers(loyalty)) == [
+        ("a", day(2026, 3, 10)),
+        ("b", day(2026, 9, 1)),
+    ]
+    await fire(loyalty, day(2026, 3, 10))
+    assert await bonuses(loyalty, "a") == [(100, "birthday:a:2026", day(2026, 3, 10))]
+    assert await bonuses(loyalty, "b") == []
 
 
 async def test_the_bonus_is_configured_over_put_rules(api: httpx.AsyncClient) -> None:

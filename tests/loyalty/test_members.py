@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from services.loyalty.models import LedgerEntry, Member, RuleSet
 from tests.helpers import LONGEST_SUBJECT, auth_headers
-from tests.loyalty.support import Loyalty, at, erased, merged, purchase, refund
+from tests.loyalty.support import Loyalty, at, erased, merged, purchase, refund, unmerged
 
 pytestmark = pytest.mark.db
 
@@ -60,6 +60,37 @@ async def test_a_debt_on_one_side_is_paid_by_the_other_on_merge(loyalty: Loyalty
     await loyalty.handle(merged("keep", "gone"))
     assert await loyalty.balance("keep") == 51
     await loyalty.check_invariants()
+
+
+async def test_an_undone_merge_gives_the_restored_id_its_later_events_back(
+    loyalty: Loyalty,
+) -> None:
+    """What the merge moved stays with the survivor; what comes after is the restored
+    member's own. A replayed undo changes nothing."""
+    await loyalty.handle(purchase("keep", "30", when=at(0)), purchase("gone", "50", when=at(1)))
+    await loyalty.handle(merged("keep", "gone", when=at(2)), purchase("gone", "10", when=at(3)))
+    assert (await loyalty.balance("keep"), await loyalty.balance("gone")) == (90, 0)
+    undo = unmerged("keep", "gone", when=at(4))
+    await loyalty.handle(undo, purchase("gone", "20", when=at(5)), purchase("keep", "1"))
+    await loyalty.handle(undo.model_copy(update={"id": "replayed"}))
+    restored, survivor = await loyalty.member("gone"), await loyalty.member("keep")
+    assert restored is not None
+    assert survivor is not None
+    assert restored.merged_into is None
+    assert (survivor.balance, restored.balance) == (91, 20)
+    assert (survivor.purchase_count, restored.purchase_count) == (4, 1)
+    await loyalty.check_invariants()
+
+
+async def test_an_undone_merge_leaves_unrelated_members_alone(loyalty: Loyalty) -> None:
+    """An undo for an id that never was a member, or was never merged, does nothing."""
+    await loyalty.handle(
+        purchase("solo", "5"), unmerged("keep", "solo"), unmerged("keep", "nobody")
+    )
+    solo = await loyalty.member("solo")
+    assert solo is not None
+    assert (solo.balance, solo.merged_into) == (5, None)
+    assert await loyalty.member("nobody") is None
 
 
 async def test_erasure_anonymises_the_member_and_keeps_the_amounts(loyalty: Loyalty) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from shared.timers import Scheduler
-from tests.loyalty.support import FakeClock, Loyalty, at, purchase
+from tests.loyalty.support import FakeClock, Loyalty, at, merged, purchase, unmerged
 
 pytestmark = pytest.mark.db
 
@@ -79,3 +79,31 @@ async def test_downgrade_policies(loyalty: Loyalty, policy: str, down_on: int | 
     assert tier == ("Silver" if down_on is None else "Member")
     downs = [c for c in await changes(loyalty) if c[2] == "down"]
     assert [d[3] for d in downs] == ([] if down_on is None else [at(down_on).isoformat()[:10]])
+
+
+async def test_a_restored_member_keeps_its_tier_until_its_review_says_otherwise(
+    loyalty: Loyalty,
+) -> None:
+    """Merged away, its review was cancelled; restored, it is reviewed where its policy
+    says, on its own earnings (what the merge moved stays with the survivor)."""
+    await loyalty.publish_rules(
+        tiers=TIERS, tier_policy={"window_days": 30, "downgrade": "window_end"}
+    )
+    clock = FakeClock()
+    scheduler = loyalty.scheduler(clock)
+    await loyalty.handle(purchase("gone", "120", when=at(0)), purchase("keep", "5", when=at(0)))
+    await loyalty.handle(merged("keep", "gone", when=at(5)))
+    gone = await loyalty.member("gone")
+    assert gone is not None
+    assert (gone.tier, gone.next_review_at) == ("Silver", None)
+    await loyalty.handle(unmerged("keep", "gone", when=at(6)))
+    gone = await loyalty.member("gone")
+    assert gone is not None
+    assert gone.tier == "Silver"
+    assert gone.next_review_at is not None
+    assert gone.next_review_at.replace(tzinfo=at(30).tzinfo) == at(30)
+    await loyalty.handle(purchase("gone", "100", when=at(20)))
+    await run_until(scheduler, clock, 31)  # 150 earned in (day 0, day 30]: kept
+    assert (await loyalty.member("gone")).tier == "Silver"  # type: ignore[union-attr]
+    await run_until(scheduler, clock, 61)  # nothing in (30, 60]: down
+    assert (await loyalty.member("gone")).tier == "Member"  # type: ignore[union-attr]

@@ -228,6 +228,14 @@ async def lock_member_or_none(
     raise RuntimeError(f"merge chain of {customer_id!r} is too long")
 
 
+async def lock_member_row(session: AsyncSession, customer_id: str) -> Member | None:
+    """The member row of ``customer_id`` itself (not its survivor), locked; None if none."""
+    member = _locked(session).get(customer_id) or await _lock(session, customer_id)
+    if member is not None:
+        _locked(session)[customer_id] = member
+    return member
+
+
 async def purchase_state(session: AsyncSession, purchase_id: str) -> tuple[bool, bool]:
     """Whether the purchase is already recorded, and whether refunds wait for it."""
     known = select(Purchase.purchase_id).where(Purchase.purchase_id == purchase_id).exists()

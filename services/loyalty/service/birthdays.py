@@ -268,11 +268,13 @@ async def _award(
 
 
 def merge(merged: Member, survivor: Member) -> bool:
-    """One birthday and one bonus a year after a merge; True if the survivor adopted one."""
+    """One birthday and one bonus a year after a merge; True if the survivor adopted one.
+
+    The merged member keeps its own birthday, unused while it is merged (its events and
+    timers land on the survivor), so that an undone merge can arm its timer again."""
     years = [y for y in (merged.birthday_bonus_year, survivor.birthday_bonus_year) if y]
     survivor.birthday_bonus_year = max(years, default=None)
     adopted = survivor.birthday is None and merged.birthday is not None
     if adopted:
         survivor.birthday = merged.birthday
-    merged.birthday = None
     return adopted

@@ -1,4 +1,4 @@
-"""Members: reading, operator adjustments, merging two into one, erasure."""
+"""Members: reading, operator adjustments, merging two into one and undoing it, erasure."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.loyalty import repository
 from services.loyalty.config import LoyaltySettings
 from services.loyalty.models import LedgerEntry, Lot, Member
-from services.loyalty.service import birthdays, ledger, rulebook, schedule
+from services.loyalty.service import birthdays, ledger, rulebook, schedule, tiers
 from services.loyalty.service.common import SOURCE, utc
 from services.loyalty.service.errors import InsufficientPoints, MemberNotFound, ReferenceReused
 from services.loyalty.service.ledger import Why
@@ -23,7 +23,7 @@ from shared.events.loyalty import (
     PointsReversed,
     PointsReversedData,
 )
-from shared.events.profile import CustomerErased, CustomerMerged
+from shared.events.profile import CustomerErased, CustomerMerged, CustomerUnmerged
 
 
 async def get_member(session: AsyncSession, *, customer_id: str) -> Member:
@@ -141,6 +141,31 @@ async def merge(session: AsyncSession, *, event: CustomerMerged, settings: Loyal
     await repository.combine_campaign_usage(session, merged.customer_id, survivor.customer_id)
     await repository.reassign(session, merged.customer_id, survivor.customer_id)
     await _reconcile_lots(session, survivor.customer_id, rules.body.expiring_notice_days)
+
+
+async def unmerge(
+    session: AsyncSession, *, event: CustomerUnmerged, settings: LoyaltySettings
+) -> None:
+    """A merge undone: ``data.restored_id`` is its own member again from now on, so its
+    later purchases, refunds of later purchases, redemptions and timers are its own, not
+    the survivor's.
+
+    What the merge moved stays with the survivor (``subject``): the balance with its lots,
+    the purchases, refunds and redemptions, lifetime figures and tier progress. Points
+    earned and spent since cannot be told apart; an operator who wants to give some back
+    posts adjustments on both members. The restored member's ledger history never moved.
+    It keeps the tier it had, reviewed as its policy says (at once if overdue), and its
+    birthday timer is armed again. Chains are not unwound: a member merged into the
+    restored one before the restored one was itself merged stays with the survivor.
+    """
+    restored = await repository.lock_member_row(session, event.data.restored_id)
+    if restored is None or restored.merged_into is None:
+        return  # never a member here, or restored already
+    restored.merged_into = None
+    at = utc(event.time)
+    rules = await rulebook.current(session, settings)
+    await tiers.rearm_review(session, restored, rules, now=at)
+    await birthdays.arm(session, restored, since=at.date())
 
 
 def _transfer(

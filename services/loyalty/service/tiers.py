@@ -96,6 +96,18 @@ async def change(
     await outbox.enqueue(session, event)
 
 
+async def rearm_review(
+    session: AsyncSession, member: Member, rules: Rules, *, now: datetime
+) -> None:
+    """Schedule the review of the member's tier where its policy puts it (at once if that
+    is past): for a member whose timers were cancelled, e.g. merged away and restored."""
+    tier = rules.tier(member.tier)
+    due = None
+    if tier is not None and member.tier_since is not None:
+        due = _review_at(rules, tier, utc(member.tier_since))
+    await schedule.move(session, schedule.TIER_REVIEW, member, due and max(due, now))
+
+
 def _review_at(rules: Rules, tier: Tier, since: datetime) -> datetime | None:
     policy = rules.body.tier_policy
     if policy.downgrade == "none" or rules.rank(tier.name) == 0:
