@@ -58,7 +58,7 @@ async def plan(
         customer_id=event.subject,
         journey=journey,
         template=config.template,
-        dedupe_key=f"{journey}:{key}",
+        dedupe_key=dedupe_key(journey, key),
         due_at=event.time + config.delay,
         trigger_event_id=event.id,
         channel=config.channels[0],
@@ -67,6 +67,11 @@ async def plan(
         to_address=to_address,
     )
     return await schedule_outreach(session, step, now=now)
+
+
+def dedupe_key(journey: str, key: str) -> str:
+    """The step of ``journey`` planned for ``key``: planned once, and exited by it."""
+    return f"{journey}:{key}"
 
 
 async def plan_tier_up(

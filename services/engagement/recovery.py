@@ -5,7 +5,8 @@ for it (``complaint.opened`` with its ``response_id``) name the same incident,
 so both key the steps on the response: the customer gets one apology and the
 support team one alert. A complaint with no response behind it keys on the case.
 The alert goes to ``support_email`` (a fixed recipient: no consent, quiet hours
-or cap apply). ``complaint.resolved`` cancels whichever of the two is still pending.
+or cap apply). ``complaint.resolved`` cancels whichever of that case's two steps is
+still pending (by the same keys), and not another open case's of the same customer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.catalog import SERVICE_RECOVERY, SUPPORT_ALERT
 from services.engagement.config import EngagementSettings
-from services.engagement.journeys import exit_pending, plan
+from services.engagement.journeys import dedupe_key, exit_keys, plan
 from shared.events import Event
 from shared.events.feedback import ComplaintOpened, ComplaintResolved, ResponseRecorded
 
@@ -47,7 +48,7 @@ async def on_complaint(
     session: AsyncSession, event: ComplaintOpened, *, now: datetime, settings: EngagementSettings
 ) -> int:
     data = event.data
-    key = f"response:{data.response_id}" if data.response_id else f"case:{data.case_id}"
+    key = _incident(data.response_id, data.case_id)
     context = {
         "response_id": data.response_id,
         "score": None,
@@ -86,10 +87,14 @@ async def _recover(
 
 
 async def on_resolved(session: AsyncSession, event: ComplaintResolved, *, now: datetime) -> int:
-    return await exit_pending(
-        session,
-        customer_id=event.subject,
-        journeys=(SERVICE_RECOVERY, SUPPORT_ALERT),
-        reason=EXIT_RESOLVED,
-        now=now,
-    )
+    """The case's steps, keyed as ``on_complaint`` keyed them. A ``complaint.resolved``
+    from before the event named the response (``response_id`` absent) can only find
+    steps keyed on the case."""
+    key = _incident(event.data.response_id, event.data.case_id)
+    keys = tuple(dedupe_key(journey, key) for journey in (SERVICE_RECOVERY, SUPPORT_ALERT))
+    return await exit_keys(session, keys=keys, reason=EXIT_RESOLVED, now=now)
+
+
+def _incident(response_id: str | None, case_id: str) -> str:
+    """What a case's steps are keyed on: its detractor response, if it has one."""
+    return f"response:{response_id}" if response_id else f"case:{case_id}"

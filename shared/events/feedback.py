@@ -93,6 +93,10 @@ class ComplaintSlaBreached(Event):
 class ComplaintResolvedData(Payload):
     case_id: str
     resolution: str | None = Field(default=None, max_length=1000)
+    response_id: str | None = Field(
+        default=None,
+        description="The detractor response that opened the case, if any (as in complaint.opened)",
+    )
 
 
 class ComplaintResolved(Event):

@@ -79,8 +79,10 @@ def complaint(
     return ComplaintOpened.create(subject=customer_id, source=FEEDBACK, data=data)
 
 
-def resolved(customer_id: str, case_id: str = "case-1") -> ComplaintResolved:
-    data = ComplaintResolvedData(case_id=case_id, resolution="refunded")
+def resolved(
+    customer_id: str, case_id: str = "case-1", response_id: str | None = None
+) -> ComplaintResolved:
+    data = ComplaintResolvedData(case_id=case_id, resolution="refunded", response_id=response_id)
     return ComplaintResolved.create(subject=customer_id, source=FEEDBACK, data=data)
 
 
@@ -143,6 +145,29 @@ async def test_resolving_the_complaint_cancels_what_is_still_pending(db: Databas
     }
     events = [e for e in await published(db) if isinstance(e, OutreachSuppressed)]
     assert len(events) == 2
+
+
+async def test_resolving_one_case_leaves_another_open_cases_steps_pending(
+    db: Database,
+) -> None:
+    """Two incidents of one customer: a complaint on its own and one opened for a detractor
+    answer (keyed on the answer). Each resolution cancels its own case's steps only."""
+    config = settings(support_email=SUPPORT)
+    await handle(db, customer("c-1"), config=config)
+    await handle(db, complaint("c-1", case_id="case-1", response_id=None), config=config)
+    await handle(db, detractor("c-1"), complaint("c-1", case_id="case-2"), config=config)
+    await handle(db, resolved("c-1", "case-1"), config=config)
+    rows = await outreach_rows(db, "c-1")
+    assert sorted((r.dedupe_key, r.status) for r in rows) == [
+        ("service_recovery:case:case-1", "suppressed"),
+        ("service_recovery:response:r-1", "pending"),
+        ("support_alert:case:case-1", "suppressed"),
+        ("support_alert:response:r-1", "pending"),
+    ]
+    await handle(db, resolved("c-1", "case-2", response_id="r-1"), config=config)
+    assert {r.status for r in await outreach_rows(db, "c-1")} == {"suppressed"}
+    events = [e for e in await published(db) if isinstance(e, OutreachSuppressed)]
+    assert len(events) == 4
 
 
 async def test_the_survey_link_from_feedback_is_delivered(db: Database, smtp: Smtp) -> None:

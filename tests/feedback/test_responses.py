@@ -8,11 +8,12 @@ import pytest
 
 from services.feedback.config import FeedbackSettings
 from services.feedback.models import Complaint, Response
-from services.feedback.schemas import SurveyUpdate
+from services.feedback.schemas import ComplaintTransition, SurveyUpdate
+from services.feedback.service import complaints as complaints_service
 from services.feedback.service import responses as responses_service
 from services.feedback.service import surveys
 from shared.db import Database
-from shared.events.feedback import ComplaintOpened, ResponseRecorded
+from shared.events.feedback import ComplaintOpened, ComplaintResolved, ResponseRecorded
 from shared.events.interactions import FeedbackSubmitted, FeedbackSubmittedData
 from tests.feedback.conftest import nps_survey, running
 from tests.feedback.support import (
@@ -189,6 +190,40 @@ async def test_staff_answers_need_the_write_scope_and_record_who_entered_them(
         "rude staff",
     )
     assert opened.data.response_id == stored.id
+
+
+async def test_resolving_a_case_opened_by_an_answer_names_the_answer(
+    db: Database, settings: FeedbackSettings
+) -> None:
+    """``complaint.resolved`` carries the response as ``complaint.opened`` did, so
+    engagement can end that incident's apology and alert and no other case's."""
+    await create_survey(db)
+    body = {
+        "customer_id": "c-9",
+        "survey_id": "after-buy",
+        "answers": {"recommend": 1},
+        "channel": "phone",
+        "idempotency_key": "call-78",
+    }
+    headers = auth_headers("feedback:write", subject="agent-7", staff=True)
+    async with running(settings) as client:
+        assert (await client.post("/v1/responses/staff", json=body, headers=headers)).is_success
+    [opened] = await published(db, ComplaintOpened)
+    change = ComplaintTransition.model_validate({"status": "resolved", "note": "called back"})
+    async with db.unit_of_work() as session:
+        await complaints_service.change_status(
+            session,
+            case_id=opened.data.case_id,
+            change=change,
+            at=datetime.now(UTC),
+            settings=settings,
+        )
+    [resolved] = await published(db, ComplaintResolved)
+    assert (resolved.data.case_id, resolved.data.response_id) == (
+        opened.data.case_id,
+        opened.data.response_id,
+    )
+    assert resolved.data.response_id is not None
 
 
 async def test_a_late_event_older_than_the_stored_answer_does_not_overwrite_it(

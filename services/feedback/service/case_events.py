@@ -82,7 +82,9 @@ def resolved(case: Complaint, at: datetime) -> ComplaintResolved:
         subject=case.customer_id or ERASED,
         source=SOURCE,
         time=at,
-        data=ComplaintResolvedData(case_id=case.id, resolution=case.resolution),
+        data=ComplaintResolvedData(
+            case_id=case.id, resolution=case.resolution, response_id=case.response_id
+        ),
     )
 
 
