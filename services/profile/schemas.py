@@ -88,48 +88,19 @@ class CustomerRead(BaseModel):
 
     @classmethod
     def from_view(cls, view: CustomerView) -> CustomerRead:
-        c = view.customer
-        spend = view.total_spend
-        return cls(
-            customer_id=c.customer_id,
-            name=c.name,
-            email=c.email,
-            phone=c.phone,
-            language=c.language,
-            timezone=c.timezone,
-            birthday=c.birthday,
-            created_at=c.created_at,
-            erased=c.erased_at is not None,
-            preferences=_preferences(view),
-            tier=c.tier,
-            churn=_churn(view),
-            feedback=FeedbackRead(
-                last_nps=c.last_nps, last_nps_at=c.last_nps_at, open_complaints=c.open_complaints
-            ),
-            segments=view.segments,
-            lifetime=LifetimeRead(
-                order_count=c.order_count,
-                total_spend=MoneyRead(amount=spend.amount, currency=spend.currency)
-                if spend
-                else None,
-                first_purchase_at=c.first_purchase_at,
-                last_purchase_at=c.last_purchase_at,
-            ),
-            channels=view.channels,
-            loyalty=PointsRead(points_balance=c.points_balance, updated_at=c.points_updated_at)
-            if c.points_balance is not None and c.points_updated_at is not None
-            else None,
-            last_outreach=OutreachRead(at=c.last_outreach_at, journey=c.last_outreach_journey)
-            if c.last_outreach_at is not None and c.last_outreach_journey is not None
-            else None,
-        )
+        return cls.model_validate(view_fields(view))
 
 
 def customer_json(view: CustomerView) -> bytes:
     """``CustomerRead.from_view(view).model_dump_json()``, byte for byte, without building
-    and validating the eleven models: the fields in the model's order as plain values
-    (trusted: they come from the database's typed columns), serialised by pydantic's own
-    encoder in one call. The 360° view's GET answers with it; the model documents it."""
+    and validating the eleven models: ``view_fields`` serialised by pydantic's own encoder
+    in one call. The 360° view's GET answers with it; the model documents it."""
+    return to_json(view_fields(view))
+
+
+def view_fields(view: CustomerView) -> dict[str, Any]:
+    """The 360° view as plain values, in ``CustomerRead``'s field order (trusted: they
+    come from the database's typed columns)."""
     c = view.customer
     spend = view.total_spend
     quiet = {"start": c.quiet_start, "end": c.quiet_end} if c.quiet_start and c.quiet_end else None
@@ -142,52 +113,48 @@ def customer_json(view: CustomerView) -> bytes:
         )
         churn = {"risk": c.churn_risk, "band": c.churn_band, "clv": clv,
                  "updated_at": c.churn_updated_at}  # fmt: skip
-    return to_json(
-        {
-            "customer_id": c.customer_id,
-            "name": c.name,
-            "email": c.email,
-            "phone": c.phone,
+    return {
+        "customer_id": c.customer_id,
+        "name": c.name,
+        "email": c.email,
+        "phone": c.phone,
+        "language": c.language,
+        "timezone": c.timezone,
+        "birthday": c.birthday,
+        "created_at": c.created_at,
+        "erased": c.erased_at is not None,
+        "preferences": {
             "language": c.language,
             "timezone": c.timezone,
-            "birthday": c.birthday,
-            "created_at": c.created_at,
-            "erased": c.erased_at is not None,
-            "preferences": {
-                "language": c.language,
-                "timezone": c.timezone,
-                "preferred_channel": c.preferred_channel,
-                "quiet_hours": quiet,
-                "consents": {
-                    x.channel: {"status": x.status, "source": x.source, "changed_at": x.changed_at}
-                    for x in view.consents
-                },
+            "preferred_channel": c.preferred_channel,
+            "quiet_hours": quiet,
+            "consents": {
+                x.channel: {"status": x.status, "source": x.source, "changed_at": x.changed_at}
+                for x in view.consents
             },
-            "lifetime": {
-                "order_count": c.order_count,
-                "total_spend": {"amount": spend.amount, "currency": spend.currency}
-                if spend
-                else None,
-                "first_purchase_at": c.first_purchase_at,
-                "last_purchase_at": c.last_purchase_at,
-            },
-            "channels": view.channels,
-            "loyalty": {"points_balance": c.points_balance, "updated_at": c.points_updated_at}
-            if c.points_balance is not None and c.points_updated_at is not None
-            else None,
-            "tier": c.tier,
-            "churn": churn,
-            "feedback": {
-                "last_nps": c.last_nps,
-                "last_nps_at": c.last_nps_at,
-                "open_complaints": c.open_complaints,
-            },
-            "last_outreach": {"at": c.last_outreach_at, "journey": c.last_outreach_journey}
-            if c.last_outreach_at is not None and c.last_outreach_journey is not None
-            else None,
-            "segments": view.segments,
-        }
-    )
+        },
+        "lifetime": {
+            "order_count": c.order_count,
+            "total_spend": {"amount": spend.amount, "currency": spend.currency} if spend else None,
+            "first_purchase_at": c.first_purchase_at,
+            "last_purchase_at": c.last_purchase_at,
+        },
+        "channels": view.channels,
+        "loyalty": {"points_balance": c.points_balance, "updated_at": c.points_updated_at}
+        if c.points_balance is not None and c.points_updated_at is not None
+        else None,
+        "tier": c.tier,
+        "churn": churn,
+        "feedback": {
+            "last_nps": c.last_nps,
+            "last_nps_at": c.last_nps_at,
+            "open_complaints": c.open_complaints,
+        },
+        "last_outreach": {"at": c.last_outreach_at, "journey": c.last_outreach_journey}
+        if c.last_outreach_at is not None and c.last_outreach_journey is not None
+        else None,
+        "segments": view.segments,
+    }
 
 
 class IngestedEventRead(BaseModel):
@@ -200,35 +167,6 @@ class IngestedEventRead(BaseModel):
     @classmethod
     def from_event(cls, event: Event) -> IngestedEventRead:
         return cls(id=event.id, type=event.type, topic=event.TOPIC)
-
-
-def _preferences(view: CustomerView) -> PreferencesRead:
-    c = view.customer
-    quiet = (
-        QuietHours(start=c.quiet_start, end=c.quiet_end) if c.quiet_start and c.quiet_end else None
-    )
-    return PreferencesRead(
-        language=c.language,
-        timezone=c.timezone,
-        preferred_channel=c.preferred_channel,
-        quiet_hours=quiet,
-        consents={
-            x.channel: ConsentRead(status=x.status, source=x.source, changed_at=x.changed_at)
-            for x in view.consents
-        },
-    )
-
-
-def _churn(view: CustomerView) -> ChurnRead | None:
-    c = view.customer
-    if c.churn_risk is None or c.churn_band is None or c.churn_updated_at is None:
-        return None
-    clv = (
-        MoneyRead(amount=c.clv, currency=c.clv_currency)
-        if c.clv is not None and c.clv_currency
-        else None
-    )
-    return ChurnRead(risk=c.churn_risk, band=c.churn_band, clv=clv, updated_at=c.churn_updated_at)
 
 
 class IdentityCreate(BaseModel):
