@@ -16,9 +16,9 @@ import argparse
 import asyncio
 
 import asyncpg
-import httpx
 from sqlalchemy.engine import make_url
 
+from bench import metrics
 from bench.pipeline import WARM_UP, CpuMark, Stack, paced, pct, warm_up
 from tools.databases import DEFAULT_PG_URL
 from tools.stack import SERVICE_NAMES
@@ -33,11 +33,11 @@ COUNTERS = {
 
 def counters(url: str) -> dict[str, float]:
     """The service's counters above, summed over their labels."""
+    by_metric = {metric: name for name, metric in COUNTERS.items()}
     totals = dict.fromkeys(COUNTERS, 0.0)
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        for name, metric in COUNTERS.items():
-            if line.startswith(metric + "{") or line.startswith(metric + " "):
-                totals[name] += float(line.rsplit(" ", 1)[1])
+    for sample in metrics.samples(url, timeout=5):
+        if sample.name in by_metric:
+            totals[by_metric[sample.name]] += sample.value
     return totals
 
 

@@ -50,11 +50,11 @@ from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from bench import metrics
 from bench.pipeline import make_purchase, peak_rss_mb, vacuum
 from shared.auth import issue_token
 from shared.config import ServiceSettings
@@ -439,14 +439,11 @@ LOOP_LAG_INTERVAL_MS = 20  # the services' loop-lag sampling in this benchmark
 
 def loop_lag_buckets(service: ServiceProcess) -> dict[float, float]:
     """The service's ``keepwell_event_loop_lag_seconds`` buckets so far: le -> wake-ups."""
-    exposed = httpx.get(f"{service.url}/metrics", timeout=10).text
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(exposed):
-        if family.name == "keepwell_event_loop_lag_seconds":
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    buckets[float(sample.labels["le"])] = sample.value
-    return buckets
+    return {
+        float(s.labels["le"]): s.value
+        for s in metrics.samples(service.url)
+        if s.name == "keepwell_event_loop_lag_seconds_bucket"
+    }
 
 
 async def main(args: argparse.Namespace) -> RestResult:
