@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from shared.access_log import access_log_table
 from shared.auth import SUBJECT_MAX_LENGTH
 from shared.db import UtcDateTime, new_metadata
+from shared.merges import merged_customers_table
 
 PENDING = "pending"
 SENDING = "sending"
@@ -68,11 +69,11 @@ class MergedCustomer(Base):
     (``customer.unmerged``) removes the row.
     """
 
-    __tablename__ = "merged_customers"
+    __table__ = merged_customers_table(Base.metadata)
 
-    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    survivor_id: Mapped[str] = mapped_column(String(64), index=True)
-    merged_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    customer_id: Mapped[str]
+    survivor_id: Mapped[str]
+    merged_at: Mapped[datetime]
 
 
 class ItemPair(Base):

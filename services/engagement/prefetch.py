@@ -59,9 +59,9 @@ from services.engagement.models import (
     PENDING,
     SENT,
     LastBasket,
-    MergedCustomer,
     Outreach,
 )
+from services.engagement.repository import identity
 from shared.consumer import run_from
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
@@ -107,7 +107,7 @@ async def read_ahead(
         return None
     await held.write(session)  # what the batch holds so far, before reading it back
     run = Run(covered={p.id for p in purchases}, size=len(purchases))
-    run.survivors = await _survivors(session, {p.subject for p in purchases})
+    run.survivors = await identity.MERGES.survivors(session, (p.subject for p in purchases))
     customers = sorted({run.survivors.get(p.subject, p.subject) for p in purchases})
     run.customers = customers
     run.win_back = await _pending_win_back(session, customers)
@@ -143,13 +143,6 @@ def last_sent(run: Run, customer_id: str, *, since: datetime, until: datetime) -
         if since <= sent_at <= until:
             return outreach_id
     return None
-
-
-async def _survivors(session: AsyncSession, customer_ids: set[str]) -> dict[str, str]:
-    stmt = select(MergedCustomer.customer_id, MergedCustomer.survivor_id).where(
-        one_of(MergedCustomer.customer_id, sorted(customer_ids))
-    )
-    return {old: new for old, new in (await session.execute(stmt)).all()}
 
 
 async def _pending_win_back(session: AsyncSession, customers: list[str]) -> set[str]:

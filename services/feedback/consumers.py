@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.feedback import repository
 from services.feedback.config import FeedbackSettings
 from services.feedback.service import (
     batching,
@@ -31,6 +32,7 @@ from shared.events.profile import (
     PROFILE_TOPIC,
     CustomerErased,
     CustomerMerged,
+    CustomerUnmerged,
     SegmentEntered,
     SegmentExited,
 )
@@ -61,6 +63,10 @@ async def on_interaction_recorded(
 
 async def on_customer_merged(session: AsyncSession, event: CustomerMerged) -> None:
     await privacy.merge_customer(session, event=event)
+
+
+async def on_customer_unmerged(session: AsyncSession, event: CustomerUnmerged) -> None:
+    await privacy.unmerge_customer(session, event=event)
 
 
 async def on_customer_erased(session: AsyncSession, event: CustomerErased) -> None:
@@ -106,15 +112,29 @@ def _after_held(handler: Handler) -> Handler:
     return handle
 
 
+def _as_survivor(handler: Handler) -> Handler:
+    """An event that still names a merged-away id acts for its survivor."""
+
+    async def handle(session: AsyncSession, event: Any) -> None:
+        await handler(session, await repository.MERGES.as_survivor(session, event))
+
+    return handle
+
+
 def handlers(settings: ServiceSettings) -> Handlers:
     """Profile's ``customer.registered`` / ``customer.updated`` have no handler: the
     runner counts them as ignored, and a batch of only those opens no transaction."""
     config = _feedback(settings)
     found: dict[type, Handler] = {
         PurchaseCompleted: partial(on_purchase_completed, settings=config),
-        FeedbackSubmitted: _after_held(partial(on_feedback_submitted, settings=config)),
-        InteractionRecorded: _after_held(partial(on_interaction_recorded, settings=config)),
+        FeedbackSubmitted: _after_held(
+            _as_survivor(partial(on_feedback_submitted, settings=config))
+        ),
+        InteractionRecorded: _after_held(
+            _as_survivor(partial(on_interaction_recorded, settings=config))
+        ),
         CustomerMerged: _after_held(on_customer_merged),
+        CustomerUnmerged: _after_held(on_customer_unmerged),
         CustomerErased: _after_held(on_customer_erased),
         SegmentEntered: _after_held(on_segment_entered),
         SegmentExited: _after_held(on_segment_exited),

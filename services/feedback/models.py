@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from shared.access_log import access_log_table
 from shared.auth import SUBJECT_MAX_LENGTH
 from shared.db import UtcDateTime, new_metadata
+from shared.merges import merged_customers_table
 
 
 class Base(DeclarativeBase):
@@ -157,3 +158,5 @@ class Complaint(Base):
 
 # Staff reads of customers (shared.access_log): who looked at whom, when, through which route.
 AccessLog = access_log_table(Base.metadata)
+# Ids absorbed by a merge: their later events act for the survivor (shared.merges).
+MergedCustomers = merged_customers_table(Base.metadata)

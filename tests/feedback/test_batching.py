@@ -17,6 +17,7 @@ from services.feedback.config import FeedbackSettings
 from services.feedback.consumers import handlers
 from services.feedback.main import MIGRATIONS
 from services.feedback.models import Invitation, Response, Survey
+from services.feedback.repository import MERGES
 from services.feedback.service import surveys
 from shared.db import Database
 from shared.events import Event
@@ -27,6 +28,8 @@ from shared.events.profile import (
     CustomerErasedData,
     CustomerMerged,
     CustomerMergedData,
+    CustomerUnmerged,
+    CustomerUnmergedData,
 )
 from shared.migrations import upgrade_async
 from shared.plumbing import outbox
@@ -90,6 +93,14 @@ def _merged(survivor: str, merged_id: str) -> CustomerMerged:
         subject=survivor,
         source="keepwell/profile",
         data=CustomerMergedData(merge_id=f"m-{merged_id}", merged_id=merged_id),
+    )
+
+
+def _unmerged(survivor: str, restored: str) -> CustomerUnmerged:
+    return CustomerUnmerged.create(
+        subject=survivor,
+        source="keepwell/profile",
+        data=CustomerUnmergedData(merge_id=f"m-{restored}", restored_id=restored),
     )
 
 
@@ -189,7 +200,7 @@ async def test_a_batch_invites_as_one_by_one_handling_does(db: Database, twin: D
         "a0": ("c-a", "after-buy"),
         "b11": ("c-b", "spring"),
         "old5": ("c-b", "after-buy"),  # merged into c-b
-        "old50": ("c-old", "after-buy"),
+        "old50": ("c-b", "after-buy"),  # after the merge: c-b's, last invited at b11
         "c3": ("c-c", "after-buy"),
         "d40": ("c-d", "after-buy"),
         "a31": ("c-a", "after-buy"),
@@ -218,9 +229,53 @@ async def test_a_shuffled_batch_ends_as_one_by_one(db: Database, twin: Database,
     assert await _state(db) == before
 
 
+async def test_a_merged_away_id_acts_for_its_survivor_until_the_merge_is_undone(
+    db: Database, twin: Database
+) -> None:
+    """After the merge a purchase and an answer naming the old id are the survivor's
+    (its fatigue, its NPS); after the undo the old id's purchases are its own again.
+    In a batch as one by one."""
+    config = settings_for(db.url)
+    await _setup(db)
+    await _setup(twin)
+    events: list[Event] = [
+        purchase("c-b", purchase_id="b0", when=T0),
+        _merged("c-b", "c-old"),
+        purchase("c-old", purchase_id="old1", when=T0 + DAY),  # c-b was invited at T0
+        purchase("c-old", purchase_id="old40", when=T0 + 40 * DAY),
+        _answer("c-old", T0 + 41 * DAY),
+        _unmerged("c-b", "c-old"),
+        _unmerged("c-b", "c-old"),  # a second undo (another event id): nothing changes
+        purchase("c-old", purchase_id="old42", when=T0 + 42 * DAY),
+    ]
+    await batch_runner(db, handlers(config))._apply_batch(batch_items(events))
+    await _one_by_one(twin, events, config)
+    assert await _state(db) == await _state(twin)
+    assert await _invited(db) == {
+        "b0": ("c-b", "after-buy"),
+        "old40": ("c-b", "after-buy"),
+        "old42": ("c-old", "after-buy"),
+    }
+    [answer] = (await _state(db))["responses"]
+    assert answer[2:] == ("c-b", "after-buy", 9)
+
+
+async def test_an_erasure_forgets_the_merges_that_name_the_customer(db: Database) -> None:
+    config = settings_for(db.url)
+    await _setup(db)
+    merges = [_merged("c-b", "c-old"), _merged("c-b", "c-older"), _merged("c-x", "c-y")]
+    await _one_by_one(db, [*merges, _erased("c-b"), _erased("c-y")], config)
+    async with db.unit_of_work() as session:
+        assert await MERGES.survivors(session, ["c-old", "c-older", "c-y"]) == {}
+    await _one_by_one(db, [_merged("c-x", "c-z")], config)
+    async with db.unit_of_work() as session:
+        assert await MERGES.survivors(session, ["c-z", "c-y"]) == {"c-z": "c-x"}
+
+
 async def test_a_run_reads_ahead_once_and_writes_once(db: Database) -> None:
-    """One statement reads the surveys and the customers' last invitations (it was one
-    each), one writes the invitations and one their outbox rows."""
+    """One statement reads which of the run's ids were merged away, one the surveys and
+    the customers' last invitations (it was one each), one writes the invitations and
+    one their outbox rows."""
     config = settings_for(db.url)
     await _setup(db)
     statements: list[str] = []
@@ -235,9 +290,10 @@ async def test_a_run_reads_ahead_once_and_writes_once(db: Database) -> None:
     finally:
         sa_event.remove(db.engine.sync_engine, "before_cursor_execute", count)
     reads = [s for s in statements if s.startswith("SELECT") and "PROCESSED_EVENTS" not in s]
-    assert len(reads) == 1
-    assert "FROM SURVEYS" in reads[0]
-    assert "FROM INVITATIONS" in reads[0]
+    assert len(reads) == 2
+    assert "FROM MERGED_CUSTOMERS" in reads[0]
+    assert "FROM SURVEYS" in reads[1]
+    assert "FROM INVITATIONS" in reads[1]
     for table in ("INVITATIONS", "OUTBOX"):
         assert sum(s.startswith(f"INSERT INTO {table} ") for s in statements) == 1, table
     # each customer every 10 days (fatigue 30 days): invited on its first day and 30

@@ -19,34 +19,23 @@ from services.engagement.models import (
     Outreach,
 )
 from services.engagement.repository.sweeps import suppress_where
+from shared.merges import Merges
 
 OPT_OUT = "opt_out"
 
 
-async def survivor_of(session: AsyncSession, customer_id: str) -> str | None:
-    """The customer ``customer_id`` was merged into, if it was."""
-    found: str | None = await session.scalar(
-        select(MergedCustomer.survivor_id).where(MergedCustomer.customer_id == customer_id)
-    )
-    return found
+MERGES = Merges(MergedCustomer.__table__)
+survivor_of = MERGES.survivor_of
 
 
 async def record_merge(session: AsyncSession, *, old: str, new: str, at: datetime) -> None:
     """``old`` now acts as ``new``; ids that pointed at ``old`` follow it to ``new``."""
-    await session.execute(
-        update(MergedCustomer)
-        .where(MergedCustomer.survivor_id == old)
-        .values(survivor_id=new)
-        .execution_options(synchronize_session=False)
-    )
-    await session.execute(delete(MergedCustomer).where(MergedCustomer.customer_id.in_((old, new))))
-    session.add(MergedCustomer(customer_id=old, survivor_id=new, merged_at=at))
-    await session.flush()
+    await MERGES.record(session, old=old, new=new, at=at)
 
 
 async def forget_merge(session: AsyncSession, customer_id: str) -> None:
-    """An undone merge (or an erasure): the id speaks for itself again."""
-    await session.execute(delete(MergedCustomer).where(MergedCustomer.customer_id == customer_id))
+    """An undone merge: the id speaks for itself again."""
+    await MERGES.forget(session, customer_id)
 
 
 async def rekey_history(session: AsyncSession, *, old: str, new: str) -> None:
@@ -126,10 +115,7 @@ async def erase(session: AsyncSession, customer_id: str) -> None:
     """Delete what identifies or describes the customer; keep the bare outcomes (statistics)."""
     for model in (Contact, Consent, LastBasket):
         await session.execute(delete(model).where(model.customer_id == customer_id))
-    m = MergedCustomer
-    await session.execute(
-        delete(m).where((m.customer_id == customer_id) | (m.survivor_id == customer_id))
-    )
+    await MERGES.forget_everywhere(session, customer_id)
     await session.execute(
         update(Outreach)
         .where(Outreach.customer_id == customer_id)

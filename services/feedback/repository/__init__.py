@@ -12,12 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.feedback.models import (
     Complaint,
     Invitation,
+    MergedCustomers,
     Response,
     SegmentMember,
     Survey,
     SurveyVersion,
 )
 from shared.db import dialect_insert
+from shared.merges import Merges
 
 
 async def get_survey(
@@ -134,6 +136,9 @@ async def list_complaints(
     if customer_id is not None:
         stmt = stmt.where(Complaint.customer_id == customer_id)
     return (await session.execute(stmt)).scalars().all()
+
+
+MERGES = Merges(MergedCustomers)
 
 
 async def rekey_customer(session: AsyncSession, old: str, new: str) -> None:

@@ -42,6 +42,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from services.feedback import repository
 from services.feedback.models import Invitation, Survey
 from services.feedback.service import as_utc
 from shared.consumer import run_from
@@ -68,6 +69,11 @@ class Run:
     covered: set[tuple[str, str]] = field(default_factory=set)  # (source, id) of its events
     surveys: list[SurveyRow] = field(default_factory=list)  # newest first, then id
     last_invited: dict[str, datetime | None] = field(default_factory=dict)
+    survivors: dict[str, str] = field(default_factory=dict)  # merged-away id -> survivor
+
+    def customer(self, customer_id: str) -> str:
+        """Whom a purchase naming ``customer_id`` concerns (its survivor, if merged)."""
+        return self.survivors.get(customer_id, customer_id)
 
     def active_survey(self, at: datetime) -> SurveyRow | None:
         """``repository.get_active_survey(session, "after_purchase", at)``, from the run."""
@@ -99,8 +105,9 @@ async def read_ahead(session: AsyncSession, event: PurchaseCompleted) -> Run | N
         return None
     await write(session)  # what earlier runs hold, before reading invitations back
     times = [as_utc(p.time) for p in purchases]
-    customers = sorted({p.subject for p in purchases})
     run = Run(covered={(p.source, p.id) for p in purchases})
+    run.survivors = await repository.MERGES.survivors(session, (p.subject for p in purchases))
+    customers = sorted({run.customer(p.subject) for p in purchases})
     run.last_invited = dict.fromkeys(customers)
     params = {"first": min(times), "last": max(times), "customers": customers}
     for what, key, version, at, until, _ in await session.execute(_READ_AHEAD, params):

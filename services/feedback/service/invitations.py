@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 async def invite_after_purchase(
     session: AsyncSession, *, event: PurchaseCompleted, settings: FeedbackSettings
 ) -> Invitation | None:
-    """Invite the buyer to the active after-purchase survey, unless recently invited.
+    """Invite the buyer (the survivor, if the purchase names a merged-away id) to the
+    active after-purchase survey, unless recently invited.
 
     In a consumer batch the run of purchases reads ahead and holds its invitations
     (``batching``)."""
@@ -32,12 +33,14 @@ async def invite_after_purchase(
     run = await batching.read_ahead(session, event)
     survey: Survey | batching.SurveyRow | None
     if run is None:
+        customer = await repository.MERGES.survivor_of(session, event.subject) or event.subject
         survey = await repository.get_active_survey(session, batching.AFTER_PURCHASE, at)
-        if survey is None or await _fatigued(session, event.subject, at, settings):
+        if survey is None or await _fatigued(session, customer, at, settings):
             return None
     else:
+        customer = run.customer(event.subject)
         survey = run.active_survey(at)
-        if survey is None or run.fatigued(event.subject, at, settings.fatigue_days):
+        if survey is None or run.fatigued(customer, at, settings.fatigue_days):
             return None
     invitation = Invitation(
         id=derived_id("invitation", event.source, event.id),
@@ -48,10 +51,10 @@ async def invite_after_purchase(
         product_category=main_category(event),
     )
     if run is None:
-        return await _issue(session, invitation, survey, event.subject, at, settings)
-    _fill(invitation, survey, event.subject, at, settings)
+        return await _issue(session, invitation, survey, customer, at, settings)
+    _fill(invitation, survey, customer, at, settings)
     batching.hold(session, invitation)
-    run.invited(event.subject, at)
+    run.invited(customer, at)
     await outbox.enqueue(session, _event(invitation, settings))
     return invitation
 

@@ -1,0 +1,93 @@
+"""Customer ids absorbed by a merge, whose later events a service applies to the survivor.
+
+Profile publishes ``customer.merged`` (``data.merged_id`` folds into ``subject``) and,
+when an operator undoes one, ``customer.unmerged`` (``data.restored_id`` is a separate
+customer again). A till or an app may go on naming the absorbed id for a while; a
+service that keeps a customer's history under one id applies such events to the
+survivor, so fatigue rules, caps and histories see one person.
+
+Each such service declares the ``merged_customers`` table in its own metadata
+(``merged_customers_table``; its migrations create it) and goes through ``Merges``:
+
+- ``record`` on ``customer.merged``: the absorbed id now stands for the survivor, and
+  ids that stood for the absorbed one follow it (chains are kept flat, one hop);
+- ``forget`` on ``customer.unmerged`` (the restored id) and on ``customer.erased``
+  (rows naming the erased id on either side);
+- ``survivor_of`` / ``survivors``: one id, or a batch's ids in one statement.
+
+Only the ids are kept: what moved at the merge stays where the service put it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import Column, MetaData, String, Table, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import UtcDateTime
+from shared.events import Event
+from shared.key_lists import one_of
+
+E = TypeVar("E", bound=Event)
+
+
+def merged_customers_table(metadata: MetaData) -> Table:
+    """The ``merged_customers`` table in a service's own metadata."""
+    return Table(
+        "merged_customers",
+        metadata,
+        Column("customer_id", String(64), primary_key=True),
+        Column("survivor_id", String(64), nullable=False, index=True),
+        Column("merged_at", UtcDateTime, nullable=False),
+    )
+
+
+class Merges:
+    """Reads and writes of one service's ``merged_customers`` table."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    async def survivor_of(self, session: AsyncSession, customer_id: str) -> str | None:
+        """The customer ``customer_id`` was merged into, if it was."""
+        t = self.table
+        found: str | None = await session.scalar(
+            select(t.c.survivor_id).where(t.c.customer_id == customer_id)
+        )
+        return found
+
+    async def survivors(self, session: AsyncSession, customer_ids: Iterable[str]) -> dict[str, str]:
+        """Absorbed id -> survivor, for those of ``customer_ids`` that were merged."""
+        t = self.table
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        stmt = select(t.c.customer_id, t.c.survivor_id).where(one_of(t.c.customer_id, ids))
+        return {old: new for old, new in (await session.execute(stmt)).all()}
+
+    async def as_survivor(self, session: AsyncSession, event: E) -> E:
+        """The event as the customer it now concerns: an absorbed id's names its survivor."""
+        survivor = await self.survivor_of(session, event.subject)
+        return event if survivor is None else event.model_copy(update={"subject": survivor})
+
+    async def record(self, session: AsyncSession, *, old: str, new: str, at: datetime) -> None:
+        """``old`` now stands for ``new``; ids that stood for ``old`` follow it to ``new``."""
+        t = self.table
+        await session.execute(update(t).where(t.c.survivor_id == old).values(survivor_id=new))
+        await session.execute(delete(t).where(t.c.customer_id.in_((old, new))))
+        await session.execute(insert(t).values(customer_id=old, survivor_id=new, merged_at=at))
+
+    async def forget(self, session: AsyncSession, customer_id: str) -> None:
+        """An undone merge: the restored id speaks for itself again."""
+        t = self.table
+        await session.execute(delete(t).where(t.c.customer_id == customer_id))
+
+    async def forget_everywhere(self, session: AsyncSession, customer_id: str) -> None:
+        """An erasure: no row names the id, as the absorbed one or as the survivor."""
+        t = self.table
+        await session.execute(
+            delete(t).where(or_(t.c.customer_id == customer_id, t.c.survivor_id == customer_id))
+        )
