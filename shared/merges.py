@@ -11,8 +11,9 @@ Each such service declares the ``merged_customers`` table in its own metadata
 
 - ``record`` on ``customer.merged``: the absorbed id now stands for the survivor, and
   ids that stood for the absorbed one follow it (chains are kept flat, one hop);
-- ``forget`` on ``customer.unmerged`` (the restored id) and on ``customer.erased``
-  (rows naming the erased id on either side);
+- ``forget`` on ``customer.unmerged`` (the restored id), ``forget_everywhere`` on
+  ``customer.erased`` (rows naming the erased id on either side);
+- ``as_survivor``: an event as the customer it now concerns;
 - ``survivor_of`` / ``survivors``: one id, or a batch's ids in one statement.
 
 Only the ids are kept: what moved at the merge stays where the service put it.

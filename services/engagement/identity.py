@@ -33,7 +33,7 @@ async def merge(session: AsyncSession, event: CustomerMerged) -> None:
     old, new = event.data.merged_id, event.subject
     if old == new:
         return
-    await repo.record_merge(session, old=old, new=new, at=event.time)
+    await repo.MERGES.record(session, old=old, new=new, at=event.time)
     await repo.rekey_history(session, old=old, new=new)
     await repo.merge_contact(session, old=old, new=new)
     await repo.merge_consents(session, old=old, new=new)
@@ -41,15 +41,12 @@ async def merge(session: AsyncSession, event: CustomerMerged) -> None:
 
 
 async def unmerge(session: AsyncSession, event: CustomerUnmerged) -> None:
-    await repo.forget_merge(session, event.data.restored_id)
+    await repo.MERGES.forget(session, event.data.restored_id)
 
 
 async def act_as_survivor(session: AsyncSession, event: Event) -> Event:
     """The event as the customer it now concerns: a merged id's event names its survivor."""
-    survivor = await repo.survivor_of(session, event.subject)
-    if survivor is None:
-        return event
-    return event.model_copy(update={"subject": survivor})
+    return await repo.MERGES.as_survivor(session, event)
 
 
 async def erase(session: AsyncSession, event: CustomerErased, *, now: datetime) -> int:

@@ -130,9 +130,7 @@ def handlers(settings: ServiceSettings) -> Handlers:
         FeedbackSubmitted: _after_held(
             _as_survivor(partial(on_feedback_submitted, settings=config))
         ),
-        InteractionRecorded: _after_held(
-            _as_survivor(partial(on_interaction_recorded, settings=config))
-        ),
+        InteractionRecorded: _after_held(partial(on_interaction_recorded, settings=config)),
         CustomerMerged: _after_held(on_customer_merged),
         CustomerUnmerged: _after_held(on_customer_unmerged),
         CustomerErased: _after_held(on_customer_erased),

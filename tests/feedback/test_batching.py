@@ -16,13 +16,18 @@ from sqlalchemy import select, update
 from services.feedback.config import FeedbackSettings
 from services.feedback.consumers import handlers
 from services.feedback.main import MIGRATIONS
-from services.feedback.models import Invitation, Response, Survey
+from services.feedback.models import Complaint, Invitation, Response, Survey
 from services.feedback.repository import MERGES
 from services.feedback.service import surveys
 from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
-from shared.events.interactions import FeedbackSubmitted, FeedbackSubmittedData
+from shared.events.interactions import (
+    FeedbackSubmitted,
+    FeedbackSubmittedData,
+    InteractionRecorded,
+    InteractionRecordedData,
+)
 from shared.events.profile import (
     CustomerErased,
     CustomerErasedData,
@@ -101,6 +106,17 @@ def _unmerged(survivor: str, restored: str) -> CustomerUnmerged:
         subject=survivor,
         source="keepwell/profile",
         data=CustomerUnmergedData(merge_id=f"m-{restored}", restored_id=restored),
+    )
+
+
+def _complaint_call(customer_id: str, when: datetime) -> InteractionRecorded:
+    return InteractionRecorded.create(
+        subject=customer_id,
+        source="/call-centre",
+        time=when,
+        data=InteractionRecordedData(
+            kind="support_call", channel="phone", attributes={"complaint": "yes"}
+        ),
     )
 
 
@@ -244,6 +260,7 @@ async def test_a_merged_away_id_acts_for_its_survivor_until_the_merge_is_undone(
         purchase("c-old", purchase_id="old1", when=T0 + DAY),  # c-b was invited at T0
         purchase("c-old", purchase_id="old40", when=T0 + 40 * DAY),
         _answer("c-old", T0 + 41 * DAY),
+        _complaint_call("c-old", T0 + 41 * DAY),
         _unmerged("c-b", "c-old"),
         _unmerged("c-b", "c-old"),  # a second undo (another event id): nothing changes
         purchase("c-old", purchase_id="old42", when=T0 + 42 * DAY),
@@ -258,6 +275,9 @@ async def test_a_merged_away_id_acts_for_its_survivor_until_the_merge_is_undone(
     }
     [answer] = (await _state(db))["responses"]
     assert answer[2:] == ("c-b", "after-buy", 9)
+    async with db.unit_of_work() as session:
+        cases = (await session.execute(select(Complaint.customer_id))).scalars().all()
+    assert cases == ["c-b"]
 
 
 async def test_an_erasure_forgets_the_merges_that_name_the_customer(db: Database) -> None:

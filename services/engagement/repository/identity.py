@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,18 +23,8 @@ from shared.merges import Merges
 OPT_OUT = "opt_out"
 
 
+# Ids merged into another: their later events act for the survivor (``shared.merges``).
 MERGES = Merges(MergedCustomer.__table__)
-survivor_of = MERGES.survivor_of
-
-
-async def record_merge(session: AsyncSession, *, old: str, new: str, at: datetime) -> None:
-    """``old`` now acts as ``new``; ids that pointed at ``old`` follow it to ``new``."""
-    await MERGES.record(session, old=old, new=new, at=at)
-
-
-async def forget_merge(session: AsyncSession, customer_id: str) -> None:
-    """An undone merge: the id speaks for itself again."""
-    await MERGES.forget(session, customer_id)
 
 
 async def rekey_history(session: AsyncSession, *, old: str, new: str) -> None:

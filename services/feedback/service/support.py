@@ -60,7 +60,8 @@ def is_complaint(event: InteractionRecorded) -> bool:
 async def open_from_interaction(
     session: AsyncSession, *, event: InteractionRecorded, settings: FeedbackSettings
 ) -> Complaint | None:
-    """Open the case a complaint interaction asks for; None for anything else or a repeat."""
+    """Open the case a complaint interaction asks for (for the survivor, if the event
+    names a merged-away id); None for anything else or a repeat."""
     if not is_complaint(event):
         if event.data.attributes.get("complaint") is not None:
             log.info("interaction %s flags a complaint but is no support contact", event.id)
@@ -68,7 +69,8 @@ async def open_from_interaction(
     case_id = derived_id("complaint.interaction", event.source, event.id)
     if await repository.get_complaint(session, case_id) is not None:
         return None
-    body = _complaint(event, settings)
+    customer = await repository.MERGES.survivor_of(session, event.subject) or event.subject
+    body = _complaint(event, customer, settings)
     return await complaints.open_complaint(
         session,
         complaint=body,
@@ -80,11 +82,13 @@ async def open_from_interaction(
     )
 
 
-def _complaint(event: InteractionRecorded, settings: FeedbackSettings) -> ComplaintCreate:
+def _complaint(
+    event: InteractionRecorded, customer_id: str, settings: FeedbackSettings
+) -> ComplaintCreate:
     attributes = event.data.attributes
     category = attributes.get("category", "").strip()[:64] or DEFAULT_CATEGORY
     return ComplaintCreate(
-        customer_id=event.subject,
+        customer_id=customer_id,
         category=category,
         severity=_severity(attributes.get("severity"), settings),
         channel=event.data.channel,
