@@ -242,4 +242,4 @@ async def erase(session: AsyncSession, *, event: CustomerErased) -> None:
     repository.forget_locks(session)
 
 
-__all__ = ["Lot", "adjust", "erase", "get_member", "merge"]
+__all__ = ["Lot", "adjust", "erase", "get_member", "merge", "unmerge"]
