@@ -1,4 +1,4 @@
-"""Profile's identity events: ``customer.merged`` and ``customer.erased``.
+"""Profile's identity events: ``customer.merged``, ``customer.unmerged`` and ``customer.erased``.
 
 * Merged: the merged customer's messages, conversions, consents and latest basket
   move to the survivor (``subject``), so the history, the frequency cap and the
@@ -11,8 +11,9 @@
   deleted and every message row is stripped of its context, recipient and
   provider reply (error texts that may quote an address go too). The rows' bare
   journey, channel, status and times remain for statistics.
-* Unmerged: the restored id's later events are its own again; the rows moved at
-  the merge stay with the survivor (engagement cannot tell which were whose).
+* Unmerged: the restored id's later events are its own again, and its contact details
+  and consents are those profile sends with the undo; the rows moved at the merge stay
+  with the survivor (engagement cannot tell which were whose).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.engagement import service
 from services.engagement.notices import publish_suppressed
 from services.engagement.repository import identity as repo
 from shared.events import Event
@@ -41,7 +43,14 @@ async def merge(session: AsyncSession, event: CustomerMerged) -> None:
 
 
 async def unmerge(session: AsyncSession, event: CustomerUnmerged) -> None:
-    await repo.MERGES.forget(session, event.data.restored_id)
+    """The restored id speaks for itself again, with the contact details and consents
+    profile gave it back (they were folded into the survivor's at the merge)."""
+    restored = event.data.restored_id
+    await repo.MERGES.forget(session, restored)
+    if event.data.restored is not None:
+        await service.record_details(
+            session, customer_id=restored, details=event.data.restored, at=event.time
+        )
 
 
 async def act_as_survivor(session: AsyncSession, event: Event) -> Event:

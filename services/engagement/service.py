@@ -22,7 +22,12 @@ from services.engagement.notices import publish_suppressed
 from services.engagement.policy import known_zone
 from shared.db import mark
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
-from shared.events.profile import ConsentChanged, CustomerRegistered, CustomerUpdated
+from shared.events.profile import (
+    ConsentChanged,
+    CustomerDetails,
+    CustomerRegistered,
+    CustomerUpdated,
+)
 from shared.http import NotFound
 
 __all__ = ["THANK_YOU", "OutreachPlan", "schedule_outreach", "utc"]
@@ -60,11 +65,17 @@ async def record_contact(
     """Keep the customer's contact details; the newest profile event wins.
 
     In a consumer batch the upserts are held and written at commit (``held``)."""
-    details = event.data
+    await record_details(session, customer_id=event.subject, details=event.data, at=event.time)
+
+
+async def record_details(
+    session: AsyncSession, *, customer_id: str, details: CustomerDetails, at: datetime
+) -> None:
+    """``record_contact`` for details that came otherwise (a restored customer's)."""
     quiet = details.quiet_hours
-    at = utc(event.time)
+    at = utc(at)
     values = {
-        "customer_id": event.subject,
+        "customer_id": customer_id,
         "name": details.name,
         "email": details.email,
         "phone": details.phone,
@@ -75,7 +86,7 @@ async def record_contact(
         "updated_at": at,
     }
     consents = [
-        {"customer_id": event.subject, "channel": channel, "status": status, "changed_at": at}
+        {"customer_id": customer_id, "channel": channel, "status": status, "changed_at": at}
         for channel, status in details.consents.items()
     ]
     holding = held.of(session)

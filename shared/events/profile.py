@@ -85,6 +85,13 @@ class CustomerMerged(Event):
 class CustomerUnmergedData(Payload):
     merge_id: str
     restored_id: str = Field(description="The customer id brought back as its own customer")
+    restored: CustomerDetails | None = Field(
+        default=None,
+        description=(
+            "The restored customer's details and consents, as customer.updated would carry"
+            " them: services that folded them into the survivor take them back in order"
+        ),
+    )
 
 
 class CustomerUnmerged(Event):

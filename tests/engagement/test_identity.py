@@ -12,6 +12,7 @@ from services.engagement.identity import ERASED
 from services.engagement.models import Consent, Contact, LastBasket
 from shared.db import Database
 from shared.events.profile import (
+    CustomerDetails,
     CustomerErased,
     CustomerErasedData,
     CustomerMerged,
@@ -103,6 +104,29 @@ async def test_events_naming_a_merged_id_act_for_its_survivor(db: Database) -> N
     await handle(db, CustomerUnmerged.create(subject="b", source=PROFILE, data=undo))
     await handle(db, purchase("a", purchase_id="p-3"))
     assert [r.context["purchase_id"] for r in await outreach_rows(db, "a")] == ["p-3"]
+
+
+async def test_an_undone_merge_gives_the_restored_customer_its_contact_and_consents(
+    db: Database,
+) -> None:
+    """The merge folded them into the survivor's; profile sends them back with the undo,
+    so the restored customer's next purchase is thanked at its own address, under its own
+    consents."""
+    await handle(db, customer("a", email="a@example.com", consents={"sms": "opt_out"}))
+    await handle(db, customer("b", email="b@example.com"), merged("b", "a"))
+    assert [c.customer_id for c in await _all(db, Contact)] == ["b"]
+    details = CustomerDetails(
+        name="An", email="a@example.com", language="en", consents={"sms": "opt_out"}
+    )
+    undo = CustomerUnmergedData(merge_id="m-1", restored_id="a", restored=details)
+    await handle(db, CustomerUnmerged.create(subject="b", source=PROFILE, data=undo))
+    contacts = {c.customer_id: c.email for c in await _all(db, Contact)}
+    assert contacts == {"a": "a@example.com", "b": "b@example.com"}
+    consents = {(c.customer_id, c.channel, c.status) for c in await _all(db, Consent)}
+    assert ("a", "sms", "opt_out") in consents
+    await handle(db, purchase("a", purchase_id="p-9"))
+    [thanks] = await outreach_rows(db, "a")
+    assert (thanks.customer_id, thanks.context["purchase_id"]) == ("a", "p-9")
 
 
 async def test_erasure_cancels_pending_messages_and_deletes_personal_data(db: Database) -> None:

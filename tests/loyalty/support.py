@@ -124,12 +124,16 @@ def merged(survivor: str, gone: str, *, when: datetime = T0) -> CustomerMerged:
     )
 
 
-def unmerged(survivor: str, restored: str, *, when: datetime = T0) -> CustomerUnmerged:
+def unmerged(
+    survivor: str, restored: str, *, when: datetime = T0, birthday: date | None = None
+) -> CustomerUnmerged:
+    """``birthday``: the restored customer's, as profile sends it with the undo."""
+    details = CustomerDetails(birthday=birthday) if birthday is not None else None
     return CustomerUnmerged.create(
         subject=survivor,
         source="keepwell/profile",
         time=when,
-        data=CustomerUnmergedData(merge_id="m-undone", restored_id=restored),
+        data=CustomerUnmergedData(merge_id="m-undone", restored_id=restored, restored=details),
     )
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.loyalty.models import Member
 from services.loyalty.service import schedule
@@ -214,6 +214,19 @@ async def test_an_undone_merge_arms_the_restored_members_birthday_again(
     await fire(loyalty, day(2026, 3, 10))
     assert await bonuses(loyalty, "a") == [(100, "birthday:a:2026", day(2026, 3, 10))]
     assert await bonuses(loyalty, "b") == []
+
+
+async def test_an_undo_takes_the_birthday_profile_sends_with_it(loyalty: Loyalty) -> None:
+    """A member merged before merged members kept their birthday has none; the undo
+    carries the restored customer's details, birthday included."""
+    await loyalty.publish_rules(birthday_bonus=100, expiry_days=None)
+    await loyalty.handle(registered("a", date(1990, 3, 10)), registered("b", date(1991, 9, 1)))
+    await loyalty.handle(merged("b", "a", when=day(2026, 2, 1)))
+    async with loyalty.db.unit_of_work() as session:
+        await session.execute(update(Member).where(Member.customer_id == "a").values(birthday=None))
+    undo = unmerged("b", "a", when=day(2026, 2, 2), birthday=date(1990, 3, 10))
+    await loyalty.handle(undo)
+    assert ("a", day(2026, 3, 10)) in await birthday_timers(loyalty)
 
 
 async def test_the_bonus_is_configured_over_put_rules(api: httpx.AsyncClient) -> None:

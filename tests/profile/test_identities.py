@@ -124,4 +124,8 @@ async def test_an_undone_merge_restores_both_customers(
     assert by_phone["customer_id"] == newer
     assert len(new_timeline["entries"]) == 2
     [unmerged] = await queued(profile_db, "customer.unmerged")
-    assert unmerged["event"]["data"] == {"merge_id": merge_id, "restored_id": newer}
+    data = unmerged["event"]["data"]
+    assert (data["merge_id"], data["restored_id"]) == (merge_id, newer)
+    # the restored customer's own details ride along, for services that folded them in
+    assert data["restored"]["phone"] == "+84900000001"
+    assert data["restored"]["email"] is None

@@ -155,13 +155,16 @@ async def unmerge(
     earned and spent since cannot be told apart; an operator who wants to give some back
     posts adjustments on both members. The restored member's ledger history never moved.
     It keeps the tier it had, reviewed as its policy says (at once if overdue), and its
-    birthday timer is armed again. Chains are not unwound: a member merged into the
-    restored one before the restored one was itself merged stays with the survivor.
+    birthday timer is armed again (the birthday profile sends with the undo, else the one
+    it kept). Chains are not unwound: a member merged into the restored one before the
+    restored one was itself merged stays with the survivor.
     """
     restored = await repository.lock_member_row(session, event.data.restored_id)
     if restored is None or restored.merged_into is None:
         return  # never a member here, or restored already
     restored.merged_into = None
+    if event.data.restored is not None:  # profile's word on the birthday, sent with the undo
+        restored.birthday = event.data.restored.birthday
     at = utc(event.time)
     rules = await rulebook.current(session, settings)
     await tiers.rearm_review(session, restored, rules, now=at)

@@ -36,6 +36,7 @@ from services.profile.service.customers import (
 from shared import outbox
 from shared.events.profile import (
     ConsentChanged,
+    CustomerDetails,
     CustomerMerged,
     CustomerMergedData,
     CustomerUnmerged,
@@ -172,7 +173,8 @@ async def undo(session: AsyncSession, *, merge_id: str, now: datetime) -> Merge:
         await recompute_from_timeline(session, customer)
         await segments.reevaluate(session, customer, now=now)
     record.undone_at = now
-    await outbox.enqueue(session, _unmerged_event(record, now))
+    consents = await repository.list_consents(session, restored.customer_id)
+    await outbox.enqueue(session, _unmerged_event(record, now, details(restored, consents)))
     return record
 
 
@@ -189,11 +191,16 @@ async def recompute_from_timeline(session: AsyncSession, customer: Customer) -> 
     await restoring.restore_latest(session, customer)
 
 
-def _unmerged_event(record: Merge, now: datetime) -> CustomerUnmerged:
+def _unmerged_event(record: Merge, now: datetime, restored: CustomerDetails) -> CustomerUnmerged:
+    """Keyed by the survivor, like the merge; the restored customer's details ride along
+    (not as a ``customer.updated`` of their own, which would go to the restored id's
+    partition and could be applied while consumers still map that id to the survivor)."""
     return CustomerUnmerged.create(
         id=_id("unmerged", record),
         subject=record.survivor_id,
         source=SOURCE,
         time=now,
-        data=CustomerUnmergedData(merge_id=record.merge_id, restored_id=record.absorbed_id),
+        data=CustomerUnmergedData(
+            merge_id=record.merge_id, restored_id=record.absorbed_id, restored=restored
+        ),
     )
