@@ -13,7 +13,8 @@ Each such service declares the ``merged_customers`` table in its own metadata
   ids that stood for the absorbed one follow it (chains are kept flat, one hop);
 - ``forget`` on ``customer.unmerged`` (the restored id), ``forget_everywhere`` on
   ``customer.erased`` (rows naming the erased id on either side);
-- ``as_survivor``: an event as the customer it now concerns;
+- ``as_survivor``: an event as the customer it now concerns; ``for_survivor``: a
+  handler given such events;
 - ``survivor_of`` / ``survivors``: one id, or a batch's ids in one statement.
 
 Only the ids are kept: what moved at the merge stays where the service put it.
@@ -28,6 +29,7 @@ from typing import TypeVar
 from sqlalchemy import Column, MetaData, String, Table, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.consumer import Handler
 from shared.db import UtcDateTime
 from shared.events import Event
 from shared.key_lists import one_of
@@ -73,6 +75,14 @@ class Merges:
         """The event as the customer it now concerns: an absorbed id's names its survivor."""
         survivor = await self.survivor_of(session, event.subject)
         return event if survivor is None else event.model_copy(update={"subject": survivor})
+
+    def for_survivor(self, handler: Handler) -> Handler:
+        """``handler``, given each event as ``as_survivor`` makes it."""
+
+        async def handle(session: AsyncSession, event: Event) -> None:
+            await handler(session, await self.as_survivor(session, event))
+
+        return handle
 
     async def record(self, session: AsyncSession, *, old: str, new: str, at: datetime) -> None:
         """``old`` now stands for ``new``; ids that stood for ``old`` follow it to ``new``."""

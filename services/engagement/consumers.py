@@ -20,6 +20,7 @@ from services.engagement import (
 )
 from services.engagement.churn import consumers as churn_consumers
 from services.engagement.config import EngagementSettings
+from services.engagement.repository.identity import MERGES
 from shared.config import ServiceSettings
 from shared.consumer import Handler, Handlers
 from shared.events import Event
@@ -164,7 +165,7 @@ def handlers(settings: ServiceSettings) -> Handlers:
     assert isinstance(settings, EngagementSettings)
     combined = combine(outreach_handlers(settings), churn_consumers.handlers(settings))
     wrapped: dict[type[Event], Handler] = {
-        t: partial(_as_survivor, h) if t in ABOUT_A_CUSTOMER else h for t, h in combined.items()
+        t: MERGES.for_survivor(h) if t in ABOUT_A_CUSTOMER else h for t, h in combined.items()
     }
     wrapped[PurchaseCompleted] = partial(
         _purchase_as_survivor, combined[PurchaseCompleted], settings=settings
@@ -178,10 +179,6 @@ async def _after_held(handler: Handler, session: AsyncSession, event: Event) -> 
     await handler(session, event)
 
 
-async def _as_survivor(handler: Handler, session: AsyncSession, event: Event) -> None:
-    await handler(session, await identity.act_as_survivor(session, event))
-
-
 async def _purchase_as_survivor(
     handler: Handler,
     session: AsyncSession,
@@ -189,10 +186,11 @@ async def _purchase_as_survivor(
     *,
     settings: EngagementSettings,
 ) -> None:
-    """As ``_as_survivor``, with the survivor taken from the run's read-ahead (``prefetch``)."""
+    """As ``MERGES.for_survivor``, with the survivor taken from the run's read-ahead
+    (``prefetch``)."""
     run = await prefetch.read_ahead(session, event, settings=settings)
     if run is None:
-        await _as_survivor(handler, session, event)
+        await handler(session, await MERGES.as_survivor(session, event))
         return
     survivor = prefetch.survivor(run, event.subject)
     await handler(

@@ -5,7 +5,7 @@
   exits see one person. The survivor's contact details win; the merged customer's
   are adopted only if the survivor had none. Per channel the strictest consent
   wins (an opt-out on either side stays). Events that still name the merged id
-  afterwards act for the survivor (``act_as_survivor``).
+  afterwards act for the survivor (``repository.identity.MERGES``).
 * Erased: pending messages are cancelled (``outreach.suppressed``, reason
   ``customer erased``), then contact details, consents and the latest basket are
   deleted and every message row is stripped of its context, recipient and
@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.engagement import service
 from services.engagement.notices import publish_suppressed
 from services.engagement.repository import identity as repo
-from shared.events import Event
 from shared.events.profile import CustomerErased, CustomerMerged, CustomerUnmerged
 
 ERASED = "customer erased"
@@ -51,11 +50,6 @@ async def unmerge(session: AsyncSession, event: CustomerUnmerged) -> None:
         await service.record_details(
             session, customer_id=restored, details=event.data.restored, at=event.time
         )
-
-
-async def act_as_survivor(session: AsyncSession, event: Event) -> Event:
-    """The event as the customer it now concerns: a merged id's event names its survivor."""
-    return await repo.MERGES.as_survivor(session, event)
 
 
 async def erase(session: AsyncSession, event: CustomerErased, *, now: datetime) -> int:

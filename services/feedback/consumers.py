@@ -112,15 +112,6 @@ def _after_held(handler: Handler) -> Handler:
     return handle
 
 
-def _as_survivor(handler: Handler) -> Handler:
-    """An event that still names a merged-away id acts for its survivor."""
-
-    async def handle(session: AsyncSession, event: Any) -> None:
-        await handler(session, await repository.MERGES.as_survivor(session, event))
-
-    return handle
-
-
 def handlers(settings: ServiceSettings) -> Handlers:
     """Profile's ``customer.registered`` / ``customer.updated`` have no handler: the
     runner counts them as ignored, and a batch of only those opens no transaction."""
@@ -128,7 +119,7 @@ def handlers(settings: ServiceSettings) -> Handlers:
     found: dict[type, Handler] = {
         PurchaseCompleted: partial(on_purchase_completed, settings=config),
         FeedbackSubmitted: _after_held(
-            _as_survivor(partial(on_feedback_submitted, settings=config))
+            repository.MERGES.for_survivor(partial(on_feedback_submitted, settings=config))
         ),
         InteractionRecorded: _after_held(partial(on_interaction_recorded, settings=config)),
         CustomerMerged: _after_held(on_customer_merged),

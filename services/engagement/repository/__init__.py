@@ -23,7 +23,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -73,6 +72,7 @@ from services.engagement.repository.sweeps import (
 )
 from shared.claims import KeyClaims
 from shared.db import per_dialect
+from shared.key_lists import KeyList
 
 CONTACT_COLUMNS = (
     "name",
@@ -328,9 +328,9 @@ def _settle_sent_by_arrays() -> Any:
     ``reply_list``: equal-length arrays, and ``sent_time``)."""
     rows = (
         func.unnest(
-            bindparam("id_list", type_=ARRAY(String)),
-            bindparam("attempt_list", type_=ARRAY(Integer)),
-            bindparam("reply_list", type_=ARRAY(String)),
+            bindparam("id_list", type_=KeyList(String())),
+            bindparam("attempt_list", type_=KeyList(Integer())),
+            bindparam("reply_list", type_=KeyList(String())),
         )
         .table_valued("id", "attempt", "reply")
         .render_derived(name="settled")
@@ -405,7 +405,7 @@ def _cap_key(customer_id: str) -> int:
 # Functions run in the array's order here (no sort, no join): ascending.
 _LOCK_CAP_COUNTS = text(
     "SELECT count(pg_advisory_xact_lock(:space, k)) FROM unnest(CAST(:keys AS integer[])) AS k"
-).bindparams(bindparam("space", type_=Integer), bindparam("keys", type_=ARRAY(Integer)))
+).bindparams(bindparam("space", type_=Integer), bindparam("keys", type_=KeyList(Integer())))
 
 
 async def marketing_sent_since(
