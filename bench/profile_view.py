@@ -71,7 +71,7 @@ async def run(url: str, ids: list[str], views: int, rounds: int, staff: bool) ->
     ):
         logging.getLogger("httpx").setLevel(logging.WARNING)  # the client's line per request
         db = app.state.runtime.db
-        for engine in {db.engine, db.read_engine}:
+        for engine in {db.engine, db.read_engine, db.quick_read_engine}:
             event.listen(engine.sync_engine, "before_cursor_execute", counted)
         for n in range(200):  # warm up: statement caches, pools, imports
             (await client.get(f"/v1/customers/{ids[n % len(ids)]}")).raise_for_status()

@@ -77,8 +77,16 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_quick_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """``get_read_session`` for a route of a few short reads (by key, a bounded page):
+    ``Database.read_only(quick=True)``, on SQLite without hand-offs to aiosqlite's thread."""
+    async with get_runtime(request).db.read_only(quick=True) as session:
+        yield session
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+QuickReadSessionDep = Annotated[AsyncSession, Depends(get_quick_read_session, scope="function")]
 
 
 async def _runtime_dependency(request: Request) -> Runtime:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
-from shared.sqlite import dbapi as one_hop_dbapi
+from shared.sqlite import dbapi as sqlite_dbapi
 
 WRITER_TURN_TIMEOUT = 30.0  # seconds a SQLite writer waits for the lock, in or out of process
 
@@ -79,11 +79,20 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, echo: bool = False, read_only: bool = False
+    url: str,
+    *,
+    pool_size: int = 10,
+    echo: bool = False,
+    read_only: bool = False,
+    inline: bool = False,
 ) -> AsyncEngine:
     """The engine for ``url``; ``read_only`` gives one whose connections cannot write: on
     SQLite its transactions take no lock until they read, on PostgreSQL each statement is
-    its own read-only transaction (see ``Database.read_only``)."""
+    its own read-only transaction (see ``Database.read_only``). ``inline`` (SQLite with
+    aiosqlite, read-only only) runs its statements on the event loop's thread
+    (``shared.sqlite.InlineCursor``): for short reads."""
+    if inline and not read_only:
+        raise ValueError("only a read-only engine runs inline")
     if not is_sqlite(url):
         options: dict[str, Any] = {"max_overflow": pool_size}
         if read_only:  # no overflow: a replica's connections stay within 3 x pool_size
@@ -98,15 +107,22 @@ def create_engine(
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+    aiosqlite = make_url(url).get_driver_name() == "aiosqlite"
+    inline = inline and aiosqlite
     engine = create_async_engine(
         url,
         echo=echo,
-        connect_args={"timeout": 30},
+        # Inline: the loop's thread uses the connection aiosqlite opened on its own, and
+        # never waits in the busy handler (InlineCursor waits on aiosqlite's thread).
+        connect_args={
+            "timeout": 0 if inline else WRITER_TURN_TIMEOUT,
+            "check_same_thread": not inline,
+        },
         pool_reset_on_return=None,
         # One hand-off to aiosqlite's thread per statement instead of three or four.
-        module=one_hop_dbapi() if make_url(url).get_driver_name() == "aiosqlite" else None,
+        module=sqlite_dbapi(inline=inline) if aiosqlite else None,
     )
-    _configure_sqlite(engine, read_only=read_only)
+    _configure_sqlite(engine, read_only=read_only, inline=inline)
     return engine
 
 
@@ -129,27 +145,33 @@ def _replace_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
 
 def _begin_deferred(conn: Any) -> None:
     """A deferred BEGIN straight on the driver: one hand-off to aiosqlite's thread (it
-    was three before ``shared.sqlite``; now it saves SQLAlchemy's execution machinery).
+    was three before ``shared.sqlite``; now it saves SQLAlchemy's execution machinery),
+    none on an inline connection.
 
     It takes no lock, so it does not wait; should it fail all the same, the error is
     wrapped as SQLAlchemy would have (a ``DBAPIError``: a 503 to retry, not a 500).
     """
     try:
-        conn.connection.dbapi_connection.run_async(lambda driver: driver.execute("BEGIN"))
+        conn.connection.dbapi_connection.begin_deferred()
     except sqlite3.Error as exc:
         raise DBAPIError.instance("BEGIN", None, exc, sqlite3.Error, dialect=conn.dialect) from exc
 
 
-def _configure_sqlite(engine: AsyncEngine, *, read_only: bool = False) -> None:
+def _configure_sqlite(
+    engine: AsyncEngine, *, read_only: bool = False, inline: bool = False
+) -> None:
     """WAL, a busy timeout, and BEGIN IMMEDIATE so writers queue instead of deadlocking.
 
     pysqlite's own transaction handling is switched off so SQLAlchemy's BEGIN is the
     one that runs (this also makes SAVEPOINT work). A ``read_only`` engine's
     connections have ``PRAGMA query_only`` on (any write fails with SQLITE_READONLY) and
     begin deferred: in WAL mode such a transaction reads the last committed state while
-    the one writer holds the write lock, instead of queueing for it.
+    the one writer holds the write lock, instead of queueing for it. An ``inline``
+    engine's connections have no busy timeout: the event loop's thread must not sleep in
+    the busy handler (``shared.sqlite.InlineCursor`` waits on aiosqlite's thread instead).
     """
     begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+    busy_timeout = 0 if inline else int(WRITER_TURN_TIMEOUT * 1000)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -157,7 +179,7 @@ def _configure_sqlite(engine: AsyncEngine, *, read_only: bool = False) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(WRITER_TURN_TIMEOUT * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout}")
         cursor.execute("PRAGMA foreign_keys=ON")
         if read_only:
             cursor.execute("PRAGMA query_only=ON")
@@ -276,6 +298,16 @@ class Database:
         self.read_sessions = async_sessionmaker(
             self.read_engine, expire_on_commit=False, sync_session_class=_ReadOnlySession
         )
+        # Short reads (``read_only(quick=True)``): on SQLite an engine of its own whose
+        # statements run on the event loop's thread; elsewhere the read engine.
+        self.quick_read_engine = (
+            create_engine(url, pool_size=pool_size, echo=echo, read_only=True, inline=True)
+            if self.sqlite
+            else self.read_engine
+        )
+        self.quick_read_sessions = async_sessionmaker(
+            self.quick_read_engine, expire_on_commit=False, sync_session_class=_ReadOnlySession
+        )
         self._after_commit: list[tuple[str | None, Callable[[], None]]] = []
         self._after_commit_with: list[tuple[str, Callable[[Any], None]]] = []
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
@@ -336,7 +368,7 @@ class Database:
             turn.release()
 
     @asynccontextmanager
-    async def read_only(self) -> AsyncIterator[AsyncSession]:
+    async def read_only(self, *, quick: bool = False) -> AsyncIterator[AsyncSession]:
         """A unit of work that only reads: no write lock, and any write in it fails.
 
         On SQLite it runs on ``read_engine``: a deferred ``BEGIN`` on a connection with
@@ -350,8 +382,14 @@ class Database:
         COMMIT round trips (two of a 360° view's four). An ORM flush of pending changes
         is refused on every backend; a statement that writes fails with
         ``ReadOnlyViolation``. No ``on_commit`` callback runs.
+
+        ``quick`` is for a few short statements (reads by key, a bounded page): on SQLite
+        they run on the event loop's thread, without the hand-off to aiosqlite's thread
+        that costs more CPU than such a read (``shared.sqlite.InlineCursor``). Never for a
+        scan or a report: the loop serves nothing else meanwhile.
         """
-        async with self.read_sessions() as session:
+        sessions = self.quick_read_sessions if quick else self.read_sessions
+        async with sessions() as session:
             try:
                 async with session.begin():
                     yield session
@@ -370,3 +408,5 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
         await self.read_engine.dispose()
+        if self.quick_read_engine is not self.read_engine:
+            await self.quick_read_engine.dispose()

@@ -40,6 +40,8 @@ ADMIN = [Depends(require("admin"))]
 # session comes with it).
 AUDITED = Depends(staff_reads(AccessLog))
 AuditedReadSessionDep = Annotated[AsyncSession, audited_read_session(AccessLog)]
+# One customer's view or a page of its timeline: reads by key (Database.read_only(quick=True)).
+QuickAuditedReadSessionDep = Annotated[AsyncSession, audited_read_session(AccessLog, quick=True)]
 
 customers_router = APIRouter(prefix="/v1/customers", tags=["customers"])
 segments_router = APIRouter(prefix="/v1/segments", tags=["segments"])
@@ -134,7 +136,7 @@ def _identity(raw: str, region: str) -> tuple[str, str]:
 
 
 @customers_router.get("/{customer_id}", response_model=CustomerRead, dependencies=READ)
-async def get_customer(customer_id: str, session: AuditedReadSessionDep) -> Response:
+async def get_customer(customer_id: str, session: QuickAuditedReadSessionDep) -> Response:
     view = await service.get_customer_view(session, customer_id=customer_id)
     return Response(customer_json(view), media_type="application/json")
 
@@ -142,7 +144,7 @@ async def get_customer(customer_id: str, session: AuditedReadSessionDep) -> Resp
 @customers_router.get("/{customer_id}/timeline", response_model=TimelineRead, dependencies=READ)
 async def get_timeline(
     customer_id: str,
-    session: AuditedReadSessionDep,
+    session: QuickAuditedReadSessionDep,
     channel: Annotated[str | None, Query(max_length=16)] = None,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     before: Annotated[str | None, Query(description="A cursor from a previous page")] = None,

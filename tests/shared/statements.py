@@ -36,9 +36,9 @@ def counting(db: Database) -> Iterator[Statements]:
     def ended(_conn: Any) -> None:
         seen.transactions += 1
 
+    engines = {db.engine, db.read_engine, db.quick_read_engine}
     listeners: list[tuple[Any, str, Callable[..., None]]] = [
-        (db.engine.sync_engine, "before_cursor_execute", statement),
-        (db.read_engine.sync_engine, "before_cursor_execute", statement),
+        *((e.sync_engine, "before_cursor_execute", statement) for e in engines),
         (db.engine.sync_engine, "commit", ended),
         (db.engine.sync_engine, "rollback", ended),
     ]

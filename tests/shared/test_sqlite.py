@@ -1,8 +1,11 @@
-"""shared.sqlite: each statement is one hand-off to aiosqlite's thread; errors as before."""
+"""shared.sqlite: each statement is one hand-off to aiosqlite's thread, none on a quick
+read's connection (the event loop's thread); errors as before."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.consumer import is_transient
-from shared.db import Database, create_engine
+from shared.db import Database, ReadOnlyViolation, create_engine
 from tests.conftest import TEST_DB, DatabaseFactory
 
 pytestmark = [
@@ -43,6 +46,8 @@ async def db(database_url: DatabaseFactory) -> AsyncIterator[Database]:
     async with database.unit_of_work() as s:  # the pool holds an open connection
         await s.execute(insert(Tag), [{"name": "a"}, {"name": "b"}])
     async with database.read_only() as s:
+        await s.execute(select(Tag.id))
+    async with database.read_only(quick=True) as s:
         await s.execute(select(Tag.id))
     yield database
     await database.dispose()
@@ -150,3 +155,72 @@ async def test_a_locked_database_is_a_transient_operational_error(db: Database) 
         holder.execute("ROLLBACK")
         holder.close()
         await engine.dispose()
+
+
+async def test_a_quick_read_hands_nothing_to_aiosqlites_thread(
+    db: Database, hand_offs: HandOffs
+) -> None:
+    async with db.read_only(quick=True) as s:
+        tag = await s.get(Tag, 2)
+        assert tag is not None
+        assert tag.name == "b"
+        names = (await s.execute(select(Tag.name).order_by(Tag.id))).scalars().all()
+    assert names == ["a", "b"]
+    assert hand_offs.count == 0  # BEGIN, two SELECTs and COMMIT on the loop's thread
+    async with db.read_only() as s:  # the other read-only units of work still hand off
+        await s.get(Tag, 1)
+    assert hand_offs.count == 3
+
+
+async def test_a_quick_read_cannot_write(db: Database) -> None:
+    with pytest.raises(ReadOnlyViolation):
+        async with db.read_only(quick=True) as s:
+            await s.execute(insert(Tag).values(name="c"))
+    async with db.read_only() as s:
+        assert len((await s.execute(select(Tag))).scalars().all()) == 2
+
+
+async def test_a_quick_read_that_meets_a_lock_waits_on_aiosqlites_thread(
+    database_url: DatabaseFactory, hand_offs: HandOffs
+) -> None:
+    """A connection holding the database in exclusive mode keeps new readers out, even in
+    WAL mode. The quick read's connection, opened meanwhile, waits for it on aiosqlite's
+    thread: the event loop goes on (the ticker ticks), and the read succeeds once the
+    lock is gone. Waiting in the busy handler on the loop's thread would stop the ticker;
+    with no wait at all the read would fail with "database is locked"."""
+    url = await database_url("locked")
+    first = Database(url)
+    async with first.engine.begin() as conn:
+        await conn.run_sync(fx_metadata.create_all)
+    async with first.unit_of_work() as s:
+        await s.execute(insert(Tag).values(name="a"))
+    await first.dispose()
+    path = make_url(url).database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO tags (name) VALUES ('held')")
+    holder.execute("COMMIT")  # the exclusive lock stays until the connection closes
+    release = threading.Timer(0.5, holder.close)
+    db = Database(url)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        release.start()
+        async with db.read_only(quick=True) as s:
+            names = (await s.execute(select(Tag.name).order_by(Tag.id))).scalars().all()
+        assert names == ["a", "held"]
+        assert ticks >= 10  # the loop ran for most of the half second
+        assert hand_offs.count >= 1  # the statement that met the lock, run again there
+    finally:
+        ticking.cancel()
+        release.join()
+        await db.dispose()

@@ -20,7 +20,7 @@ from services.loyalty.schemas import (
 )
 from services.loyalty.service import codes, members, redemption
 from shared.access_log import audited_read
-from shared.app import ReadSessionDep, RuntimeDep, SessionDep
+from shared.app import QuickReadSessionDep, RuntimeDep, SessionDep
 from shared.auth import Principal, require
 from shared.http import AppError
 
@@ -39,7 +39,7 @@ IdempotencyKey = Annotated[
 
 
 @router.get("/{customer_id}", response_model=MemberRead, dependencies=[Reader, Audited])
-async def get_member(customer_id: CustomerId, session: ReadSessionDep) -> MemberRead:
+async def get_member(customer_id: CustomerId, session: QuickReadSessionDep) -> MemberRead:
     member = await members.get_member(session, customer_id=customer_id)
     return MemberRead.model_validate(member)
 
@@ -47,7 +47,7 @@ async def get_member(customer_id: CustomerId, session: ReadSessionDep) -> Member
 @router.get("/{customer_id}/ledger", response_model=LedgerPage, dependencies=[Reader, Audited])
 async def list_ledger(
     customer_id: CustomerId,
-    session: ReadSessionDep,
+    session: QuickReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> LedgerPage:
@@ -64,7 +64,7 @@ async def list_ledger(
 )
 async def list_redemptions(
     customer_id: CustomerId,
-    session: ReadSessionDep,
+    session: QuickReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[str | None, Query(max_length=36, description="next_before of a page")] = None,
 ) -> RedemptionPage:
