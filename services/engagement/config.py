@@ -76,6 +76,16 @@ class EngagementSettings(ServiceSettings):
         gt=0,
         description="A message claimed this long ago with no outcome is presumed interrupted",
     )
+    sender_journal_enabled: bool = Field(
+        default=True,
+        description="Journal accepted messages locally until recorded, so a restarted "
+        "sender records them instead of sending them again (services/engagement/journal.py)",
+    )
+    sender_journal_dir: str = Field(
+        default="",
+        description="Where the journal lives; empty: beside a SQLite database, else var/. "
+        "Must outlive the process (Kubernetes: an emptyDir volume)",
+    )
 
     thank_you_enabled: bool = True
     thank_you_max_age_seconds: float = Field(

@@ -35,7 +35,11 @@ survey or the service-recovery offer is the failure this product exists to
 prevent. Every copy carries the same ``Message-ID`` (derived from the outreach
 id), so mail systems that de-duplicate on it drop the second; a sender whose
 claim was taken over can no longer settle the row (``attempts`` fences it), so
-the history and the ``outreach.sent`` event still say "sent" once.
+the history and the ``outreach.sent`` event still say "sent" once. The window is
+narrowed by a local journal (``journal``): each acceptance is written to a file the
+moment it is read, and a sender that starts, or whose settling failed, records what the
+journal holds as sent before it claims anything. What is left is the time between the
+server's reply and reading it, and the case of the file lost with its machine.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -63,6 +67,7 @@ from services.engagement import (
 from services.engagement.composing import Composer, Mail
 from services.engagement.config import EngagementSettings
 from services.engagement.delivery import Claim, FrequencyCap, Guard, RetryPolicy
+from services.engagement.journal import SendJournal, default_path
 from services.engagement.mailer import DeliveryFailed, SmtpConnection, SmtpMailer
 from services.engagement.models import PENDING, SENT
 from services.engagement.rendering import RenderedMessage, Renderer, Stored
@@ -76,6 +81,10 @@ from shared.db import Database
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Journal leftovers recorded per transaction: on SQLite, repository.settle_sent's ORs nest
+# one level per row, and an expression may nest at most 1,000 deep.
+LEFTOVERS_PER_TRANSACTION = 200
 
 # Outcomes a worker may have awaiting their commit while it sends the next message. One
 # was enough on PostgreSQL; on SQLite a commit waits its turn at the one write lock behind
@@ -149,19 +158,46 @@ class Sender:
         self._more_due = False  # the last claim was full: claim again when the queue runs low
         self.claims_made = 0  # claim transactions (for tests and benchmarks)
         self.sweeps_made = 0
+        self._journal: SendJournal | None = None
         db.on_commit(self._on_commit, when=OUTREACH_FLAG)
 
     async def run(self) -> None:
         """Until cancelled: the claimer fills the queue, ``sender_concurrency`` workers
         send from it; on the way out the queue is handed back."""
         queue = _Queue()
+        with self._journaling():
+            try:
+                async with asyncio.TaskGroup() as workers:
+                    for _ in range(self._settings.sender_concurrency):
+                        workers.create_task(self._worker(queue, until_empty=False))
+                    await self._claimer(queue)
+            finally:
+                await _finish_even_if_cancelled(self._release(queue.drain()))
+
+    @contextlib.contextmanager
+    def _journaling(self) -> Iterator[None]:
+        """The journal of accepted messages (``journal``) for one run, if it is on."""
+        s = self._settings
+        path = default_path(s.db_url(), s.sender_journal_dir)
+        if not s.sender_journal_enabled or path is None:
+            yield
+            return
         try:
-            async with asyncio.TaskGroup() as workers:
-                for _ in range(self._settings.sender_concurrency):
-                    workers.create_task(self._worker(queue, until_empty=False))
-                await self._claimer(queue)
+            journal = SendJournal.open(path)
+        except OSError:
+            log.exception(
+                "send journal unavailable: messages accepted before a crash will be sent "
+                "again (set ENGAGEMENT_SENDER_JOURNAL_DIR to a writable directory)",
+                extra={"path": str(path)},
+            )
+            yield
+            return
+        self._journal = journal
+        try:
+            yield
         finally:
-            await _finish_even_if_cancelled(self._release(queue.drain()))
+            self._journal = None
+            journal.close()
 
     @property
     def _poll_interval(self) -> float:
@@ -209,6 +245,7 @@ class Sender:
 
     async def _refill(self, queue: _Queue) -> float:
         """Top the queue up with what is due; returns how long to wait unless woken."""
+        await self._settle_leftovers()
         room = self._settings.sender_batch_size - len(queue)
         if room <= 0:
             self._more_due = True
@@ -227,21 +264,45 @@ class Sender:
         return max(0.0, wait)
 
     async def run_once(self) -> int:
-        """One round: the sweeps, one claim, its sends; returns how many it claimed."""
-        claims, _, _ = await self._claim(
-            datetime.now(UTC), limit=self._settings.sender_batch_size, sweep=True
-        )
-        queue = _Queue()
-        queue.put(claims, deadline=self._deadline())
-        try:
-            async with asyncio.TaskGroup() as workers:
-                for _ in range(min(self._settings.sender_concurrency, len(claims))):
-                    workers.create_task(self._worker(queue, until_empty=True))
-        except BaseException:
-            await _finish_even_if_cancelled(self._release(queue.drain()))
-            raise
-        await self._release(queue.drain())
-        return len(claims)
+        """One round: the journal's leftovers, the sweeps, one claim, its sends; returns
+        how many it claimed."""
+        with self._journaling():
+            await self._settle_leftovers()
+            claims, _, _ = await self._claim(
+                datetime.now(UTC), limit=self._settings.sender_batch_size, sweep=True
+            )
+            queue = _Queue()
+            queue.put(claims, deadline=self._deadline())
+            try:
+                async with asyncio.TaskGroup() as workers:
+                    for _ in range(min(self._settings.sender_concurrency, len(claims))):
+                        workers.create_task(self._worker(queue, until_empty=True))
+            except BaseException:
+                await _finish_even_if_cancelled(self._release(queue.drain()))
+                raise
+            await self._release(queue.drain())
+            return len(claims)
+
+    async def _settle_leftovers(self) -> None:
+        """Record as sent what the journal holds and no worker is settling: messages
+        accepted before a crash, or whose settling transaction failed. Never sent again."""
+        journal = self._journal
+        left = journal.leftovers() if journal is not None else []
+        for start in range(0, len(left), LEFTOVERS_PER_TRANSACTION):
+            chunk = left[start : start + LEFTOVERS_PER_TRANSACTION]
+            outcomes = [Outcome(e.claim(), reply=e.reply) for e in chunk]
+            statuses = await self._settle(outcomes)
+            assert journal is not None
+            for o in outcomes:
+                journal.settled(o.claim)
+            recorded = [i for i, status in statuses.items() if status is not None]
+            log.info(
+                "send journal: %d accepted messages recorded as sent, %d recorded already "
+                "(or taken over)",
+                len(recorded),
+                len(outcomes) - len(recorded),
+                extra={"ids": recorded},
+            )
 
     async def _worker(self, queue: _Queue, *, until_empty: bool) -> None:
         """Send from the queue over one SMTP session. For ``run`` (``until_empty`` false)
@@ -381,15 +442,36 @@ class Sender:
             outcome = Outcome(claim, reply=await self._hand_over(claim, connection))
         except DeliveryFailed as failure:
             outcome = Outcome(claim, failure=failure)
+        else:
+            self._journal_accepted(claim, outcome.reply or "")
         unsettled.append(asyncio.create_task(self._record(outcome)))
         if (excess := len(unsettled) - UNSETTLED_PER_WORKER) > 0:
             oldest = unsettled[:excess]
             del unsettled[:excess]
             await _settled(oldest)
 
+    def _journal_accepted(self, claim: Claim, reply: str) -> None:
+        if self._journal is None:
+            return
+        try:
+            self._journal.accepted(claim, reply)
+        except OSError:
+            log.exception(
+                "send journal: write failed; if this sender dies before recording the "
+                "outcome, the message is sent again",
+                extra={"outreach_id": claim.outreach_id, "path": str(self._journal.path)},
+            )
+
     async def _record(self, outcome: Outcome) -> None:
-        status = await self._settler.settle(outcome)
         claim = outcome.claim
+        try:
+            status = await self._settler.settle(outcome)
+        except Exception:
+            if self._journal is not None:
+                self._journal.not_settled(claim)  # the claimer records it (_settle_leftovers)
+            raise
+        if self._journal is not None:
+            self._journal.settled(claim)
         _log_outcome(claim, status, outcome.failure.reason if outcome.failure else None)
         if status == PENDING:
             self._wakeup.set()  # a retry is due later: the claimer learns when

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.pool import QueuePool
 
+from services.engagement.journal import default_path
 from shared.app import SHUTDOWN_GRACE_SECONDS
 from shared.db import create_engine
 from tests.deploy.dockerfile import option, stages
@@ -238,3 +239,21 @@ def test_every_referenced_secret_is_documented(overlay: Rendered) -> None:
             generic = generic.replace(service.name, "<service>")
         documented = f"`{name}`" in docs or f"`{generic}`" in docs
         assert documented, f"Secret {name} is not documented in docs/operations.md"
+
+
+def test_the_senders_journal_outlives_a_container_restart(
+    overlay: Rendered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root filesystem is read-only and lost with the container: the journal of
+    accepted e-mails (services/engagement/journal.py) must be on an emptyDir volume."""
+    engagement = next(s for s in SERVICES if s.name == "engagement")
+    settings = settings_from(overlay, engagement, monkeypatch)
+    assert settings.sender_journal_enabled  # type: ignore[attr-defined]
+    path = default_path(settings.db_url(), settings.sender_journal_dir)  # type: ignore[attr-defined]
+    assert path is not None
+    pod = one(overlay, "Deployment", "engagement")["spec"]["template"]["spec"]
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    mounts = api_container(overlay, "engagement")["volumeMounts"]
+    assert any(
+        m["name"] in empty_dirs and str(path.parent) == m["mountPath"].rstrip("/") for m in mounts
+    ), f"{path.parent} is not an emptyDir mount"
