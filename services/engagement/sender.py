@@ -287,12 +287,13 @@ class Sender:
         """Record as sent what the journal holds and no worker is settling: messages
         accepted before a crash, or whose settling transaction failed. Never sent again."""
         journal = self._journal
-        left = journal.leftovers() if journal is not None else []
+        if journal is None:
+            return
+        left = journal.leftovers()
         for start in range(0, len(left), LEFTOVERS_PER_TRANSACTION):
             chunk = left[start : start + LEFTOVERS_PER_TRANSACTION]
             outcomes = [Outcome(e.claim(), reply=e.reply) for e in chunk]
             statuses = await self._settle(outcomes)
-            assert journal is not None
             for o in outcomes:
                 journal.settled(o.claim)
             recorded = [i for i, status in statuses.items() if status is not None]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from services.engagement import journal as journal_module
+from services.engagement import sender as sender_module
 from services.engagement.delivery import Claim
 from services.engagement.journal import Entry, SendJournal, default_path
 from services.engagement.sender import Sender
@@ -182,19 +183,22 @@ def _sender(db: Database, port: int, directory: Path, **overrides: Any) -> Sende
 
 
 async def _accepted_then_crashed(
-    db: Database, port: int, directory: Path, **overrides: Any
+    db: Database, port: int, directory: Path, *customers: str, **overrides: Any
 ) -> None:
-    """A sender hands the thank-you over, then cannot record it and dies: the row stays
-    ``sending``, as a SIGKILL between the server's 250 and the commit leaves it."""
-    await handle(db, customer("c-1", email="lan@example.com"), purchase("c-1"))
+    """A sender hands the thank-yous over, then cannot record them and dies: the rows
+    stay ``sending``, as a SIGKILL between the server's 250 and the commit leaves them."""
+    for customer_id in customers or ("c-1",):
+        email = f"{customer_id}@example.com"
+        await handle(db, customer(customer_id, email=email), purchase(customer_id))
     crashed = _sender(db, port, directory, **overrides)
     crashed._settler = _DatabaseGone()  # type: ignore[assignment]
     with pytest.raises(ExceptionGroup):
         await crashed.run_once()
-    row = await only_outreach(db, "c-1")
-    assert (row.status, row.attempts) == ("sending", 1)
-    # Long enough ago that the stalled-claim sweep puts it back for sending again.
-    await set_outreach(db, "c-1", claimed_at=now() - timedelta(minutes=10))
+    for customer_id in customers or ("c-1",):
+        row = await only_outreach(db, customer_id)
+        assert (row.status, row.attempts) == ("sending", 1)
+        # Long enough ago that the stalled-claim sweep puts it back for sending again.
+        await set_outreach(db, customer_id, claimed_at=now() - timedelta(minutes=10))
 
 
 @pytest.mark.db
@@ -242,3 +246,29 @@ async def test_a_sender_without_a_usable_journal_still_sends(
     assert len(sink.wait_for(1, timeout=5)) == 1
     assert (await only_outreach(db, "c-1")).status == "sent"
     assert "send journal unavailable" in caplog.text
+
+
+@pytest.mark.db
+async def test_many_leftovers_are_recorded_a_transaction_at_a_time(
+    db: Database, smtp: Smtp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, sink = smtp
+    customers = ("c-1", "c-2", "c-3")
+    await _accepted_then_crashed(db, port, tmp_path, *customers)
+    assert len(sink.wait_for(3, timeout=5)) == 3
+    monkeypatch.setattr(sender_module, "LEFTOVERS_PER_TRANSACTION", 2)
+    restarted = _sender(db, port, tmp_path, sending_timeout_seconds=60)
+    transactions = 0
+    settle = restarted._settle
+
+    async def counted(outcomes: Any) -> dict[str, str | None]:
+        nonlocal transactions
+        transactions += 1
+        return await settle(outcomes)
+
+    restarted._settle = counted  # type: ignore[method-assign]
+    assert await restarted.run_once() == 0
+    assert transactions == 2
+    for customer_id in customers:
+        assert (await only_outreach(db, customer_id)).status == "sent"
+    assert len(sink.messages) == 3
