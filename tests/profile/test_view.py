@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+import aiosqlite
 import pytest
 
 from shared.db import Database
@@ -12,6 +14,7 @@ from shared.events import Event
 from shared.events.engagement import ChurnRiskChanged
 from shared.events.feedback import ComplaintOpened, ComplaintResolved, ResponseRecorded
 from shared.events.loyalty import PointsRedeemed, PointsReleased, TierChanged
+from tests.conftest import TEST_DB
 from tests.profile.builders import at, interaction, outreach, points, purchase
 from tests.profile.support import app_client, handle, view
 
@@ -172,3 +175,33 @@ async def test_the_view_lists_channels_by_first_use_consents_and_segments_by_nam
     assert consents["sms"]["source"] == "pos"
     assert consents["sms"]["changed_at"] is not None
     assert seen["segments"] == ["alpha", "zeta"]
+
+
+@pytest.mark.skipif(TEST_DB != "sqlite", reason="aiosqlite's thread: SQLite only")
+async def test_the_view_and_a_timeline_page_hand_nothing_to_aiosqlites_thread(
+    profile_url: str, profile_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quick reads (Database.read_only(quick=True)) run on the event loop's thread: a hand-off
+    costs more CPU than such a read (docs/architecture.md)."""
+    await handle(profile_db, purchase("c-9", when=at(1)), interaction("c-9", "web", when=at(2)))
+    hand_offs = 0
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hand_offs
+        hand_offs += 1
+        return await original(self, fn, *args, **kwargs)
+
+    async with app_client(profile_url) as client:
+        await view(client, "c-9")  # the first of each opens its pool's connection
+        await client.get("/v1/segments")
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+        found = await view(client, "c-9")
+        page = await client.get("/v1/customers/c-9/timeline", params={"limit": 1})
+        listed = await client.get("/v1/segments")  # not a quick route: hands off
+        counted = hand_offs  # before the shutdown closes the pools' connections
+    assert found["lifetime"]["order_count"] == 1
+    assert page.status_code == 200
+    assert len(page.json()["entries"]) == 1
+    assert listed.status_code == 200
+    assert counted == 3  # the segment list's BEGIN, SELECT and COMMIT only
