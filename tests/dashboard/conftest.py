@@ -11,11 +11,12 @@ import pytest
 
 from shared.auth import issue_token
 from tests.conftest import PG_URL, TEST_DB, new_topic_prefix
+from tests.e2e.conftest import launch
 from tests.helpers import TEST_SECRET
 from tools import broker as tansu
 from tools import demo, smtp_sink
 from tools.databases import DatabaseMaker
-from tools.stack import SERVICE_NAMES, ServiceProcess, migrate, service_env
+from tools.stack import SERVICE_NAMES, ServiceProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,7 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path("var/test-artifacts")
-LOG_DIR = Path("var/test-logs")
 CUSTOMERS = 150
 
 needs_chromium = pytest.mark.skipif(
@@ -62,21 +62,15 @@ async def dashboard(
     services: dict[str, ServiceProcess] = {}
     try:
         for name in SERVICE_NAMES:
-            url = await databases(name)
-            await asyncio.to_thread(migrate, name, url)
-            env = service_env(
+            services[name] = await launch(
                 name,
-                bootstrap=broker,
+                await databases(name),
+                broker=broker,
                 prefix=prefix,
-                database_url=url,
                 smtp_port=smtp_port,
-                auth_secret=TEST_SECRET,
                 extra=where if name == "engagement" else None,
+                port=ports[name],
             )
-            log = LOG_DIR / f"{prefix}{name}.log"
-            services[name] = ServiceProcess(
-                name=name, port=ports[name], env=env, log_path=log
-            ).start()
         for service in services.values():
             await asyncio.to_thread(service.wait_ready)
         token = admin_token()

@@ -51,6 +51,32 @@ class Stack:
         await asyncio.to_thread(service.wait_ready)
 
 
+async def launch(
+    name: str,
+    url: str,
+    *,
+    broker: str,
+    prefix: str,
+    smtp_port: int,
+    extra: dict[str, str] | None = None,
+    port: int | None = None,
+) -> ServiceProcess:
+    """Migrate ``name``'s database at ``url`` and start the service on it (not yet ready:
+    ``wait_ready``); its log goes to ``LOG_DIR``."""
+    await asyncio.to_thread(migrate, name, url)
+    env = service_env(
+        name,
+        bootstrap=broker,
+        prefix=prefix,
+        database_url=url,
+        smtp_port=smtp_port,
+        auth_secret=TEST_SECRET,
+        extra=extra,
+    )
+    log = LOG_DIR / f"{prefix}{name}.log"
+    return ServiceProcess(name=name, port=port or tansu.free_port(), env=env, log_path=log).start()
+
+
 @pytest.fixture(scope="module")
 async def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     prefix = await new_topic_prefix(broker)
@@ -60,22 +86,15 @@ async def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     services: dict[str, ServiceProcess] = {}
     try:
         for name in SERVICE_NAMES:
-            url = await databases(name)
-            await asyncio.to_thread(migrate, name, url)
             extra = {f"{name.upper()}_{k}": v for k, v in FAST_GROUP.items()}
-            env = service_env(
+            services[name] = await launch(
                 name,
-                bootstrap=broker,
+                await databases(name),
+                broker=broker,
                 prefix=prefix,
-                database_url=url,
                 smtp_port=smtp_port,
-                auth_secret=TEST_SECRET,
                 extra=extra,
             )
-            log = LOG_DIR / f"{prefix}{name}.log"
-            services[name] = ServiceProcess(
-                name=name, port=tansu.free_port(), env=env, log_path=log
-            ).start()
         for service in services.values():
             await asyncio.to_thread(service.wait_ready)
         headers = auth_headers("admin", subject="e2e")

@@ -26,12 +26,12 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.engine import make_url
 
 from tests.conftest import TEST_DB, new_topic_prefix
-from tests.e2e.conftest import FAST_GROUP, LOG_DIR
-from tests.helpers import TEST_SECRET, produce, purchase, wait_until
+from tests.e2e.conftest import FAST_GROUP, launch
+from tests.helpers import produce, purchase, wait_until
 from tools import broker as tansu
 from tools import smtp_sink
 from tools.databases import DatabaseMaker
-from tools.stack import ServiceProcess, migrate, service_env
+from tools.stack import ServiceProcess
 
 pytestmark = [
     pytest.mark.e2e,
@@ -101,20 +101,10 @@ async def crash_stack(
     services: dict[str, ServiceProcess] = {}
     try:
         for name, url in urls.items():
-            await asyncio.to_thread(migrate, name, url)
-            env = service_env(
-                name,
-                bootstrap=broker,
-                prefix=prefix,
-                database_url=url,
-                smtp_port=smtp_port,
-                auth_secret=TEST_SECRET,
-                extra={f"{name.upper()}_{k}": v for k, v in tuning.items()},
+            extra = {f"{name.upper()}_{k}": v for k, v in tuning.items()}
+            services[name] = await launch(
+                name, url, broker=broker, prefix=prefix, smtp_port=smtp_port, extra=extra
             )
-            log = LOG_DIR / f"{prefix}{name}.log"
-            services[name] = ServiceProcess(
-                name=name, port=tansu.free_port(), env=env, log_path=log
-            ).start()
         for service in services.values():
             await asyncio.to_thread(service.wait_ready)
         yield CrashStack(
