@@ -1,14 +1,27 @@
-"""The sender's journal: messages the provider accepted that are not recorded as sent yet.
+"""The sender's journal: messages handed to the provider that are not recorded yet.
 
-Delivery is at-least-once (see ``sender``): between the provider's "250 accepted" and
-the commit that records it, a crash leaves the claim in ``sending``, and after
-``sending_timeout_seconds`` it is sent again. The journal narrows that window from the
-commit (tens of milliseconds on a loaded SQLite, more when the database is away) to
-the moment the reply is read. Each acceptance is appended to a local file as one JSON
-line, with a plain ``write`` that a killed process cannot leave half done (the data is
-in the kernel's page cache when it returns; a lost machine loses it, a killed process
-does not). A sender that starts, or whose settling transaction failed, settles what
-the journal holds before it claims anything, instead of sending those messages again.
+Without it delivery is at-least-once (see ``sender``): a crash after the message went
+out and before the commit that records it leaves the claim in ``sending``, and after
+``sending_timeout_seconds`` it is sent again. The journal closes that window. Each step
+is appended to a local file as one JSON line, with a plain ``write`` that a killed
+process cannot leave half done (the data is in the kernel's page cache when it returns;
+a lost machine loses it, a killed process does not):
+
+- ``handed``: the whole message, final dot included, is in the kernel's socket buffer
+  (written just after it, with no ``await`` between). From there the kernel delivers it
+  even if the process is killed: on exit the socket's pending data is sent before the
+  FIN, and the server's reply can only arrive once it has all of it;
+- ``accepted``: the server's 250, with its reply;
+- ``failed``: the server refused it or the session broke first; the failure is
+  recorded (retried later) like any other.
+
+A sender that starts, or whose settling transaction failed, records what the journal
+holds as sent before it claims anything, instead of sending those messages again. A
+message only ``handed`` is recorded as sent with ``IN_DOUBT`` as its reply: it is
+at-most-once for that moment, as a second thank-you is what the journey promises not
+to send. Only messages written over a pipelined session (``mailer._pipelined``, which
+every common server offers) get the ``handed`` step; webhooks and one-command-at-a-time
+sessions are journaled from their acceptance.
 
 Entries are fenced as any outcome is (``attempts``): if another replica took the claim
 over and sent it meanwhile, settling the entry changes nothing. The file holds no
@@ -44,6 +57,9 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 1 << 20
 MAX_FILES = 64  # senders sharing one directory for the same database
 
+HANDED, ACCEPTED, FAILED = "handed", "accepted", "failed"
+IN_DOUBT = "in doubt: handed to the server in full; the sender stopped before its reply"
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -57,9 +73,10 @@ class Entry:
     template: str
     trigger_event_id: str | None
     reply: str
+    state: str = ACCEPTED
 
     @classmethod
-    def of(cls, claim: Claim, reply: str) -> Entry:
+    def of(cls, claim: Claim, reply: str, state: str = ACCEPTED) -> Entry:
         return cls(
             outreach_id=claim.outreach_id,
             attempt=claim.attempt,
@@ -69,7 +86,13 @@ class Entry:
             template=claim.template,
             trigger_event_id=claim.trigger_event_id,
             reply=reply,
+            state=state,
         )
+
+    @property
+    def recorded_reply(self) -> str:
+        """The reply to record it with: the server's, or ``IN_DOUBT`` if never read."""
+        return self.reply if self.state == ACCEPTED else IN_DOUBT
 
     def claim(self) -> Claim:
         """The claim as far as settling reads it (nothing to render or address)."""
@@ -144,13 +167,23 @@ class SendJournal:
             return cls(candidate, fd, found)
         raise RuntimeError(f"{MAX_FILES} senders hold journals beside {path}")
 
+    def handed(self, claim: Claim) -> None:
+        """``claim``'s message is in the kernel's hands, final dot and all."""
+        self._append(Entry.of(claim, "", HANDED))
+
     def accepted(self, claim: Claim, reply: str) -> None:
         """The provider accepted ``claim``'s message: written before anything else runs."""
-        entry = Entry.of(claim, reply)
-        line = entry.line()
-        _write_all(self._fd, line)
-        self._size += len(line)
-        self._awaiting[(entry.outreach_id, entry.attempt)] = entry
+        self._append(Entry.of(claim, reply))
+
+    def failed(self, claim: Claim) -> None:
+        """The message handed over was refused, or its session broke before the reply:
+        its failure is recorded as any other, and retried."""
+        entry = self._awaiting.pop((claim.outreach_id, claim.attempt), None)
+        if entry is not None:
+            line = Entry.of(claim, "", FAILED).line()
+            _write_all(self._fd, line)
+            self._size += len(line)
+            self._tidy()
 
     def settled(self, claim: Claim) -> None:
         """Its outcome committed (or the claim was lost to another sender)."""
@@ -168,6 +201,12 @@ class SendJournal:
     def leftovers(self) -> list[Entry]:
         """Accepted messages no worker is settling: found at start, or whose commit failed."""
         return list(self._left.values())
+
+    def _append(self, entry: Entry) -> None:
+        line = entry.line()
+        _write_all(self._fd, line)
+        self._size += len(line)
+        self._awaiting[(entry.outreach_id, entry.attempt)] = entry
 
     def close(self) -> None:
         """Release the file; removed if nothing in it awaits a commit."""
@@ -203,16 +242,17 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read(fd: int, path: Path) -> list[Entry]:
-    """The entries in the file; a line that does not parse (a torn last write after a
-    power loss) is logged and skipped."""
+    """Each message's last step in the file, unless it ``failed``; a line that does not
+    parse (a torn last write after a power loss) is logged and skipped."""
     chunks, offset = [], 0
     while chunk := os.pread(fd, 1 << 16, offset):
         chunks.append(chunk)
         offset += len(chunk)
-    entries = []
+    entries: dict[Key, Entry] = {}
     for number, raw in enumerate(b"".join(chunks).splitlines(), start=1):
         try:
-            entries.append(Entry(**json.loads(raw)))
+            entry = Entry(**json.loads(raw))
+            entries[(entry.outreach_id, entry.attempt)] = entry
         except (ValueError, TypeError) as exc:
             log.warning(
                 "send journal: line %d unreadable, skipped (%s)",
@@ -220,4 +260,4 @@ def _read(fd: int, path: Path) -> list[Entry]:
                 exc,
                 extra={"path": str(path)},
             )
-    return entries
+    return [e for e in entries.values() if e.state != FAILED]

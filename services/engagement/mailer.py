@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import functools
 from collections import deque
+from collections.abc import Callable
 from email.utils import parseaddr
+from typing import cast
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
@@ -79,11 +81,16 @@ class SmtpConnection:
         self._sender = sender
         self._client: aiosmtplib.SMTP | None = None
 
-    async def send(self, mail: Mail, *, recipient: str) -> str:
+    async def send(
+        self, mail: Mail, *, recipient: str, on_handed: Callable[[], None] | None = None
+    ) -> str:
         """Hand the message to the server; returns its reply (often naming its queue id).
 
         As aiosmtplib's ``send_message`` would: SMTPUTF8 if an address is not ASCII,
         8-bit parts as they are if the server offers 8BITMIME, else in base64.
+        ``on_handed`` (which must not raise) is called once the whole message, final dot
+        included, is in the kernel's socket buffer, before the reply is read; only on a
+        pipelined session (``_pipelined``).
         """
         try:
             async with asyncio.timeout(self._settings.smtp_timeout_seconds):
@@ -94,7 +101,9 @@ class SmtpConnection:
                     options.append("BODY=8BITMIME")
                 message = mail.as_bytes(eight_bit=eight_bit)
                 if client.supports_extension("pipelining"):
-                    reply = await _pipelined(client, self._sender, recipient, message, options)
+                    reply = await _pipelined(
+                        client, self._sender, recipient, message, options, on_handed
+                    )
                 else:
                     _refused, reply = await client.sendmail(
                         self._sender, [recipient], message, mail_options=options
@@ -144,7 +153,12 @@ class SmtpConnection:
 
 
 async def _pipelined(
-    client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes, options: list[str]
+    client: aiosmtplib.SMTP,
+    sender: str,
+    recipient: str,
+    message: bytes,
+    options: list[str],
+    on_handed: Callable[[], None] | None = None,
 ) -> str:
     """``client.sendmail`` for one recipient, in two writes instead of four (RFC 2920):
     MAIL, RCPT and DATA go together, then the content once the server said 354.
@@ -182,6 +196,8 @@ async def _pipelined(
             refusal = aiosmtplib.SMTPDataError(data.code, data.message)
         if refusal is None:
             replies.write(content)
+            if on_handed is not None and replies.flushed():
+                on_handed()
             accepted = await replies.next()
             if accepted.code == _COMPLETED:
                 return accepted.message
@@ -221,7 +237,7 @@ class _Replies(asyncio.Protocol):
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         self._client = client
         self._inner = protocol
-        self._transport = protocol.transport
+        self._transport = cast(asyncio.Transport, protocol.transport)
         self._buffer = bytearray()
         self._replies: deque[SMTPResponse] = deque()
         self._failure: Exception | None = None
@@ -243,7 +259,11 @@ class _Replies(asyncio.Protocol):
             raise self._failure
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        self._transport.write(data)  # type: ignore[attr-defined]
+        self._transport.write(data)
+
+    def flushed(self) -> bool:
+        """Everything written is in the kernel's hands (none waits in the transport)."""
+        return self._transport.get_write_buffer_size() == 0
 
     async def next(self) -> SMTPResponse:
         while not self._replies:

@@ -26,20 +26,20 @@ shutdown each worker finishes and settles the message in hand; the queue is hand
 back. ``run_once`` is one round of the same parts (sweeps, one claim, its sends), with
 the same worker loop stopping when the queue is empty.
 
-Delivery is at-least-once, never at-most-once. Between the SMTP server's "250
-accepted" and the commit that records it, a crash (or a hang past
-``sending_timeout_seconds``) leaves the row in ``sending``, and nothing can tell
-whether the server got the message. We then send again: a customer who gets a
-thank-you twice is a small embarrassment; a customer who never gets the
-survey or the service-recovery offer is the failure this product exists to
-prevent. Every copy carries the same ``Message-ID`` (derived from the outreach
-id), so mail systems that de-duplicate on it drop the second; a sender whose
-claim was taken over can no longer settle the row (``attempts`` fences it), so
-the history and the ``outreach.sent`` event still say "sent" once. The window is
-narrowed by a local journal (``journal``): each acceptance is written to a file the
-moment it is read, and a sender that starts, or whose settling failed, records what the
-journal holds as sent before it claims anything. What is left is the time between the
-server's reply and reading it, and the case of the file lost with its machine.
+Delivery is at-least-once by default. A crash after a message went out and before the
+commit that records it (or a hang past ``sending_timeout_seconds``) leaves the row in
+``sending``, and the database alone cannot tell whether the server got the message.
+Without more, it is sent again: every copy carries the same ``Message-ID`` (derived from
+the outreach id), so mail systems that de-duplicate on it drop the second, and a sender
+whose claim was taken over can no longer settle the row (``attempts`` fences it), so the
+history and the ``outreach.sent`` event still say "sent" once. The local journal
+(``journal``) closes that window: each message is noted the moment its last byte is in
+the kernel's socket buffer and again when the server's reply is read, and a sender that
+starts, or whose settling failed, records what the journal holds as sent before it
+claims anything. What remains is a journal lost with its machine, a webhook or a
+server without PIPELINING between the request and its reply, and a session that broke
+after the hand-over (recorded as a failure and retried, as the server may not have the
+message).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -178,8 +178,8 @@ class Sender:
     def _journaling(self) -> Iterator[None]:
         """The journal of accepted messages (``journal``) for one run, if it is on."""
         s = self._settings
-        path = default_path(s.db_url(), s.sender_journal_dir)
-        if not s.sender_journal_enabled or path is None:
+        path = default_path(s.db_url(), s.sender_journal_dir) if s.sender_journal_enabled else None
+        if path is None:
             yield
             return
         try:
@@ -292,7 +292,7 @@ class Sender:
         left = journal.leftovers()
         for start in range(0, len(left), LEFTOVERS_PER_TRANSACTION):
             chunk = left[start : start + LEFTOVERS_PER_TRANSACTION]
-            outcomes = [Outcome(e.claim(), reply=e.reply) for e in chunk]
+            outcomes = [Outcome(e.claim(), reply=e.recorded_reply) for e in chunk]
             statuses = await self._settle(outcomes)
             for o in outcomes:
                 journal.settled(o.claim)
@@ -443,19 +443,23 @@ class Sender:
             outcome = Outcome(claim, reply=await self._hand_over(claim, connection))
         except DeliveryFailed as failure:
             outcome = Outcome(claim, failure=failure)
+            self._journal_step(claim, lambda journal: journal.failed(claim))
         else:
-            self._journal_accepted(claim, outcome.reply or "")
+            reply = outcome.reply or ""
+            self._journal_step(claim, lambda journal: journal.accepted(claim, reply))
         unsettled.append(asyncio.create_task(self._record(outcome)))
         if (excess := len(unsettled) - UNSETTLED_PER_WORKER) > 0:
             oldest = unsettled[:excess]
             del unsettled[:excess]
             await _settled(oldest)
 
-    def _journal_accepted(self, claim: Claim, reply: str) -> None:
+    def _journal_step(self, claim: Claim, step: Callable[[SendJournal], None]) -> None:
+        """Note a step of ``claim``'s delivery in the journal, if there is one; never raises
+        (it runs inside the SMTP exchange, ``mailer.SmtpConnection.send``)."""
         if self._journal is None:
             return
         try:
-            self._journal.accepted(claim, reply)
+            step(self._journal)
         except OSError:
             log.exception(
                 "send journal: write failed; if this sender dies before recording the "
@@ -506,7 +510,11 @@ class Sender:
                 raise DeliveryFailed(f"no {claim.channel} provider configured", permanent=False)
             text = self._render(claim).text
             return await webhook.send(message_id=claim.outreach_id, to=claim.address, text=text)
-        return await connection.send(self._compose(claim), recipient=claim.address)
+        return await connection.send(
+            self._compose(claim),
+            recipient=claim.address,
+            on_handed=lambda: self._journal_step(claim, lambda journal: journal.handed(claim)),
+        )
 
     def _render(self, claim: Claim) -> RenderedMessage:
         try:

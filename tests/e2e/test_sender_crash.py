@@ -1,11 +1,15 @@
-"""A SIGKILL of engagement between the SMTP server's 250 and the commit that records it.
+"""A SIGKILL of engagement after the thank-you went out and before its outcome committed.
 
-The SMTP sink takes engagement's database write lock before it accepts the thank-you,
-so the sender reads its 250 but cannot commit the outcome. The test then kills the
-process, lets the lock go and starts engagement again. With the sender's journal
-(services/engagement/journal.py) the restarted sender records the message as sent; without
-it, the claim is put back after ``sending_timeout_seconds`` and the customer gets the
-thank-you twice.
+Two moments:
+- after the 250 ("reply read"): the SMTP sink takes engagement's database write lock
+  before it accepts the thank-you, so the sender reads its 250 but cannot commit;
+- before the 250 ("reply unread"): the sink stores the thank-you and holds its 250, so
+  the sender waits for a reply with the whole message in the server's hands.
+
+The test then kills the process, lets the sink go on and starts engagement again. With
+the sender's journal (services/engagement/journal.py) the restarted sender records the
+message as sent; without it, the claim is put back after ``sending_timeout_seconds``
+and the customer gets the thank-you twice.
 """
 
 from __future__ import annotations
@@ -42,16 +46,21 @@ SENDING_TIMEOUT = 6.0
 
 
 class HoldingSink(smtp_sink.SinkHandler):
-    """Takes engagement's write lock, then accepts the message (the first one only)."""
+    """Holds the sender up at one moment of the first message (``moment``): with the
+    reply read, by taking engagement's write lock before accepting it; with the reply
+    unread, by storing it and holding the 250 until ``release``."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, moment: str) -> None:
         super().__init__()
         self._database = database
+        self._moment = moment
         self._holder: sqlite3.Connection | None = None
+        self._go = threading.Event()
         self.holding = threading.Event()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if not self.holding.is_set():
+        first = not self.holding.is_set()
+        if first and self._moment == REPLY_READ:
             holder = sqlite3.connect(
                 self._database, isolation_level=None, check_same_thread=False, timeout=30
             )
@@ -59,13 +68,20 @@ class HoldingSink(smtp_sink.SinkHandler):
             self._holder = holder
             self.holding.set()
         reply: str = await super().handle_DATA(server, session, envelope)
+        if first and self._moment == REPLY_UNREAD:
+            self.holding.set()
+            await asyncio.to_thread(self._go.wait, 60)
         return reply
 
     def release(self) -> None:
+        self._go.set()
         holder, self._holder = self._holder, None
         if holder is not None:
             holder.execute("ROLLBACK")
             holder.close()
+
+
+REPLY_READ, REPLY_UNREAD = "reply-read", "reply-unread"
 
 
 @dataclass
@@ -78,17 +94,25 @@ class CrashStack:
     database: Path
 
 
-@pytest.fixture(params=[True, False], ids=["journal", "no-journal"])
+@pytest.fixture(
+    params=[
+        (REPLY_READ, True),
+        (REPLY_READ, False),
+        (REPLY_UNREAD, True),
+        (REPLY_UNREAD, False),
+    ],
+    ids=lambda p: f"{p[0]}-{'journal' if p[1] else 'no-journal'}",
+)
 async def crash_stack(
     request: pytest.FixtureRequest, broker: str, tmp_path: Path
 ) -> AsyncIterator[CrashStack]:
-    journal: bool = request.param
+    moment, journal = request.param
     prefix = await new_topic_prefix(broker)
     databases = DatabaseMaker(tmp_path, backend="sqlite")
     smtp_port = tansu.free_port()
     urls = {name: await databases(name) for name in ("profile", "engagement")}
     database = Path(make_url(urls["engagement"]).database or "")
-    sink = HoldingSink(database)
+    sink = HoldingSink(database, moment)
     controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
     controller.start()
     tuning = {
@@ -126,11 +150,11 @@ def outreach_row(database: Path, customer_id: str) -> tuple[str, int] | None:
     return None if row is None else (row[0], row[1])
 
 
-async def test_a_thank_you_accepted_before_a_sigkill_is_sent_once_with_the_journal(
+async def test_a_thank_you_handed_over_before_a_sigkill_is_sent_once_with_the_journal(
     crash_stack: CrashStack, request: pytest.FixtureRequest
 ) -> None:
     stack = crash_stack
-    journal = request.node.callspec.params["crash_stack"]
+    _, journal = request.node.callspec.params["crash_stack"]
     customer_id = f"cus-{uuid.uuid4().hex[:10]}"
     email = f"{customer_id}@example.com"
     event = purchase(customer_id, "42.00", name="Lan", email=email)
@@ -138,7 +162,7 @@ async def test_a_thank_you_accepted_before_a_sigkill_is_sent_once_with_the_journ
     await produce(stack.bootstrap, topic, (customer_id.encode(), event.to_json()))
 
     assert await asyncio.to_thread(stack.sink.holding.wait, 60), "no thank-you reached the sink"
-    await asyncio.sleep(1.0)  # the sender reads the 250; its commit waits for the lock
+    await asyncio.sleep(1.0)  # the sender waits for the 250, or its commit for the lock
     assert await asyncio.to_thread(outreach_row, stack.database, customer_id) == ("sending", 1)
     stack.engagement.kill()
     killed = time.monotonic()

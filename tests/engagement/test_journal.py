@@ -3,7 +3,9 @@ as sent by the next sender, not sent again."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,39 @@ def test_a_crashed_senders_entries_are_found_by_the_next(tmp_path: Path) -> None
         second.settled(entry.claim())
     assert second.leftovers() == []
     second.close()
+    assert not path.exists()
+
+
+def test_a_message_handed_over_whose_reply_was_never_read_is_in_doubt(tmp_path: Path) -> None:
+    path = tmp_path / "sent.jsonl"
+    first = SendJournal.open(path)
+    for name in ("handed", "accepted", "refused"):
+        first.handed(claim(name))
+    first.accepted(claim("accepted"), "250 queued as A1")
+    first.failed(claim("refused"))  # recorded as a failure and retried, not in doubt
+    crash(first)
+    with path.open("ab") as f:  # a line from before the journal had steps: an acceptance
+        f.write(Entry.of(claim("older"), "250 ok").line().replace(b',"state":"accepted"', b""))
+    second = SendJournal.open(path)
+    found = {e.outreach_id: (e.state, e.recorded_reply) for e in second.leftovers()}
+    assert found == {
+        "handed": (journal_module.HANDED, journal_module.IN_DOUBT),
+        "accepted": (journal_module.ACCEPTED, "250 queued as A1"),
+        "older": (journal_module.ACCEPTED, "250 ok"),
+    }
+    second.close()
+
+
+def test_a_refusal_after_the_hand_over_empties_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "sent.jsonl"
+    journal = SendJournal.open(path)
+    journal.handed(claim("o-1"))
+    assert path.stat().st_size > 0
+    journal.failed(claim("o-1"))
+    assert path.stat().st_size == 0
+    journal.not_settled(claim("o-1"))  # its failure's commit failed: retried, not recorded
+    assert journal.leftovers() == []
+    journal.close()
     assert not path.exists()
 
 
@@ -272,3 +307,58 @@ async def test_many_leftovers_are_recorded_a_transaction_at_a_time(
     for customer_id in customers:
         assert (await only_outreach(db, customer_id)).status == "sent"
     assert len(sink.messages) == 3
+
+
+def _only_handed(directory: Path) -> None:
+    """Rewrite the journal as if each message's reply had never been read: the sender
+    was killed after the whole message was in the kernel's socket buffer."""
+    (path,) = _journals(directory)
+    lines = []
+    for raw in path.read_bytes().splitlines():
+        entry = json.loads(raw)
+        if entry["state"] == journal_module.ACCEPTED:
+            lines.append(json.dumps({**entry, "state": journal_module.HANDED, "reply": ""}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.db
+async def test_a_message_handed_over_before_a_crash_is_recorded_in_doubt_not_sent_again(
+    db: Database, smtp: Smtp, tmp_path: Path
+) -> None:
+    port, sink = smtp
+    await _accepted_then_crashed(db, port, tmp_path)
+    assert len(sink.wait_for(1, timeout=5)) == 1
+    _only_handed(tmp_path)
+    restarted = _sender(db, port, tmp_path, sending_timeout_seconds=60)
+    assert await restarted.run_once() == 0
+    row = await only_outreach(db, "c-1")
+    assert (row.status, row.attempts) == ("sent", 1)
+    assert row.provider_message_id == journal_module.IN_DOUBT
+    assert len(sink.messages) == 1
+    assert [e.data.outreach_id for e in await published(db) if isinstance(e, OutreachSent)] == [
+        row.id
+    ]
+    assert _journals(tmp_path) == []
+
+
+@pytest.mark.db
+async def test_a_message_refused_after_the_hand_over_is_retried(
+    db: Database, refusing_smtp: Callable[..., int], tmp_path: Path
+) -> None:
+    port = refusing_smtp("451 4.3.0 try again later", "DATA", pipelining=True)
+    await handle(db, customer("c-1", email="lan@example.com"), purchase("c-1"))
+    sender = _sender(db, port, tmp_path)
+    handed: list[str] = []
+    step = sender._journal_step
+
+    def spy(claim: Claim, note: Callable[[SendJournal], None]) -> None:
+        handed.append(claim.outreach_id)
+        step(claim, note)
+
+    sender._journal_step = spy  # type: ignore[method-assign]
+    assert await sender.run_once() == 1
+    row = await only_outreach(db, "c-1")
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "451" in (row.last_error or "")
+    assert handed == [row.id, row.id]  # handed over, then failed
+    assert _journals(tmp_path) == []

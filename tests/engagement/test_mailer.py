@@ -108,6 +108,25 @@ async def test_mail_rcpt_and_data_go_out_together_to_a_server_offering_pipelinin
     assert commands == [b"MAIL FROM", b"RCPT TO", b"DATA\r\n", b".\r\n"]
 
 
+@pytest.mark.parametrize("scripted", ACCEPTING, indirect=True)
+async def test_the_hand_over_is_reported_before_the_reply_is_read(
+    scripted: tuple[int, Scripted],
+) -> None:
+    port, script = scripted
+    session = connection(port)
+    answered_then: list[int] = []
+    try:
+        reply = await session.send(
+            mail("Thank you."),
+            recipient="lan@example.com",
+            on_handed=lambda: answered_then.append(len(script.contents)),
+        )
+    finally:
+        await session.close()
+    assert reply == "queued as Q1"
+    assert answered_then == [0]  # once, before the server had read the content
+
+
 REFUSED_BUT_DATA = (("250 sender ok", "550 5.1.1 no such mailbox", "354 go ahead anyway"),)
 
 
@@ -117,9 +136,13 @@ async def test_data_accepted_after_the_recipient_was_refused_is_ended_empty(
 ) -> None:
     port, script = scripted
     session = connection(port)
+    handed: list[None] = []
     with pytest.raises(DeliveryFailed) as failure:
-        await session.send(mail("Thank you."), recipient="lan@example.com")
+        await session.send(
+            mail("Thank you."), recipient="lan@example.com", on_handed=lambda: handed.append(None)
+        )
     await session.close()
+    assert handed == []  # the message never went out
     assert failure.value.permanent
     assert "550 5.1.1 no such mailbox" in failure.value.reason
     assert script.contents == [b""]  # nothing of the message went out
