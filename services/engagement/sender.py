@@ -67,7 +67,7 @@ from services.engagement import (
 from services.engagement.composing import Composer, Mail
 from services.engagement.config import EngagementSettings
 from services.engagement.delivery import Claim, FrequencyCap, Guard, RetryPolicy
-from services.engagement.journal import SendJournal, default_path
+from services.engagement.journal import HANDED, SendJournal, default_path
 from services.engagement.mailer import DeliveryFailed, SmtpConnection, SmtpMailer
 from services.engagement.models import PENDING, SENT
 from services.engagement.rendering import RenderedMessage, Renderer, Stored
@@ -297,6 +297,13 @@ class Sender:
             for o in outcomes:
                 journal.settled(o.claim)
             recorded = [i for i, status in statuses.items() if status is not None]
+            if doubtful := [e.outreach_id for e in chunk if e.state == HANDED]:
+                log.warning(
+                    "send journal: %d messages were handed to the server in full but this "
+                    "sender stopped before its reply; recorded as sent, not sent again",
+                    len(doubtful),
+                    extra={"ids": doubtful},
+                )
             log.info(
                 "send journal: %d accepted messages recorded as sent, %d recorded already "
                 "(or taken over)",

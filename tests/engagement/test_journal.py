@@ -323,7 +323,7 @@ def _only_handed(directory: Path) -> None:
 
 @pytest.mark.db
 async def test_a_message_handed_over_before_a_crash_is_recorded_in_doubt_not_sent_again(
-    db: Database, smtp: Smtp, tmp_path: Path
+    db: Database, smtp: Smtp, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     port, sink = smtp
     await _accepted_then_crashed(db, port, tmp_path)
@@ -334,6 +334,7 @@ async def test_a_message_handed_over_before_a_crash_is_recorded_in_doubt_not_sen
     row = await only_outreach(db, "c-1")
     assert (row.status, row.attempts) == ("sent", 1)
     assert row.provider_message_id == journal_module.IN_DOUBT
+    assert "1 messages were handed to the server in full" in caplog.text
     assert len(sink.messages) == 1
     assert [e.data.outreach_id for e in await published(db) if isinstance(e, OutreachSent)] == [
         row.id
