@@ -143,6 +143,7 @@ class SendJournal:
         self._size = os.fstat(fd).st_size
         self._awaiting: dict[Key, Entry] = {}  # being settled by a worker
         self._left: dict[Key, Entry] = {(e.outreach_id, e.attempt): e for e in found}
+        self._by_id: dict[str, Entry] = {e.outreach_id: e for e in found}
 
     @classmethod
     def open(cls, path: Path) -> SendJournal:
@@ -180,6 +181,7 @@ class SendJournal:
         its failure is recorded as any other, and retried."""
         entry = self._awaiting.pop((claim.outreach_id, claim.attempt), None)
         if entry is not None:
+            self._forget(entry)
             line = Entry.of(claim, "", FAILED).line()
             _write_all(self._fd, line)
             self._size += len(line)
@@ -188,9 +190,17 @@ class SendJournal:
     def settled(self, claim: Claim) -> None:
         """Its outcome committed (or the claim was lost to another sender)."""
         key = (claim.outreach_id, claim.attempt)
-        self._awaiting.pop(key, None)
-        self._left.pop(key, None)
+        for entry in (self._awaiting.pop(key, None), self._left.pop(key, None)):
+            if entry is not None:
+                self._forget(entry)
         self._tidy()
+
+    def earlier(self, outreach_id: str) -> Entry | None:
+        """The entry of an earlier attempt at this message that was handed over and is
+        not recorded yet: its claim was taken back while its commit waited (the database
+        away for longer than ``sending_timeout_seconds``), or it is a leftover whose
+        settling failed. Such a message is recorded, not sent again."""
+        return self._by_id.get(outreach_id)
 
     def not_settled(self, claim: Claim) -> None:
         """Its settling transaction failed: left for ``leftovers``."""
@@ -207,6 +217,11 @@ class SendJournal:
         _write_all(self._fd, line)
         self._size += len(line)
         self._awaiting[(entry.outreach_id, entry.attempt)] = entry
+        self._by_id[entry.outreach_id] = entry
+
+    def _forget(self, entry: Entry) -> None:
+        if self._by_id.get(entry.outreach_id) is entry:
+            del self._by_id[entry.outreach_id]
 
     def close(self) -> None:
         """Release the file; removed if nothing in it awaits a commit."""

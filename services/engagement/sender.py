@@ -447,7 +447,10 @@ class Sender:
         (``unsettled``): commits overlap the sends, and a worker sends on while a
         commit waits its turn at the write lock."""
         try:
-            outcome = Outcome(claim, reply=await self._hand_over(claim, connection))
+            if (earlier := self._handed_earlier(claim)) is not None:
+                outcome = Outcome(claim, reply=earlier)
+            else:
+                outcome = Outcome(claim, reply=await self._hand_over(claim, connection))
         except DeliveryFailed as failure:
             outcome = Outcome(claim, failure=failure)
             self._journal_step(claim, lambda journal: journal.failed(claim))
@@ -459,6 +462,22 @@ class Sender:
             oldest = unsettled[:excess]
             del unsettled[:excess]
             await _settled(oldest)
+
+    def _handed_earlier(self, claim: Claim) -> str | None:
+        """The reply to record if an earlier attempt at ``claim``'s message was handed
+        over and is not recorded yet (``SendJournal.earlier``); None to send it."""
+        entry = self._journal.earlier(claim.outreach_id) if self._journal else None
+        if entry is None or entry.attempt >= claim.attempt:
+            return None
+        log.warning(
+            "outreach %s was handed over at attempt %d, not recorded yet: recorded as sent "
+            "at attempt %d, not sent again",
+            claim.outreach_id,
+            entry.attempt,
+            claim.attempt,
+            extra={"outreach_id": claim.outreach_id},
+        )
+        return entry.recorded_reply
 
     def _journal_step(self, claim: Claim, step: Callable[[SendJournal], None]) -> None:
         """Note a step of ``claim``'s delivery in the journal, if there is one; never raises

@@ -3,6 +3,8 @@ as sent by the next sender, not sent again."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from tests.engagement.support import (
     set_outreach,
     settings,
 )
+from tests.helpers import wait_until
 from tools.smtp_sink import SinkHandler
 
 Smtp = tuple[int, SinkHandler]
@@ -125,6 +128,22 @@ def test_a_refusal_after_the_hand_over_empties_the_journal(tmp_path: Path) -> No
     assert journal.leftovers() == []
     journal.close()
     assert not path.exists()
+
+
+def test_an_earlier_attempt_handed_over_is_known_until_recorded(tmp_path: Path) -> None:
+    journal = SendJournal.open(tmp_path / "sent.jsonl")
+    journal.handed(claim("refused"))
+    journal.failed(claim("refused"))
+    assert journal.earlier("refused") is None  # refused: sending it again is right
+    journal.accepted(claim("o-1"), "250 queued")
+    journal.accepted(claim("o-1", attempt=2), "250 queued")  # recorded again, not sent
+    journal.settled(claim("o-1"))  # the first attempt's commit, fenced
+    earlier = journal.earlier("o-1")
+    assert earlier is not None
+    assert earlier.attempt == 2
+    journal.settled(claim("o-1", attempt=2))
+    assert journal.earlier("o-1") is None
+    journal.close()
 
 
 def test_a_running_senders_journal_is_not_shared(tmp_path: Path) -> None:
@@ -356,10 +375,68 @@ async def test_a_message_refused_after_the_hand_over_is_retried(
         handed.append(claim.outreach_id)
         step(claim, note)
 
-    sender._journal_step = spy  # type: ignore[method-assign]
+    sender._journal_step = spy  # type: ignore[method-assign,assignment]
     assert await sender.run_once() == 1
     row = await only_outreach(db, "c-1")
     assert (row.status, row.attempts) == ("pending", 1)
     assert "451" in (row.last_error or "")
     assert handed == [row.id, row.id]  # handed over, then failed
     assert _journals(tmp_path) == []
+
+
+class _FirstCommitHeld:
+    """The first outcome's commit waits until ``release``: the database away for longer
+    than ``sending_timeout_seconds`` while the sender runs on."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.release = asyncio.Event()
+        self.holding = False
+
+    async def settle(self, outcome: Any) -> str | None:
+        if not self.holding:
+            self.holding = True
+            await self.release.wait()
+        status: str | None = await self._inner.settle(outcome)
+        return status
+
+
+@pytest.mark.db
+async def test_a_claim_taken_back_while_its_commit_waited_is_recorded_not_sent_again(
+    db: Database, smtp: Smtp, tmp_path: Path
+) -> None:
+    port, sink = smtp
+    await handle(db, customer("c-1", email="lan@example.com"), purchase("c-1"))
+    running = _sender(
+        db,
+        port,
+        tmp_path,
+        sending_timeout_seconds=1.5,
+        smtp_timeout_seconds=1,
+        sender_poll_interval_ms=50,
+        sender_idle_poll_ms=100,
+    )
+    held = _FirstCommitHeld(running._settler)
+    running._settler = held  # type: ignore[assignment]
+    task = asyncio.create_task(running.run())
+    try:
+        assert len(await asyncio.to_thread(sink.wait_for, 1, 10)) == 1
+        # The stalled-claim sweep puts it back and it is claimed again (attempt 2).
+        await wait_until(lambda: _status(db, "c-1", ("sent", 2)), timeout=15)
+        held.release.set()
+        await asyncio.sleep(0.5)  # the first commit now goes through: fenced, a no-op
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(sink.messages) == 1
+    row = await only_outreach(db, "c-1")
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert row.provider_message_id == "Message accepted for delivery"  # the first's reply
+    assert len([e for e in await published(db) if isinstance(e, OutreachSent)]) == 1
+    assert _journals(tmp_path) == []
+
+
+async def _status(db: Database, customer_id: str, want: tuple[str, int]) -> bool:
+    row = await only_outreach(db, customer_id)
+    return (row.status, row.attempts) == want
