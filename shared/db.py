@@ -25,9 +25,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
+from shared.sqlite import WRITER_TURN_TIMEOUT
 from shared.sqlite import dbapi as sqlite_dbapi
-
-WRITER_TURN_TIMEOUT = 30.0  # seconds a SQLite writer waits for the lock, in or out of process
 
 # Shared naming convention so Alembic migrations name constraints the same on every DB.
 NAMING_CONVENTION = {

@@ -42,7 +42,9 @@ _Outcome = tuple[Any, int, int | None, list[Any] | None]
 """What a statement left: description, rowcount, lastrowid, and its rows if it has a result."""
 
 SQLITE_BUSY: Final = 5
-BUSY_WAIT_MS: Final = 30_000
+WRITER_TURN_TIMEOUT: Final = 30.0
+"""Seconds a SQLite writer waits for the lock, in or out of process (``shared.db``)."""
+BUSY_WAIT_MS: Final = int(WRITER_TURN_TIMEOUT * 1000)
 """How long an inline statement that met a lock waits for it, on aiosqlite's thread."""
 
 
