@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
+from email.message import EmailMessage
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from shared.events import InvalidEvent, decode
 from shared.events.commerce import PurchaseCompleted, PurchaseRefunded
+from tests.chaos import checks
+from tests.chaos.harness import ChaosStack
 from tests.chaos.workload import INPUT_TOPICS, Message, Spec, build, points_for, reversal
+from tools.smtp_sink import ReceivedMail
 
 CONSUMERS = {"a": ("commerce.purchases", "profile.events"), "b": ("loyalty.events",)}
 SPEC = Spec(seed=3, purchases=400, customers=50, garbage_per_topic=6)
@@ -138,3 +144,21 @@ def test_the_oracle_takes_back_each_refunded_share_once() -> None:
     assert workload.oracle.balance(customer) == workload.oracle.earned[customer] - sum(
         workload.oracle.reversed[customer].values()
     )
+
+
+def test_a_thank_you_received_twice_is_a_mismatch_and_two_thank_yous_are_not() -> None:
+    def received(rcpt: str, message_id: str) -> ReceivedMail:
+        message = EmailMessage()
+        message["Message-ID"] = message_id
+        return ReceivedMail("hello@keepwell.local", (rcpt,), message, NOW)
+
+    sink = SimpleNamespace(
+        messages=[
+            received("lan@example.com", "<o-1@keepwell.local>"),
+            received("lan@example.com", "<o-2@keepwell.local>"),  # her second purchase
+            received("lan@example.com", "<o-1@keepwell.local>"),  # the first, re-sent
+            received("minh@example.com", "<o-3@keepwell.local>"),
+        ]
+    )
+    stack = cast(ChaosStack, SimpleNamespace(sink=sink))
+    assert checks.email_copies(stack) == ["lan@example.com: <o-1@keepwell.local> received 2 times"]
