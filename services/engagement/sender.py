@@ -82,8 +82,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Journal leftovers recorded per transaction: on SQLite, repository.settle_sent's ORs nest
-# one level per row, and an expression may nest at most 1,000 deep.
+# Journal leftovers recorded per transaction: after a crash the journal can hold thousands,
+# and one short transaction each keeps the write lock (SQLite) free for the others.
 LEFTOVERS_PER_TRANSACTION = 200
 
 # Outcomes a worker may have awaiting their commit while it sends the next message. One

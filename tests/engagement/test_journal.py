@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -209,6 +210,8 @@ def test_where_the_journal_lives(tmp_path: Path) -> None:
 
 def test_an_entry_round_trips() -> None:
     entry = Entry.of(claim("o-1", attempt=3), "250 queued")
+    assert Entry(**json.loads(entry.line())) == entry  # every field is written
+    assert json.loads(entry.line()) == dataclasses.asdict(entry)
     back = entry.claim()
     assert (back.outreach_id, back.attempt, back.journey, back.trigger_event_id) == (
         "o-1",

@@ -4,6 +4,7 @@ configuration and identity queries in the modules beside it (re-exported where s
 from __future__ import annotations
 
 import functools
+import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -16,7 +17,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    case,
     func,
     or_,
     select,
@@ -294,32 +294,47 @@ async def settle_sent(
     attempt) to the provider's reply. Fenced like ``settle_claim``, row by row; returns
     the ids it settled.
 
-    On PostgreSQL the rows come as three arrays joined with ``unnest``: one statement,
-    built and compiled once, whatever the group's size (building a condition per row
-    cost more CPU than running the statement)."""
+    The rows come as one parameter, so it is one statement, built and compiled once,
+    whatever the group's size (building a condition per row cost more CPU than running
+    the statement): three arrays joined with ``unnest`` on PostgreSQL, a JSON array of
+    ``[id, attempt, reply]`` rows read with ``json_each`` on SQLite."""
     if session.get_bind().dialect.name == "postgresql":
-        params = {
+        params: dict[str, Any] = {
             "id_list": [i for i, _ in replies],
             "attempt_list": [attempt for _, attempt in replies],
             "reply_list": list(replies.values()),
             "sent_time": sent_at,
         }
         result = await session.execute(_settle_sent_by_arrays(), params)
-        return set(result.scalars().all())
-    fenced = or_(*(and_(Outreach.id == i, Outreach.attempts == attempt) for i, attempt in replies))
-    by_id = {i: reply for (i, _), reply in replies.items()}
-    result = await session.execute(
+    else:
+        rows = json.dumps([[i, attempt, reply] for (i, attempt), reply in replies.items()])
+        params = {"settled_rows": rows, "sent_time": sent_at}
+        result = await session.execute(_settle_sent_by_json(), params)
+    return set(result.scalars().all())
+
+
+@functools.cache
+def _settle_sent_by_json() -> Any:
+    """``settle_sent``'s statement on SQLite (parameters ``settled_rows``, a JSON array of
+    ``[id, attempt, reply]`` arrays, and ``sent_time``): ``UPDATE … FROM`` the rows, each
+    outreach row found by its primary key."""
+    each = func.json_each(bindparam("settled_rows", type_=String())).table_valued("value")
+    rows = select(
+        func.json_extract(each.c.value, "$[0]").label("id"),
+        func.json_extract(each.c.value, "$[1]").label("attempt"),
+        func.json_extract(each.c.value, "$[2]").label("reply"),
+    ).subquery("settled")
+    # Nearly every row given is still claimed: said so (``likelihood``), the planner looks
+    # each one up by its key; left to guess, it scanned every claimed row by status and
+    # read the JSON again for each (the status index put first).
+    claimed = text(f"likelihood(outreach.status IN ('{SENDING}', '{PENDING}'), 0.99)")
+    return (
         update(Outreach)
-        .where(fenced, Outreach.status.in_((SENDING, PENDING)))
-        .values(
-            status=SENT,
-            sent_at=sent_at,
-            provider_message_id=case(by_id, value=Outreach.id),
-        )
+        .where(Outreach.id == rows.c.id, Outreach.attempts == rows.c.attempt, claimed)
+        .values(status=SENT, sent_at=bindparam("sent_time"), provider_message_id=rows.c.reply)
         .returning(Outreach.id)
         .execution_options(synchronize_session=False)
     )
-    return set(result.scalars().all())
 
 
 @functools.cache
