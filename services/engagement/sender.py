@@ -26,20 +26,28 @@ shutdown each worker finishes and settles the message in hand; the queue is hand
 back. ``run_once`` is one round of the same parts (sweeps, one claim, its sends), with
 the same worker loop stopping when the queue is empty.
 
-Delivery is at-least-once by default. A crash after a message went out and before the
-commit that records it (or a hang past ``sending_timeout_seconds``) leaves the row in
-``sending``, and the database alone cannot tell whether the server got the message.
-Without more, it is sent again: every copy carries the same ``Message-ID`` (derived from
-the outreach id), so mail systems that de-duplicate on it drop the second, and a sender
-whose claim was taken over can no longer settle the row (``attempts`` fences it), so the
-history and the ``outreach.sent`` event still say "sent" once. The local journal
-(``journal``) closes that window: each message is noted the moment its last byte is in
-the kernel's socket buffer and again when the server's reply is read, and a sender that
-starts, or whose settling failed, records what the journal holds as sent before it
-claims anything. What remains is a journal lost with its machine, a webhook or a
-server without PIPELINING between the request and its reply, and a session that broke
-after the hand-over (recorded as a failure and retried, as the server may not have the
-message).
+Delivery is at-least-once where nothing is known, and once where the journal knows. A
+crash after a message went out and before the commit that records it leaves the row in
+``sending``, and the database alone cannot tell whether the server got it: it is sent
+again after ``sending_timeout_seconds``, with the same ``Message-ID`` (derived from the
+outreach id, so mail systems that de-duplicate on it drop the copy), and the history and
+the ``outreach.sent`` event still say "sent" once (``attempts`` fences the late outcome).
+A customer who gets a thank-you twice is a small embarrassment; one who never gets the
+survey or the service-recovery offer is the failure this product exists to prevent.
+
+The local journal (``journal``) knows more. Each message is noted the moment its last
+byte is in the kernel's socket buffer and again when the server's reply is read; a
+sender that starts, or whose settling failed, records what the journal holds as sent
+before it claims anything, and a claim taken back while its commit waited (the database
+away past the sending timeout) is recorded with the earlier attempt's reply instead of
+being sent again. A message noted as handed over but with no reply read is recorded "in
+doubt": once in the socket buffer the kernel delivers it after the process dies, so it
+is lost only if the connection fails in that same moment, where sending again would
+almost surely duplicate it. What stays at-least-once: a journal lost with its machine, a
+webhook or a server without PIPELINING between the request and its reply, a session that
+broke after the hand-over (recorded as a failure and retried: the server may not have
+the message), and another replica taking over the claim of a sender that is not
+restarted.
 """
 
 from __future__ import annotations
