@@ -58,6 +58,21 @@ def kill_and_restart(*names: str, rng: random.Random) -> Callable[[ChaosStack], 
     return act
 
 
+def kill_while_sending(rng: random.Random) -> Callable[[ChaosStack], Awaitable[None]]:
+    """SIGKILL engagement the moment the SMTP sink has stored a thank-you, before it has
+    answered 250: the sender then has messages handed over and not yet recorded, the
+    moment its journal covers. Waits up to 15 s for one; then kills it anyway."""
+    down_for = rng.uniform(0.5, 3.0)
+
+    async def act(stack: ChaosStack) -> None:
+        await asyncio.to_thread(stack.sink.wait_for, len(stack.sink.messages) + 1, 15)
+        await stack.kill("engagement")
+        await asyncio.sleep(down_for)
+        await stack.restart("engagement")
+
+    return act
+
+
 async def pause_broker(stack: ChaosStack) -> None:
     stack.pause_broker()
     try:
@@ -184,6 +199,9 @@ def schedule(rng: random.Random, window: float) -> list[Fault]:
     faults.append(Fault("replica-kill", REPLICA, 0.0, kill_replica_mid_batch))
     for fault in faults:
         fault.at = rng.uniform(1.0, window)
+    # Drawn after the others, so their moments stay what they were for a seed.
+    at = rng.uniform(1.0, window)
+    faults.append(Fault("sigkill-sending", "engagement", at, kill_while_sending(rng)))
     return sorted(faults, key=lambda f: f.at)
 
 
