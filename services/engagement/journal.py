@@ -194,9 +194,7 @@ class SendJournal:
         entry = self._awaiting.pop((claim.outreach_id, claim.attempt), None)
         if entry is not None:
             self._forget(entry)
-            line = Entry.of(claim, "", FAILED).line()
-            _write_all(self._fd, line)
-            self._size += len(line)
+            self._write(Entry.of(claim, "", FAILED))
             self._tidy()
 
     def settled(self, claim: Claim) -> None:
@@ -225,11 +223,15 @@ class SendJournal:
         return list(self._left.values())
 
     def _append(self, entry: Entry) -> None:
+        """Write ``entry`` and keep it until its outcome commits."""
+        self._write(entry)
+        self._awaiting[(entry.outreach_id, entry.attempt)] = entry
+        self._by_id[entry.outreach_id] = entry
+
+    def _write(self, entry: Entry) -> None:
         line = entry.line()
         _write_all(self._fd, line)
         self._size += len(line)
-        self._awaiting[(entry.outreach_id, entry.attempt)] = entry
-        self._by_id[entry.outreach_id] = entry
 
     def _forget(self, entry: Entry) -> None:
         if self._by_id.get(entry.outreach_id) is entry:
