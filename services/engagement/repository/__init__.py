@@ -328,13 +328,7 @@ def _settle_sent_by_json() -> Any:
     # each one up by its key; left to guess, it scanned every claimed row by status and
     # read the JSON again for each (the status index put first).
     claimed = text(f"likelihood(outreach.status IN ('{SENDING}', '{PENDING}'), 0.99)")
-    return (
-        update(Outreach)
-        .where(Outreach.id == rows.c.id, Outreach.attempts == rows.c.attempt, claimed)
-        .values(status=SENT, sent_at=bindparam("sent_time"), provider_message_id=rows.c.reply)
-        .returning(Outreach.id)
-        .execution_options(synchronize_session=False)
-    )
+    return _settle_from(rows, claimed)
 
 
 @functools.cache
@@ -350,13 +344,15 @@ def _settle_sent_by_arrays() -> Any:
         .table_valued("id", "attempt", "reply")
         .render_derived(name="settled")
     )
+    return _settle_from(rows, Outreach.status.in_((SENDING, PENDING)))
+
+
+def _settle_from(rows: Any, claimed: Any) -> Any:
+    """Both dialects' ``settle_sent`` update, given the rows (columns ``id``, ``attempt``,
+    ``reply``) and the condition that the row is still claimed."""
     return (
         update(Outreach)
-        .where(
-            Outreach.id == rows.c.id,
-            Outreach.attempts == rows.c.attempt,
-            Outreach.status.in_((SENDING, PENDING)),
-        )
+        .where(Outreach.id == rows.c.id, Outreach.attempts == rows.c.attempt, claimed)
         .values(status=SENT, sent_at=bindparam("sent_time"), provider_message_id=rows.c.reply)
         .returning(Outreach.id)
         .execution_options(synchronize_session=False)
