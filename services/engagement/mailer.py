@@ -38,6 +38,18 @@ class DeliveryFailed(Exception):
         self.permanent = permanent
 
 
+class HandedInDoubt(Exception):
+    """The whole message was handed over (see ``SmtpConnection.send``'s ``on_handed``),
+    then the session ended before the server's reply to it was read: a timeout, a lost
+    connection or a garbled reply. The server has every byte, or will have once the
+    kernel delivers them, so it has most likely accepted the message; sending it again
+    would most likely deliver a second copy."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def classify(exc: aiosmtplib.SMTPException | OSError) -> DeliveryFailed:
     """Transient unless the server refused this recipient or message with a 5xx code.
 
@@ -90,8 +102,17 @@ class SmtpConnection:
         8-bit parts as they are if the server offers 8BITMIME, else in base64.
         ``on_handed`` (which must not raise) is called once the whole message, final dot
         included, is in the kernel's socket buffer, before the reply is read; only on a
-        pipelined session (``_pipelined``).
+        pipelined session (``_pipelined``). If the session then ends without a reply
+        from the server (``HandedInDoubt``), this raises that rather than a failure.
         """
+        handed = False
+
+        def handed_over() -> None:
+            nonlocal handed
+            handed = True
+            if on_handed is not None:
+                on_handed()
+
         try:
             async with asyncio.timeout(self._settings.smtp_timeout_seconds):
                 client = await self._connected()
@@ -102,7 +123,7 @@ class SmtpConnection:
                 message = mail.as_bytes(eight_bit=eight_bit)
                 if client.supports_extension("pipelining"):
                     reply = await _pipelined(
-                        client, self._sender, recipient, message, options, on_handed
+                        client, self._sender, recipient, message, options, handed_over
                     )
                 else:
                     _refused, reply = await client.sendmail(
@@ -110,6 +131,8 @@ class SmtpConnection:
                     )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self.close()
+            if handed and not (isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0):
+                raise HandedInDoubt(f"{type(exc).__name__}: {exc}") from exc
             raise classify(exc) from exc
         return reply
 
@@ -195,9 +218,7 @@ async def _pipelined(
         elif data.code != _START_INPUT:
             refusal = aiosmtplib.SMTPDataError(data.code, data.message)
         if refusal is None:
-            replies.write(content)
-            if on_handed is not None and replies.flushed():
-                on_handed()
+            replies.write(content, on_flushed=on_handed)
             accepted = await replies.next()
             if accepted.code == _COMPLETED:
                 return accepted.message
@@ -242,28 +263,49 @@ class _Replies(asyncio.Protocol):
         self._replies: deque[SMTPResponse] = deque()
         self._failure: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._on_flushed: Callable[[], None] | None = None
+        self._limits: tuple[int, int] | None = None  # the transport's, while changed
 
     async def __aenter__(self) -> _Replies:
         self._transport.set_protocol(self)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self._on_flushed = None
+        self._restore_limits()
         if self._transport.get_protocol() is self:
             self._transport.set_protocol(self._inner)
         if self._buffer or self._replies:
             # More than the commands' replies: the session is out of step; start afresh.
             self._client.close()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, *, on_flushed: Callable[[], None] | None = None) -> None:
+        """Write ``data``; call ``on_flushed`` once none of it waits in the transport,
+        i.e. the kernel has all of it: right away if the kernel took it all, else when
+        the transport has written the rest (``resume_writing``, with the transport's
+        low-water mark at 0 until then)."""
         if self._failure is not None:
             raise self._failure
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._transport.write(data)
+        if on_flushed is None:
+            return
+        if self._transport.get_write_buffer_size() == 0:
+            on_flushed()
+            return
+        self._on_flushed = on_flushed
+        if self._limits is None:
+            self._limits = self._transport.get_write_buffer_limits()
+        # Anything still buffered pauses the protocol; resume comes when nothing is.
+        self._transport.set_write_buffer_limits(high=0, low=0)
 
-    def flushed(self) -> bool:
-        """Everything written is in the kernel's hands (none waits in the transport)."""
-        return self._transport.get_write_buffer_size() == 0
+    def _restore_limits(self) -> None:
+        if self._limits is not None:
+            low, high = self._limits
+            self._limits = None
+            if not self._transport.is_closing():
+                self._transport.set_write_buffer_limits(high=high, low=low)
 
     async def next(self) -> SMTPResponse:
         while not self._replies:
@@ -322,6 +364,10 @@ class _Replies(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._inner.resume_writing()
+        if self._on_flushed is not None and self._transport.get_write_buffer_size() == 0:
+            on_flushed, self._on_flushed = self._on_flushed, None
+            self._restore_limits()
+            on_flushed()
 
     def _fail(self, exc: Exception) -> None:
         if self._failure is None:

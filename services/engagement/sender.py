@@ -43,10 +43,12 @@ away past the sending timeout) is recorded with the earlier attempt's reply inst
 being sent again. A message noted as handed over but with no reply read is recorded "in
 doubt": once in the socket buffer the kernel delivers it after the process dies, so it
 is lost only if the connection fails in that same moment, where sending again would
-almost surely duplicate it. What stays at-least-once: a journal lost with its machine, a
-webhook or a server without PIPELINING between the request and its reply, a session that
-broke after the hand-over (recorded as a failure and retried: the server may not have
-the message), and another replica taking over the claim of a sender that is not
+almost surely duplicate it. The same holds for a session that ends after the hand-over
+without the server's reply (a timeout while the server is slow, a lost connection): that
+message is recorded as sent "in doubt" too (``mailer.HandedInDoubt``), with a warning,
+not retried. A reply refusing it is a failure as before. What stays at-least-once: a
+journal lost with its machine, a webhook or a server without PIPELINING between the
+request and its reply, and another replica taking over the claim of a sender that is not
 restarted.
 """
 
@@ -76,7 +78,7 @@ from services.engagement.composing import Composer, Mail
 from services.engagement.config import EngagementSettings
 from services.engagement.delivery import Claim, FrequencyCap, Guard, RetryPolicy
 from services.engagement.journal import HANDED, SendJournal, default_path
-from services.engagement.mailer import DeliveryFailed, SmtpConnection, SmtpMailer
+from services.engagement.mailer import DeliveryFailed, HandedInDoubt, SmtpConnection, SmtpMailer
 from services.engagement.models import PENDING, SENT
 from services.engagement.rendering import RenderedMessage, Renderer, Stored
 from services.engagement.repository import config as config_repo
@@ -89,6 +91,10 @@ from shared.db import Database
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The reply recorded for a message handed over in full when the session then ended
+# without the server's reply (``mailer.HandedInDoubt``); the reason follows it.
+IN_DOUBT_SESSION = "in doubt: handed to the server in full; the session ended before its reply"
 
 # Journal leftovers recorded per transaction: after a crash the journal can hold thousands,
 # and one short transaction each keeps the write lock (SQLite) free for the others.
@@ -459,6 +465,17 @@ class Sender:
                 outcome = Outcome(claim, reply=earlier)
             else:
                 outcome = Outcome(claim, reply=await self._hand_over(claim, connection))
+        except HandedInDoubt as doubt:
+            outcome = Outcome(claim, reply=f"{IN_DOUBT_SESSION}: {doubt.reason}")
+            log.warning(
+                "outreach %s was handed to the server in full, then the session ended "
+                "before its reply (%s): recorded as sent, not sent again",
+                claim.outreach_id,
+                doubt.reason,
+                extra={"outreach_id": claim.outreach_id, "attempt": claim.attempt},
+            )
+            reply = outcome.reply or ""
+            self._journal_step(claim, lambda journal: journal.accepted(claim, reply))
         except DeliveryFailed as failure:
             outcome = Outcome(claim, failure=failure)
             self._journal_step(claim, lambda journal: journal.failed(claim))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -114,3 +115,70 @@ def now() -> datetime:
 def _sku(name: str) -> str:
     """The same item has the same SKU in every purchase (recommendations count on it)."""
     return "sku-" + name.lower().replace(" ", "-")
+
+
+class Scripted:
+    """A raw SMTP server offering PIPELINING that answers a transaction's commands only
+    once it has read its DATA, all replies in one write: a client that waits for each
+    reply before the next command waits in vain. ``replies`` answer MAIL, RCPT and
+    DATA (a reply may span lines); after a 354 it reads the content and answers
+    ``accepted``, or never if that is None (it holds the session open until the client
+    ends it), or drops the connection if that is ``DROP``. With ``hold``, it reads no
+    content until that is set. It records every line the client wrote."""
+
+    DROP = "drop the connection"
+
+    def __init__(
+        self,
+        replies: tuple[str, str, str],
+        accepted: str | None = "250 queued as Q1",
+        hold: asyncio.Event | None = None,
+    ) -> None:
+        self.replies = replies
+        self.accepted = accepted
+        self.hold = hold
+        self.lines: list[bytes] = []
+        self.contents: list[bytes] = []
+        self.sessions = 0
+        self.data_asked = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        writer.write(b"220 scripted ESMTP\r\n")
+        group: list[bytes] = []
+        while line := await reader.readline():
+            self.lines.append(line)
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb in (b"MAIL", b"RCPT"):
+                group.append(line)
+            elif verb == b"DATA":
+                answers = dict(zip((b"MAIL", b"RCPT", b"DATA"), self.replies, strict=True))
+                group.append(line)
+                writer.write(b"".join(answers[g[:4]].encode() + b"\r\n" for g in group))
+                group = []
+                if answers[b"DATA"].startswith("354"):
+                    self.data_asked.set()
+                    if self.hold is not None:
+                        await self.hold.wait()
+                    content = bytearray()
+                    while (body := await reader.readline()) != b".\r\n":
+                        if not body:
+                            return  # the client went away mid-message
+                        content += body
+                    self.lines.append(b".\r\n")
+                    self.contents.append(bytes(content))
+                    if self.accepted is None:
+                        await reader.read()  # until the client closes the session
+                        break
+                    if self.accepted == Scripted.DROP:
+                        writer.transport.abort()
+                        return
+                    writer.write(self.accepted.encode() + b"\r\n")
+            elif verb == b"RSET":
+                writer.write(b"250 reset\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+        writer.close()

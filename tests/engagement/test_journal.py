@@ -23,6 +23,7 @@ from services.engagement.sender import Sender
 from shared.db import Database
 from shared.events.engagement import OutreachSent
 from tests.engagement.support import (
+    Scripted,
     customer,
     handle,
     now,
@@ -384,6 +385,39 @@ async def test_a_message_refused_after_the_hand_over_is_retried(
     assert (row.status, row.attempts) == ("pending", 1)
     assert "451" in (row.last_error or "")
     assert handed == [row.id, row.id]  # handed over, then failed
+    assert _journals(tmp_path) == []
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("server_then", ["never answers", "closes the session"])
+async def test_a_message_whose_session_ended_after_the_hand_over_is_in_doubt_not_sent_again(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture, server_then: str
+) -> None:
+    """The server reads the whole message, then does not answer it within the SMTP
+    timeout (or drops the session): the message is recorded as sent in doubt, not sent
+    again, even after the sending timeout passes."""
+    script = Scripted(
+        ("250 sender ok", "250 recipient ok", "354 go ahead"),
+        accepted=None if server_then == "never answers" else Scripted.DROP,
+    )
+    server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await handle(db, customer("c-1", email="lan@example.com"), purchase("c-1"))
+        sender = _sender(db, port, tmp_path, smtp_timeout_seconds=1, sending_timeout_seconds=2)
+        assert await sender.run_once() == 1
+        row = await only_outreach(db, "c-1")
+        assert (row.status, row.attempts) == ("sent", 1)
+        assert (row.provider_message_id or "").startswith(sender_module.IN_DOUBT_SESSION)
+        assert "the session ended before its reply" in caplog.text
+        await asyncio.sleep(2.5)  # past the sending timeout: nothing is put back
+        assert await sender.run_once() == 0
+    finally:
+        server.close()
+    assert len(script.contents) == 1
+    assert [e.data.outreach_id for e in await published(db) if isinstance(e, OutreachSent)] == [
+        row.id
+    ]
     assert _journals(tmp_path) == []
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 
 from services.engagement.composing import Composer, Mail
-from services.engagement.mailer import DeliveryFailed, SmtpConnection
+from services.engagement.mailer import DeliveryFailed, HandedInDoubt, SmtpConnection
 from services.engagement.rendering import RenderedMessage
-from tests.engagement.support import settings
+from tests.engagement.support import Scripted, settings
 from tools.smtp_sink import SinkHandler
 
 SENDER = "Keepwell <hello@keepwell.local>"
@@ -29,51 +31,6 @@ def mail(text: str) -> Mail:
 
 def connection(port: int) -> SmtpConnection:
     return SmtpConnection(settings(smtp_port=port, smtp_timeout_seconds=2), "hello@keepwell.local")
-
-
-class Scripted:
-    """A raw SMTP server offering PIPELINING that answers a transaction's commands only
-    once it has read its DATA, all replies in one write: a client that waits for each
-    reply before the next command waits in vain. ``replies`` answer MAIL, RCPT and
-    DATA (a reply may span lines); after a 354 it reads the content and answers
-    ``accepted``. It records every line the client wrote."""
-
-    def __init__(self, replies: tuple[str, str, str], accepted: str = "250 queued as Q1") -> None:
-        self.replies = replies
-        self.accepted = accepted
-        self.lines: list[bytes] = []
-        self.contents: list[bytes] = []
-        self.sessions = 0
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.sessions += 1
-        writer.write(b"220 scripted ESMTP\r\n")
-        group: list[bytes] = []
-        while line := await reader.readline():
-            self.lines.append(line)
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                writer.write(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-            elif verb in (b"MAIL", b"RCPT"):
-                group.append(line)
-            elif verb == b"DATA":
-                answers = dict(zip((b"MAIL", b"RCPT", b"DATA"), self.replies, strict=True))
-                group.append(line)
-                writer.write(b"".join(answers[g[:4]].encode() + b"\r\n" for g in group))
-                group = []
-                if answers[b"DATA"].startswith("354"):
-                    content = b""
-                    while (body := await reader.readline()) != b".\r\n":
-                        content += body
-                    self.lines.append(b".\r\n")
-                    self.contents.append(content)
-                    writer.write(self.accepted.encode() + b"\r\n")
-            elif verb == b"RSET":
-                writer.write(b"250 reset\r\n")
-            elif verb == b"QUIT":
-                writer.write(b"221 bye\r\n")
-                break
-        writer.close()
 
 
 @pytest.fixture
@@ -181,3 +138,108 @@ async def test_lines_starting_with_a_dot_arrive_as_written(
         await session.close()
     (received,) = sink.wait_for(1, timeout=5)
     assert received.text().splitlines() == text.splitlines()
+
+
+@asynccontextmanager
+async def serving(script: Scripted) -> AsyncIterator[int]:
+    server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_a_message_the_kernel_cannot_take_at_once_is_handed_when_the_rest_is_written() -> (
+    None
+):
+    """The server reads none of the content until ``hold`` is set, so a message larger
+    than the socket buffers waits partly in the transport: the hand-over is reported
+    once the transport has written the last of it, not at the write."""
+    hold = asyncio.Event()
+    script = Scripted(ACCEPTING[0], hold=hold)
+    line = "A line of a long message, written again and again to fill the socket.\n"
+    text = line * (16 * 1024 * 1024 // len(line))  # 16 MiB: more than loopback buffers
+    handed: list[int] = []
+    async with serving(script) as port:
+        session = connection(port)
+        session._settings = settings(smtp_port=port, smtp_timeout_seconds=30)
+        try:
+            sending = asyncio.create_task(
+                session.send(
+                    mail(text),
+                    recipient="lan@example.com",
+                    on_handed=lambda: handed.append(len(script.contents)),
+                )
+            )
+            await asyncio.wait_for(script.data_asked.wait(), 10)
+            await asyncio.sleep(0.2)  # the client writes what the kernel takes
+            assert handed == []  # some of it still waits in the transport
+            assert not sending.done()
+            hold.set()
+            assert await sending == "queued as Q1"
+            client = session._client
+            assert client is not None
+            assert client.transport is not None
+            limits = cast(asyncio.Transport, client.transport).get_write_buffer_limits()
+        finally:
+            await session.close()
+    assert handed == [0]  # once, before the server had read it all
+    assert limits[1] > 0  # the transport's limits were put back
+
+
+@pytest.mark.parametrize("server_then", ["never answers", "closes the session"])
+async def test_a_session_ending_after_the_hand_over_leaves_the_message_in_doubt(
+    server_then: str,
+) -> None:
+    script = Scripted(
+        ACCEPTING[0], accepted=None if server_then == "never answers" else Scripted.DROP
+    )
+    async with serving(script) as port:
+        session = connection(port)  # a 2 s timeout
+        handed: list[str] = []
+        with pytest.raises(HandedInDoubt) as doubt:
+            await session.send(
+                mail("Thank you."),
+                recipient="lan@example.com",
+                on_handed=lambda: handed.append("x"),
+            )
+        await session.close()
+    assert handed == ["x"]
+    assert len(script.contents) == 1
+    reason = doubt.value.reason
+    assert reason.startswith(
+        "TimeoutError" if server_then == "never answers" else "SMTPServerDisconnected"
+    )
+
+
+async def test_a_session_ending_before_the_hand_over_is_a_failure_to_retry() -> None:
+    hold = asyncio.Event()  # never set: the server reads none of the content
+    script = Scripted(ACCEPTING[0], hold=hold)
+    line = "Long enough that the kernel cannot take it all at once.\n"
+    async with serving(script) as port:
+        session = connection(port)
+        handed: list[str] = []
+        with pytest.raises(DeliveryFailed) as failure:
+            await session.send(
+                mail(line * (16 * 1024 * 1024 // len(line))),
+                recipient="lan@example.com",
+                on_handed=lambda: handed.append("x"),
+            )
+        await session.close()
+    assert handed == []
+    assert not failure.value.permanent
+    assert script.contents == []
+
+
+@pytest.mark.parametrize("reply", ["451 4.3.0 try again later", "554 5.7.1 rejected"])
+async def test_a_refusal_after_the_hand_over_is_a_failure_not_a_doubt(reply: str) -> None:
+    script = Scripted(ACCEPTING[0], accepted=reply)
+    async with serving(script) as port:
+        session = connection(port)
+        with pytest.raises(DeliveryFailed) as failure:
+            await session.send(
+                mail("Thank you."), recipient="lan@example.com", on_handed=lambda: None
+            )
+        await session.close()
+    assert failure.value.permanent is reply.startswith("5")
+    assert reply.split()[0] in failure.value.reason
