@@ -8,7 +8,8 @@ goes, and at the end one summary table with a column per database and the target
     PYTHONPATH=. .venv/bin/python -m bench.all [--db sqlite|postgres|both]
         [--purchases 3000] [--rate 200] [--seconds 15] [--drain 120] [--customers 2000]
 
-It takes about 15-25 minutes on the 2-core machine. Needs wrk (`apt-get install -y wrk`)
+It takes about 15-25 minutes on the 2-core machine (the sustained rate's search adds up
+to four paced runs per database). Needs wrk (`apt-get install -y wrk`)
 and, for the PostgreSQL column, PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth),
 where it creates and drops its own databases.
 """
@@ -71,6 +72,13 @@ def _rest(result: rest.RestResult, mode: str, paced: bool) -> str:
     return "-"
 
 
+def _sustained(p: pipeline.PipelineResult) -> str:
+    kept = p.sustained
+    if kept is None:
+        return "no paced run kept up"
+    return f"{kept.rate:,.0f} ({kept.rate / p.floor:.2%})"
+
+
 def _hops(run: pipeline.Paced | None) -> str:
     if run is None or not all(run.mail_hops.values()):
         return "-"
@@ -93,9 +101,27 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
     add("burst: purchase → 360° view, /s", [f"{p.burst.profile:,.1f}" for p in pipes])
     add("burst: purchase → e-mail, /s", [f"{p.burst.mail:,.1f}" for p in pipes])
     add(
-        "end to end, /s (ratio to raw)",
+        "burst: end to end, /s (ratio to raw)",
         [f"{p.burst.end_to_end:,.1f} ({p.burst.end_to_end / p.floor:.2%})" for p in pipes],
+    )
+    add(
+        "sustained end to end, /s (ratio to raw)",
+        [_sustained(p) for p in pipes],
         TARGETS["end to end"],
+    )
+    add(
+        "sustained: paced runs, /s (+ kept up, - fell behind)",
+        [
+            " ".join(f"{r.rate:.0f}{'+' if r.kept_up else '-'}" for r in [*p.runs, *p.probes])
+            for p in pipes
+        ],
+    )
+    kept = [p.sustained for p in pipes]
+    add("sustained: → points p50/p95/p99 ms", [_lat(r, "points") for r in kept])
+    add("sustained: → e-mail p50/p95/p99 ms", [_lat(r, "mails") for r in kept])
+    add(
+        "sustained: CPU ms per purchase, all (busy)",
+        [_cpu(r.cpu_ms, r.busy) if r else "-" for r in kept],
     )
     for index, label in ((0, "80 % of max"), (1, "fixed rate")):
         runs = [p.runs[index] if len(p.runs) > index else None for p in pipes]

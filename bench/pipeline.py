@@ -15,7 +15,11 @@ Starts its own broker, SMTP sink and the four services as processes, then prints
      purchases, so a saturated run reports how far behind it fell, not a cut-off sample;
      on PostgreSQL the paced runs come after a VACUUM (ANALYZE) of every database
      (unless ``--no-vacuum``; see ``vacuum``);
-  4. peak RSS of each service.
+  4. the sustained rate: the highest offered rate a paced run of ``--seconds`` kept up
+     with (see ``Paced.kept_up``), searched downwards from the 80 % run (``sustain``);
+     a burst works through a backlog in large batches, so it overstates what the
+     pipeline sustains when purchases arrive steadily;
+  5. peak RSS of each service.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -51,6 +55,20 @@ from tools.stack import SERVICE_NAMES, ServiceProcess, migrate, service_env
 
 # Purchases sent, and waited for, before the burst: see ``warm_up``.
 WARM_UP = 40
+
+# See ``Paced.kept_up``: seconds after a paced run's last send within which every effect
+# must be in for the run to count as kept up.
+KEPT_UP_AFTER = 1.5
+
+# ``sustain``'s search: its step down (up: divided by it), when it stops, how many runs.
+SUSTAIN_STEP = 0.8
+SUSTAIN_WITHIN = 0.1
+SUSTAIN_PROBES = 4
+
+# The paced producer's linger: Kafka's own producer default since 4.0 (KIP-1030), and
+# the services' ``kafka_linger_ms``. Each purchase's latency is measured from just before
+# it is handed to the producer, so the linger is part of it.
+PACED_LINGER_MS = 5
 
 
 def make_purchase(customer: str, i: int, tag: str = "B") -> PurchaseCompleted:
@@ -324,6 +342,23 @@ class Paced:
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per purchase, by process
     busy: float = float("nan")  # share of the machine's CPUs busy during the run
 
+    @property
+    def kept_up(self) -> bool:
+        """Whether the pipeline kept up with the offered rate: every purchase had its
+        points and its thank-you within ``KEPT_UP_AFTER`` seconds of the last send. A
+        pipeline that falls behind ends the run with a backlog, which this catches once
+        it exceeds that much work; over a 15 s run, a rate up to about 10 % over what
+        the pipeline sustains can still pass (the last purchase's own latency counts
+        against the same allowance)."""
+        complete = len(self.points) == self.sent and len(self.mails) == self.sent
+        return complete and self.waited <= KEPT_UP_AFTER
+
+    @property
+    def achieved(self) -> float:
+        """Purchases/s the pipeline got through, from the first send until every effect
+        was in (an upper bound for a run that gave up waiting)."""
+        return self.sent / (self.sent / self.rate + self.waited)
+
 
 async def paced(
     bootstrap: str,
@@ -335,8 +370,9 @@ async def paced(
     seconds: int,
     drain: float,
     pids: dict[str, int],
+    linger_ms: int = PACED_LINGER_MS,
 ) -> Paced:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
     await producer.start()
     sent: dict[str, tuple[float, str]] = {}
     cpu_before = CpuMark.now(pids)
@@ -377,6 +413,46 @@ async def paced(
     return Paced(rate, len(sent), points, mails, waited, hops, mail_hops, cpu_ms, busy)
 
 
+async def sustain(
+    first: Paced, run: Callable[[float], Awaitable[Paced]], ceiling: float, floor: float = 10.0
+) -> list[Paced]:
+    """Paced runs (``run(rate)``) searching for the highest rate kept up with, starting
+    from ``first``, a run already made. Until a run has kept up, each offers
+    ``SUSTAIN_STEP`` of the last one's rate, or what that run achieved if less (see
+    ``Paced.achieved``), and the search stops below ``floor``/s; until one has fallen
+    behind, each offers the last one's rate divided by ``SUSTAIN_STEP``, up to
+    ``ceiling``/s (the burst's rate). Between the two, it halves the gap (stepping up
+    by no more than that) until the gap is within ``SUSTAIN_WITHIN`` of the rate kept
+    up with. At most ``SUSTAIN_PROBES`` runs
+    besides ``first``. Returns the new runs in the order made."""
+    kept = first.rate if first.kept_up else None
+    behind = None if first.kept_up else first.rate
+    last = first
+    runs: list[Paced] = []
+    while len(runs) < SUSTAIN_PROBES:
+        if kept is None:
+            assert behind is not None
+            rate = min(behind * SUSTAIN_STEP, last.achieved)
+        elif behind is None:
+            rate = min(kept / SUSTAIN_STEP, ceiling)
+        else:
+            rate = min((kept + behind) / 2, kept / SUSTAIN_STEP)
+        if rate < floor or (kept is not None and rate - kept <= SUSTAIN_WITHIN * kept):
+            break
+        last = await run(rate)
+        runs.append(last)
+        if last.kept_up:
+            kept = rate
+        else:
+            behind = rate
+    return runs
+
+
+def best_kept_up(runs: list[Paced]) -> Paced | None:
+    kept = [r for r in runs if r.kept_up]
+    return max(kept, key=lambda r: r.rate) if kept else None
+
+
 @dataclass
 class PipelineResult:
     db: str
@@ -385,8 +461,14 @@ class PipelineResult:
     warm_up: float  # seconds from the first purchases after start-up to all their effects
     n: int
     burst: Burst
-    runs: list[Paced]
+    runs: list[Paced]  # at 80 % of the burst's rate, then at the fixed rate
     rss: dict[str, float]
+    probes: list[Paced] = field(default_factory=list)  # ``sustain``'s runs
+
+    @property
+    def sustained(self) -> Paced | None:
+        """The fastest paced run kept up with (the 80 % and fixed-rate runs count too)."""
+        return best_kept_up([*self.probes, *self.runs])
 
 
 @dataclass
@@ -514,17 +596,29 @@ async def main(
         if settle and db == "postgres":
             took = await vacuum(stack.urls)
             print(f"[{db}] VACUUM (ANALYZE) after the burst: {took:.1f}s", flush=True)
-        runs = []
-        for offered in (0.8 * measured.end_to_end, float(rate)):
-            if offered == offered and offered >= 1.0:  # NaN: the burst never completed
-                print(f"[{db}] paced at {offered:.0f}/s for {seconds}s …", flush=True)
-                runs.append(
-                    await paced(
-                        bootstrap, prefix, watch, contacts, sink, offered, seconds, drain, pids
-                    )
-                )
+
+        async def run(offered: float) -> Paced:
+            print(f"[{db}] paced at {offered:.0f}/s for {seconds}s …", flush=True)
+            done = await paced(
+                bootstrap, prefix, watch, contacts, sink, offered, seconds, drain, pids
+            )
+            print(
+                f"[{db}]   {'kept up' if done.kept_up else 'fell behind'}: every effect in "
+                f"{done.waited:.1f}s after the last send",
+                flush=True,
+            )
+            return done
+
+        runs: list[Paced] = []
+        probes: list[Paced] = []
+        top = 0.8 * measured.end_to_end
+        if top == top and top >= 1.0:  # NaN: the burst never completed
+            runs.append(await run(top))
+            probes = await sustain(runs[0], run, ceiling=measured.end_to_end)
+        if rate >= 1:
+            runs.append(await run(float(rate)))
         rss = {s.name: peak_rss_mb(s.proc.pid) for s in stack.services if s.proc}
-        result = PipelineResult(db, len(sample), floor, warmed, n, measured, runs, rss)
+        result = PipelineResult(db, len(sample), floor, warmed, n, measured, runs, rss, probes)
         report(result)
         return result
     finally:
@@ -558,7 +652,7 @@ def report(r: PipelineResult) -> None:
             f"{f'burst of {r.n}: {label}':<50} {value:>10,.1f} purchases/s"
             f"   ({value / r.floor:.2%} of raw)"
         )
-    for run in r.runs:
+    for run in [*r.runs, *r.probes]:
         for label, values in (("points", run.points), ("e-mail", run.mails)):
             print(
                 f"{f'at {run.rate:.0f}/s: purchase → {label}':<50} {latency(values)}"
@@ -578,6 +672,15 @@ def report(r: PipelineResult) -> None:
             + ", ".join(f"{k} {v:.1f} ms" for k, v in run.cpu_ms.items())
             + f"; machine {run.busy:.0%} busy"
         )
+    probed = ", ".join(
+        f"{p.rate:.0f}/s {'kept up' if p.kept_up else 'fell behind'}" for p in [*r.runs, *r.probes]
+    )
+    kept = r.sustained
+    print(
+        f"{'sustained end to end (highest paced rate kept up)':<50} "
+        + (f"{kept.rate:>10,.1f} purchases/s" if kept else f"{'none':>10}")
+        + f"   (runs: {probed}; kept up = every effect within {KEPT_UP_AFTER:g}s of the last send)"
+    )
     print(
         "CPU per purchase in the burst (until the last e-mail): "
         + ", ".join(f"{k} {v:.1f} ms" for k, v in b.cpu_ms.items())
