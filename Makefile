@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-postgres lint format schema bench bench-rest lock clean k8s-validate test-chaos demo
+.PHONY: install run test test-postgres lint format schema bench bench-rest lock clean k8s-validate test-chaos test-chaos-postgres demo
 
 $(VENV)/.installed: requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Keepwell needs Python 3.11, found " + sys.version'
@@ -31,6 +31,9 @@ test-postgres: install ## the database-backed tests again, on PostgreSQL
 
 test-chaos: install ## fault injection, 10,000 purchases (CHAOS_PURCHASES=1000 for a quick run)
 	$(PY) -m pytest -q -s -m chaos tests/chaos
+
+test-chaos-postgres: install ## the fault injection again, each service on PostgreSQL
+	KEEPWELL_TEST_DB=postgres $(PY) -m pytest -q -s -m chaos tests/chaos
 
 lint: install
 	$(VENV)/bin/ruff check .
