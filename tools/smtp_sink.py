@@ -74,6 +74,12 @@ class SinkHandler(OffersPipelining):
         self._echo = echo
         self._lock = threading.Lock()
         self.arrived = threading.Condition(self._lock)
+        self._stalled_until = 0.0  # time.monotonic()
+
+    def stall(self, seconds: float) -> None:
+        """For the next ``seconds``, hold the reply to each message's final dot until
+        they are over (the message is stored at once): a relay too slow to answer."""
+        self._stalled_until = time.monotonic() + seconds
 
     async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
@@ -99,6 +105,8 @@ class SinkHandler(OffersPipelining):
                 f"subject={mail.subject!r}",
                 flush=True,
             )
+        if (held := self._stalled_until - time.monotonic()) > 0:
+            await asyncio.sleep(held)
         return "250 Message accepted for delivery"
 
     def wait_for(self, count: int, timeout: float) -> list[ReceivedMail]:

@@ -26,6 +26,9 @@ DB_OUTAGE_SECONDS = float(os.environ.get("CHAOS_DB_OUTAGE_SECONDS", "8"))
 # Longer than SQLite's 30 s busy timeout, so loyalty's writers fail and must retry.
 LONG_DB_OUTAGE_SECONDS = float(os.environ.get("CHAOS_LONG_DB_OUTAGE_SECONDS", "35"))
 BROKER_PAUSE_SECONDS = SESSION_TIMEOUT_MS / 1000 + 4
+# Longer than engagement's SMTP timeout (harness.SERVICE_TUNING), so sends time out
+# after the whole message was handed over.
+SMTP_STALL_SECONDS = float(os.environ.get("CHAOS_SMTP_STALL_SECONDS", "8"))
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Fault:
     target: str
     at: float
     action: Callable[[ChaosStack], Awaitable[None]]
+    alongside: bool = False  # runs at its moment, not after the fault before it
 
 
 @dataclass
@@ -71,6 +75,14 @@ def kill_while_sending(rng: random.Random) -> Callable[[ChaosStack], Awaitable[N
         await stack.restart("engagement")
 
     return act
+
+
+async def stall_smtp(stack: ChaosStack) -> None:
+    """The SMTP sink stores each message at once but answers none of them until
+    ``SMTP_STALL_SECONDS`` are over: the sender's sessions time out waiting for the
+    reply to a message the relay already has."""
+    stack.sink.stall(SMTP_STALL_SECONDS)
+    await asyncio.sleep(SMTP_STALL_SECONDS)
 
 
 async def pause_broker(stack: ChaosStack) -> None:
@@ -202,18 +214,30 @@ def schedule(rng: random.Random, window: float) -> list[Fault]:
     # Drawn after the others, so their moments stay what they were for a seed.
     at = rng.uniform(1.0, window)
     faults.append(Fault("sigkill-sending", "engagement", at, kill_while_sending(rng)))
+    at = rng.uniform(1.0, window)
+    faults.append(Fault("smtp-stall", f"{SMTP_STALL_SECONDS:.0f}s", at, stall_smtp, True))
     return sorted(faults, key=lambda f: f.at)
 
 
 async def inject(
     stack: ChaosStack, faults: list[Fault], log: FaultLog, say: Callable[[str], None]
 ) -> None:
-    """Run the faults one after another, each at its moment (or as soon as the last ends)."""
+    """Run the faults one after another, each at its moment (or as soon as the last ends);
+    a fault marked ``alongside`` at its own moment, whatever else is running."""
     started = time.monotonic()
-    for fault in faults:
+
+    async def run(fault: Fault) -> None:
         await asyncio.sleep(max(0.0, fault.at - (time.monotonic() - started)))
         begun = time.monotonic() - started
         say(f"fault {fault.kind} {fault.target} begins at {begun:.1f} s")
         await fault.action(stack)
         log.done.append((fault.kind, fault.target, begun, time.monotonic() - started))
         say(f"fault {fault.kind} {fault.target} over at {time.monotonic() - started:.1f} s")
+
+    alongside = [asyncio.create_task(run(f)) for f in faults if f.alongside]
+    try:
+        for fault in faults:
+            if not fault.alongside:
+                await run(fault)
+    finally:
+        await asyncio.gather(*alongside)
