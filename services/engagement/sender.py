@@ -187,6 +187,12 @@ class Sender:
                     await self._claimer(queue)
             finally:
                 await _finish_even_if_cancelled(self._release(queue.drain()))
+                await _finish_even_if_cancelled(self._close_webhooks())
+
+    async def _close_webhooks(self) -> None:
+        """Close each webhook channel's HTTP client (reopened by its next send)."""
+        for webhook in self._webhooks.values():
+            await webhook.aclose()
 
     @contextlib.contextmanager
     def _journaling(self) -> Iterator[None]:
@@ -294,6 +300,8 @@ class Sender:
             except BaseException:
                 await _finish_even_if_cancelled(self._release(queue.drain()))
                 raise
+            finally:
+                await _finish_even_if_cancelled(self._close_webhooks())
             await self._release(queue.drain())
             return len(claims)
 

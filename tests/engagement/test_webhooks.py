@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from services.engagement.sender import Sender
-from services.engagement.webhooks import sign
+from services.engagement.webhooks import WebhookChannel, sign
 from shared.db import Database
 from shared.events.engagement import OutreachFailed, OutreachSent
 from tests.engagement.conftest import Receiver
@@ -89,7 +89,31 @@ async def test_a_500_then_200_delivers_once(
     row = await only_outreach(db, "c-1")
     assert (row.status, row.attempts) == ("sent", 2)
     assert len(provider.requests) == 2
+    # the same key on both attempts: a provider can tell the retry from a new message
+    assert [h["idempotency-key"] for h, _ in provider.requests] == [row.id, row.id]
     assert [e.type for e in await published(db)] == ["outreach.sent"]
+
+
+async def test_one_client_serves_a_channels_messages_until_the_sender_stops(
+    receiver: StartReceiver,
+) -> None:
+    provider = await receiver([])
+    channel = WebhookChannel(url=provider.url, secret=SECRET, timeout=5)
+    await channel.send(message_id="m-1", to=PHONE, text="one")
+    client = channel._client
+    await channel.send(message_id="m-2", to=PHONE, text="two")
+    assert client is not None
+    assert channel._client is client
+    await channel.aclose()
+    assert client.is_closed
+    assert channel._client is None
+    await channel.send(message_id="m-3", to=PHONE, text="three")  # reopens
+    await channel.aclose()
+    assert [json.loads(body)["message_id"] for _, body in provider.requests] == [
+        "m-1",
+        "m-2",
+        "m-3",
+    ]
 
 
 async def test_a_provider_that_never_answers_ends_failed_and_published(
