@@ -16,7 +16,7 @@ Starts its own broker, SMTP sink and the four services as processes, then prints
      on PostgreSQL the paced runs come after a VACUUM (ANALYZE) of every database
      (unless ``--no-vacuum``; see ``vacuum``);
   4. the sustained rate: the highest offered rate a paced run of ``--seconds`` kept up
-     with (see ``Paced.kept_up``), searched downwards from the 80 % run (``sustain``);
+     with (see ``Paced.kept_up``), searched from the 80 % run (``sustain``);
      a burst works through a backlog in large batches, so it overstates what the
      pipeline sustains when purchases arrive steadily;
   5. peak RSS of each service.
@@ -423,8 +423,8 @@ async def sustain(
     behind, each offers the last one's rate divided by ``SUSTAIN_STEP``, up to
     ``ceiling``/s (the burst's rate). Between the two, it halves the gap (stepping up
     by no more than that) until the gap is within ``SUSTAIN_WITHIN`` of the rate kept
-    up with. At most ``SUSTAIN_PROBES`` runs
-    besides ``first``. Returns the new runs in the order made."""
+    up with. At most ``SUSTAIN_PROBES`` runs besides ``first``. Returns the new runs in
+    the order made."""
     kept = first.rate if first.kept_up else None
     behind = None if first.kept_up else first.rate
     last = first
