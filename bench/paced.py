@@ -16,6 +16,7 @@ import argparse
 import asyncio
 
 import asyncpg
+import uvloop
 from sqlalchemy.engine import make_url
 
 from bench import metrics
@@ -126,4 +127,4 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse()
     overrides = dict(item.split("=", 1) for item in args.set)
-    asyncio.run(main(args.rate, args.seconds, args.drain, overrides))
+    uvloop.run(main(args.rate, args.seconds, args.drain, overrides))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import tempfile
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -43,7 +45,7 @@ from sqlalchemy.pool import NullPool
 
 from shared.config import ServiceSettings
 from shared.db import is_sqlite
-from shared.events import all_topics, decode
+from shared.events import all_topics
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
 from shared.events.profile import PROFILE_TOPIC, CustomerRegistered
@@ -52,6 +54,8 @@ from tools import broker as tansu
 from tools import smtp_sink
 from tools.databases import DatabaseMaker
 from tools.stack import SERVICE_NAMES, ServiceProcess, migrate, service_env
+
+REGISTERED: str = CustomerRegistered.model_fields["type"].default
 
 # Purchases sent, and waited for, before the burst: see ``warm_up``.
 WARM_UP = 40
@@ -123,8 +127,10 @@ class Watch:
         await follow(self.bootstrap, self.topic, stop, self._seen)
 
     def _seen(self, now: float, record: ConsumerRecord[bytes, bytes]) -> None:
-        purchase = decode(record.value).data.source_event_id
-        if purchase not in self.arrived:
+        # Two fields of an event the service has validated: read, not validated again
+        # (the benchmark's own CPU counts against the two cores it measures).
+        purchase = json.loads(record.value or b"{}").get("data", {}).get("source_event_id")
+        if purchase is not None and purchase not in self.arrived:
             self.arrived[purchase] = now
             self.relayed[purchase] = record.timestamp / 1000
 
@@ -143,9 +149,9 @@ class ContactWatch:
         await follow(self.bootstrap, self.topic, stop, self._seen)
 
     def _seen(self, now: float, record: ConsumerRecord[bytes, bytes]) -> None:
-        event = decode(record.value)
-        if isinstance(event, CustomerRegistered):
-            self.relayed.setdefault(event.subject, record.timestamp / 1000)
+        event = json.loads(record.value or b"{}")
+        if event.get("type") == REGISTERED:
+            self.relayed.setdefault(event["subject"], record.timestamp / 1000)
 
 
 async def group_caught_up(bootstrap: str, group: str, topic: str, partitions: int = 4) -> bool:
@@ -375,17 +381,22 @@ async def paced(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
     await producer.start()
     sent: dict[str, tuple[float, str]] = {}
+    run = uuid.uuid4().hex[:6]
+    # Built before the clock starts, so the run's CPU is the pipeline's, not the events'.
+    purchases = []
+    for i in range(int(rate * seconds)):
+        customer = f"paced-{run}-{i}"
+        e = make_purchase(customer, i, tag=f"P{run}")
+        purchases.append((e.id, e.to_json(), e.key, f"{customer}@bench.test"))
+    topic = prefix + "commerce.purchases"
     cpu_before = CpuMark.now(pids)
     start = time.time()
-    run = uuid.uuid4().hex[:6]
-    for i in range(int(rate * seconds)):
+    for i, (event_id, value, key, address) in enumerate(purchases):
         due = start + i / rate
         if (delay := due - time.time()) > 0:
             await asyncio.sleep(delay)
-        customer = f"paced-{run}-{i}"
-        e = make_purchase(customer, i, tag=f"P{run}")
-        sent[e.id] = (time.time(), f"{customer}@bench.test")
-        await producer.send(prefix + "commerce.purchases", e.to_json(), key=e.key)
+        sent[event_id] = (time.time(), address)
+        await producer.send(topic, value, key=key)
     await producer.stop()
     finished = time.time()
     addresses = {a for _, a in sent.values()}
@@ -719,4 +730,4 @@ async def run_all(args: argparse.Namespace) -> list[PipelineResult]:
 
 
 if __name__ == "__main__":
-    asyncio.run(run_all(parse()))
+    uvloop.run(run_all(parse()))  # as the services: less of the benchmark's own CPU
