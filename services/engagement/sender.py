@@ -482,14 +482,13 @@ class Sender:
                 doubt.reason,
                 extra={"outreach_id": claim.outreach_id, "attempt": claim.attempt},
             )
-            reply = outcome.reply or ""
-            self._journal_step(claim, lambda journal: journal.accepted(claim, reply))
         except DeliveryFailed as failure:
             outcome = Outcome(claim, failure=failure)
-            self._journal_step(claim, lambda journal: journal.failed(claim))
-        else:
+        if outcome.failure is None:
             reply = outcome.reply or ""
             self._journal_step(claim, lambda journal: journal.accepted(claim, reply))
+        else:
+            self._journal_step(claim, lambda journal: journal.failed(claim))
         unsettled.append(asyncio.create_task(self._record(outcome)))
         if (excess := len(unsettled) - UNSETTLED_PER_WORKER) > 0:
             oldest = unsettled[:excess]
