@@ -459,11 +459,6 @@ async def sustain(
     return runs
 
 
-def best_kept_up(runs: list[Paced]) -> Paced | None:
-    kept = [r for r in runs if r.kept_up]
-    return max(kept, key=lambda r: r.rate) if kept else None
-
-
 @dataclass
 class PipelineResult:
     db: str
@@ -479,7 +474,8 @@ class PipelineResult:
     @property
     def sustained(self) -> Paced | None:
         """The fastest paced run kept up with (the 80 % and fixed-rate runs count too)."""
-        return best_kept_up([*self.probes, *self.runs])
+        kept = [r for r in [*self.probes, *self.runs] if r.kept_up]
+        return max(kept, key=lambda r: r.rate) if kept else None
 
 
 @dataclass
