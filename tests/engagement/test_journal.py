@@ -400,9 +400,7 @@ async def test_a_message_whose_session_ended_after_the_hand_over_is_in_doubt_not
         ("250 sender ok", "250 recipient ok", "354 go ahead"),
         accepted=None if server_then == "never answers" else Scripted.DROP,
     )
-    server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with script.listening() as port:
         await handle(db, customer("c-1", email="lan@example.com"), purchase("c-1"))
         sender = _sender(db, port, tmp_path, smtp_timeout_seconds=1, sending_timeout_seconds=2)
         assert await sender.run_once() == 1
@@ -412,8 +410,6 @@ async def test_a_message_whose_session_ended_after_the_hand_over_is_in_doubt_not
         assert "the session ended before its reply" in caplog.text
         await asyncio.sleep(2.5)  # past the sending timeout: nothing is put back
         assert await sender.run_once() == 0
-    finally:
-        server.close()
     assert len(script.contents) == 1
     assert [e.data.outreach_id for e in await published(db) if isinstance(e, OutreachSent)] == [
         row.id

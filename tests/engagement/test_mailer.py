@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import cast
 
@@ -36,11 +35,8 @@ def connection(port: int) -> SmtpConnection:
 @pytest.fixture
 async def scripted(request: pytest.FixtureRequest) -> AsyncIterator[tuple[int, Scripted]]:
     script = Scripted(request.param)
-    server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    yield port, script
-    server.close()
-    await server.wait_closed()
+    async with script.listening() as port:
+        yield port, script
 
 
 ACCEPTING = (("250 sender ok", "250-recipient ok\r\n250 will deliver", "354 go ahead"),)
@@ -140,15 +136,6 @@ async def test_lines_starting_with_a_dot_arrive_as_written(
     assert received.text().splitlines() == text.splitlines()
 
 
-@asynccontextmanager
-async def serving(script: Scripted) -> AsyncIterator[int]:
-    server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-
-
 async def test_a_message_the_kernel_cannot_take_at_once_is_handed_when_the_rest_is_written() -> (
     None
 ):
@@ -160,7 +147,7 @@ async def test_a_message_the_kernel_cannot_take_at_once_is_handed_when_the_rest_
     line = "A line of a long message, written again and again to fill the socket.\n"
     text = line * (16 * 1024 * 1024 // len(line))  # 16 MiB: more than loopback buffers
     handed: list[int] = []
-    async with serving(script) as port:
+    async with script.listening() as port:
         session = connection(port)
         session._settings = settings(smtp_port=port, smtp_timeout_seconds=30)
         try:
@@ -194,7 +181,7 @@ async def test_a_session_ending_after_the_hand_over_leaves_the_message_in_doubt(
     script = Scripted(
         ACCEPTING[0], accepted=None if server_then == "never answers" else Scripted.DROP
     )
-    async with serving(script) as port:
+    async with script.listening() as port:
         session = connection(port)  # a 2 s timeout
         handed: list[str] = []
         with pytest.raises(HandedInDoubt) as doubt:
@@ -216,7 +203,7 @@ async def test_a_session_ending_before_the_hand_over_is_a_failure_to_retry() -> 
     hold = asyncio.Event()  # never set: the server reads none of the content
     script = Scripted(ACCEPTING[0], hold=hold)
     line = "Long enough that the kernel cannot take it all at once.\n"
-    async with serving(script) as port:
+    async with script.listening() as port:
         session = connection(port)
         handed: list[str] = []
         with pytest.raises(DeliveryFailed) as failure:
@@ -234,7 +221,7 @@ async def test_a_session_ending_before_the_hand_over_is_a_failure_to_retry() -> 
 @pytest.mark.parametrize("reply", ["451 4.3.0 try again later", "554 5.7.1 rejected"])
 async def test_a_refusal_after_the_hand_over_is_a_failure_not_a_doubt(reply: str) -> None:
     script = Scripted(ACCEPTING[0], accepted=reply)
-    async with serving(script) as port:
+    async with script.listening() as port:
         session = connection(port)
         with pytest.raises(DeliveryFailed) as failure:
             await session.send(
