@@ -7,6 +7,7 @@ import contextlib
 import functools
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import cast
 
@@ -92,9 +93,16 @@ class SmtpConnection:
         self._settings = settings
         self._sender = sender
         self._client: aiosmtplib.SMTP | None = None
+        self._replies: _Replies | None = None  # standing in for aiosmtplib's protocol
+        self._primed: _Primed | None = None  # the next message's envelope, already written
 
     async def send(
-        self, mail: Mail, *, recipient: str, on_handed: Callable[[], None] | None = None
+        self,
+        mail: Mail,
+        *,
+        recipient: str,
+        on_handed: Callable[[], None] | None = None,
+        then: tuple[Mail, str] | None = None,
     ) -> str:
         """Hand the message to the server; returns its reply (often naming its queue id).
 
@@ -104,6 +112,14 @@ class SmtpConnection:
         included, is in the kernel's socket buffer, before the reply is read; only on a
         pipelined session (``_pipelined``). If the session then ends without a reply
         from the server (``HandedInDoubt``), this raises that rather than a failure.
+
+        ``then`` (a message and its recipient) is the message this session sends next:
+        on a pipelined session its MAIL, RCPT and DATA follow this message's content in
+        the same write, so the next ``send`` of that message starts with their replies
+        already on the way, one round trip per message instead of two (RFC 2920 lets
+        the content open a group). If the next ``send`` is of another message, or the
+        session is closed first, the session is dropped without a final dot, so the
+        server never has that message.
         """
         handed = False
 
@@ -115,26 +131,81 @@ class SmtpConnection:
 
         try:
             async with asyncio.timeout(self._settings.smtp_timeout_seconds):
+                if self._primed is not None and (
+                    self._primed.mail is not mail
+                    or self._client is None
+                    or not self._client.is_connected
+                ):
+                    await self.close()  # its envelope waits for content it will not get
                 client = await self._connected()
-                eight_bit = client.supports_extension("8bitmime")
-                options = ["SMTPUTF8"] if mail.utf8 else []
-                if eight_bit:
-                    options.append("BODY=8BITMIME")
-                message = mail.as_bytes(eight_bit=eight_bit)
-                if client.supports_extension("pipelining"):
-                    reply = await _pipelined(
-                        client, self._sender, recipient, message, options, handed_over
-                    )
-                else:
-                    _refused, reply = await client.sendmail(
-                        self._sender, [recipient], message, mail_options=options
-                    )
+                try:
+                    reply = await self._transaction(client, mail, recipient, handed_over, then)
+                except _PrimedSessionLost:
+                    # Nothing of this message went out: the same on a fresh session.
+                    await self.close()
+                    client = await self._connected()
+                    reply = await self._transaction(client, mail, recipient, handed_over, then)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self.close()
             if handed and not (isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0):
                 raise HandedInDoubt(f"{type(exc).__name__}: {exc}") from exc
             raise classify(exc) from exc
         return reply
+
+    async def _transaction(
+        self,
+        client: aiosmtplib.SMTP,
+        mail: Mail,
+        recipient: str,
+        on_handed: Callable[[], None],
+        then: tuple[Mail, str] | None,
+    ) -> str:
+        if not client.supports_extension("pipelining"):
+            eight_bit = client.supports_extension("8bitmime")
+            options = ["SMTPUTF8"] if mail.utf8 else []
+            if eight_bit:
+                options.append("BODY=8BITMIME")
+            _refused, reply = await client.sendmail(
+                self._sender, [recipient], mail.as_bytes(eight_bit=eight_bit), mail_options=options
+            )
+            return reply
+        primed, self._primed = self._primed, None
+        if primed is None:
+            envelope = _envelope(client, self._sender, recipient, mail)
+            replies = self._replies = _Replies(client)
+            replies.install()
+            replies.write(envelope.commands)
+        else:
+            replies, envelope = primed.replies, primed.envelope
+        return await _pipelined(
+            replies,
+            self._sender,
+            recipient,
+            envelope,
+            on_handed,
+            primed=primed is not None,
+            then=self._prime(client, replies, then),
+        )
+
+    def _prime(
+        self, client: aiosmtplib.SMTP, replies: _Replies, then: tuple[Mail, str] | None
+    ) -> Callable[[], bytes] | None:
+        """What ``_pipelined`` calls once this message's content is going out: the next
+        message's commands to write after it (noted as primed), or None to end here."""
+        if then is None:
+            return None
+        mail, recipient = then
+        try:
+            envelope = _envelope(client, self._sender, recipient, mail)
+        except (aiosmtplib.SMTPException, ValueError):
+            # Not primed: that message's own ``send`` builds it again and reports why.
+            return None
+
+        def primed() -> bytes:
+            self._primed = _Primed(mail, envelope, replies)
+            return envelope.commands
+
+        return primed
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
@@ -164,9 +235,18 @@ class SmtpConnection:
         return self._client
 
     async def close(self) -> None:
-        """QUIT politely if the session is healthy; drop it either way."""
+        """QUIT politely if the session is healthy; drop it either way. A session with a
+        primed envelope is dropped without QUIT: after DATA's 354 the server would take
+        QUIT for content."""
         client, self._client = self._client, None
+        primed, self._primed = self._primed, None
+        replies, self._replies = self._replies, None
+        if replies is not None:
+            replies.uninstall()
         if client is None or not client.is_connected:
+            return
+        if primed is not None:
+            client.close()
             return
         try:
             async with asyncio.timeout(self._settings.smtp_timeout_seconds):
@@ -175,62 +255,108 @@ class SmtpConnection:
             client.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    commands: bytes  # MAIL, RCPT and DATA, each ending in CRLF
+    content: bytes  # as written after the 354: dot-stuffed, ending in the final dot
+
+
+@dataclass(frozen=True, slots=True)
+class _Primed:
+    """A message whose MAIL, RCPT and DATA went out behind the previous content."""
+
+    mail: Mail
+    envelope: _Envelope
+    replies: _Replies  # still standing in for aiosmtplib's protocol
+
+
+class _PrimedSessionLost(Exception):
+    """The session ended (or the server closed it, 421) before the replies to a primed
+    envelope came: no content of that message went out."""
+
+
+def _envelope(client: aiosmtplib.SMTP, sender: str, recipient: str, mail: Mail) -> _Envelope:
+    """The commands and content of one transaction, as ``sendmail`` would write them."""
+    eight_bit = client.supports_extension("8bitmime")
+    options = ["SMTPUTF8"] if mail.utf8 else []
+    if eight_bit:
+        options.append("BODY=8BITMIME")
+    encoding = "utf-8" if mail.utf8 else "ascii"
+    if encoding == "utf-8" and not client.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    # As sendmail and the protocol write it: lone CR or LF made CRLF, dot-stuffed.
+    content = normalize_message_line_endings(mail.as_bytes(eight_bit=eight_bit))
+    if client.supports_extension("size"):
+        options = [f"size={len(content)}", *options]
+    mail_from = b" ".join((_mail_from(sender, encoding), *_ascii(options)))
+    rcpt = b"RCPT TO:" + quote_address(recipient).encode(encoding)
+    for line in (mail_from, rcpt):
+        if COMMAND_INJECTION_REGEX.search(line):
+            raise ValueError("Command arg contains a prohibited control character")
+    return _Envelope(
+        mail_from + b"\r\n" + rcpt + b"\r\nDATA\r\n",
+        PERIOD_REGEX.sub(b"..", content) + b".\r\n",
+    )
+
+
 async def _pipelined(
-    client: aiosmtplib.SMTP,
+    replies: _Replies,
     sender: str,
     recipient: str,
-    message: bytes,
-    options: list[str],
-    on_handed: Callable[[], None] | None = None,
+    envelope: _Envelope,
+    on_handed: Callable[[], None],
+    *,
+    primed: bool,
+    then: Callable[[], bytes] | None,
 ) -> str:
-    """``client.sendmail`` for one recipient, in two writes instead of four (RFC 2920):
-    MAIL, RCPT and DATA go together, then the content once the server said 354.
+    """``client.sendmail`` for one recipient, in one or two writes instead of four (RFC
+    2920): MAIL, RCPT and DATA went together (here, or behind the previous content if
+    ``primed``), then the content once the server said 354, with the next message's
+    commands behind it if ``then`` gives them.
 
     Every reply of the group is read and checked, in order. A refusal raises what
     ``sendmail`` raises (``SMTPSenderRefused``, ``SMTPRecipientsRefused``,
     ``SMTPDataError``) after resetting the envelope as it does; if the server accepted
-    DATA despite a refusal before it, an empty content ends the transaction first.
+    DATA despite a refusal before it, an empty content ends the transaction first. A
+    primed envelope that meets a closed session raises ``_PrimedSessionLost``.
     """
-    encoding = "utf-8" if any(o.lower() == "smtputf8" for o in options) else "ascii"
-    if encoding == "utf-8" and not client.supports_extension("smtputf8"):
-        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
-    # As sendmail and the protocol write it: lone CR or LF made CRLF, dot-stuffed.
-    content = normalize_message_line_endings(message)
-    if client.supports_extension("size"):
-        options = [f"size={len(content)}", *options]
-    mail = b" ".join((_mail_from(sender, encoding), *_ascii(options)))
-    rcpt = b"RCPT TO:" + quote_address(recipient).encode(encoding)
-    for line in (mail, rcpt):
-        if COMMAND_INJECTION_REGEX.search(line):
-            raise ValueError("Command arg contains a prohibited control character")
-    content = PERIOD_REGEX.sub(b"..", content) + b".\r\n"
-    async with _Replies(client) as replies:
-        replies.write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
-        mailed, recipients, data = await replies.next(), await replies.next(), await replies.next()
-        refusal: aiosmtplib.SMTPException | None = None
-        if mailed.code != _COMPLETED:
-            refusal = aiosmtplib.SMTPSenderRefused(mailed.code, mailed.message, sender)
-        elif recipients.code not in (_COMPLETED, _WILL_FORWARD):
-            refused = aiosmtplib.SMTPRecipientRefused(
-                recipients.code, recipients.message, recipient
-            )
-            refusal = aiosmtplib.SMTPRecipientsRefused([refused])
-        elif data.code != _START_INPUT:
-            refusal = aiosmtplib.SMTPDataError(data.code, data.message)
-        if refusal is None:
-            replies.write(content, on_flushed=on_handed)
-            accepted = await replies.next()
-            if accepted.code == _COMPLETED:
-                return accepted.message
-            refusal = aiosmtplib.SMTPDataError(accepted.code, accepted.message)
-        elif data.code == _START_INPUT:
-            replies.write(b".\r\n")  # end the data the server wrongly asked for
-            await replies.next()
-        # As sendmail: reset the envelope; a failed reset is not the error to report.
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            replies.write(b"RSET\r\n")
-            await replies.next()
-        raise refusal
+    try:
+        mailed = await replies.next()
+    except (aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+        if primed:
+            raise _PrimedSessionLost() from exc
+        raise
+    if primed and mailed.code == 421:
+        raise _PrimedSessionLost()
+    recipients, data = await replies.next(), await replies.next()
+    refusal: aiosmtplib.SMTPException | None = None
+    if mailed.code != _COMPLETED:
+        refusal = aiosmtplib.SMTPSenderRefused(mailed.code, mailed.message, sender)
+    elif recipients.code not in (_COMPLETED, _WILL_FORWARD):
+        refused = aiosmtplib.SMTPRecipientRefused(recipients.code, recipients.message, recipient)
+        refusal = aiosmtplib.SMTPRecipientsRefused([refused])
+    elif data.code != _START_INPUT:
+        refusal = aiosmtplib.SMTPDataError(data.code, data.message)
+    if refusal is None:
+        following = then() if then is not None else b""
+        replies.write(envelope.content + following, on_flushed=on_handed)
+        accepted = await replies.next()
+        if not following:
+            replies.uninstall()
+        if accepted.code == _COMPLETED:
+            return accepted.message
+        # The final dot ended the transaction whatever the reply; no RSET, which would
+        # reset (or, after its 354, become the content of) the next one.
+        raise aiosmtplib.SMTPDataError(accepted.code, accepted.message)
+    if data.code == _START_INPUT:
+        replies.write(b".\r\n")  # end the data the server wrongly asked for
+        await replies.next()
+    # As sendmail: reset the envelope; a failed reset is not the error to report.
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+        replies.write(b"RSET\r\n")
+        await replies.next()
+    replies.uninstall()
+    raise refusal
 
 
 @functools.cache
@@ -245,7 +371,8 @@ def _ascii(options: list[str]) -> list[bytes]:
 
 class _Replies(asyncio.Protocol):
     """Reads the replies to pipelined commands, in order, while it stands in for
-    aiosmtplib's protocol on the session's transport (``async with``).
+    aiosmtplib's protocol on the session's transport (``install`` to ``uninstall``;
+    across messages while an envelope is primed).
 
     aiosmtplib's own reader expects one reply per command it wrote and drops what
     arrives beyond it, so replies to a group cannot be read through it. Losing the
@@ -265,12 +392,17 @@ class _Replies(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._on_flushed: Callable[[], None] | None = None
         self._limits: tuple[int, int] | None = None  # the transport's, while changed
+        self._uninstalled = False
 
-    async def __aenter__(self) -> _Replies:
+    def install(self) -> None:
+        """Stand in for aiosmtplib's protocol on the transport until ``uninstall``."""
         self._transport.set_protocol(self)
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    def uninstall(self) -> None:
+        """Give the transport back to aiosmtplib's protocol (once; again does nothing)."""
+        if self._uninstalled:
+            return
+        self._uninstalled = True
         self._on_flushed = None
         self._restore_limits()
         if self._transport.get_protocol() is self:

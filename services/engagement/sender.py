@@ -16,15 +16,18 @@ due it sleeps until a local commit, the earliest future due time it saw, or
 
 ``sender_concurrency`` workers, each with one SMTP session kept open for as long as
 the sender runs (reopened after an error or when the server closed it), take claims
-from the queue and render and send them outside any transaction. Each outcome is
+from the queue and render and send them outside any transaction. While a worker sends
+an e-mail it takes its next e-mail claim, so the session announces that message behind
+the content before it (``_Ahead``: one round trip per message). Each outcome is
 settled (``sent`` plus an ``outreach.sent`` event in the outbox, or a retry with
 backoff, or ``failed``) while the worker sends its next ones (up to
 ``UNSETTLED_PER_WORKER`` awaiting their commit); outcomes that are ready together share
 one transaction (group commit, ``settling``). A claim still
 queued ``sending_timeout - smtp_timeout`` after it was made is handed back unsent. On
-shutdown each worker finishes and settles the message in hand; the queue is handed
-back. ``run_once`` is one round of the same parts (sweeps, one claim, its sends), with
-the same worker loop stopping when the queue is empty.
+shutdown each worker finishes and settles the message in hand; the queue (and any
+claim a worker took early) is handed back. ``run_once`` is one round of the same
+parts (sweeps, one claim, its sends), with the same worker loop stopping when the queue
+is empty.
 
 Delivery is at-least-once where nothing is known, and once where the journal knows. A
 crash after a message went out and before the commit that records it leaves the row in
@@ -109,11 +112,14 @@ UNSETTLED_PER_WORKER = 4
 
 class _Queue:
     """Claims waiting for a worker, oldest first, each with the monotonic time after
-    which it must be handed back unsent."""
+    which it must be handed back unsent; and how many of its ``workers`` are ``busy``
+    with a claim."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int) -> None:
         self._items: deque[tuple[Claim, float]] = deque()
         self._ready = asyncio.Event()
+        self.workers = workers
+        self.busy = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -132,6 +138,14 @@ class _Queue:
     def get_nowait(self) -> tuple[Claim, float] | None:
         return self._items.popleft() if self._items else None
 
+    def peek(self) -> tuple[Claim, float] | None:
+        return self._items[0] if self._items else None
+
+    def spare(self) -> int:
+        """Claims beyond one for each idle worker: what a busy worker may take early
+        without keeping a claim from a worker that would send it now."""
+        return len(self._items) - (self.workers - self.busy)
+
     def expired(self, now: float) -> list[Claim]:
         """Take the claims at the head whose deadline has passed (deadlines only grow)."""
         taken: list[Claim] = []
@@ -143,6 +157,32 @@ class _Queue:
         claims = [claim for claim, _ in self._items]
         self._items.clear()
         return claims
+
+
+class _Ahead:
+    """A worker's next claim, taken from the queue while the one before it is sent, and
+    its message composed: the SMTP session writes that message's MAIL, RCPT and DATA
+    behind the content before it (``SmtpConnection.send``'s ``then``), so a message
+    costs one round trip to the server instead of two."""
+
+    def __init__(self, queue: _Queue) -> None:
+        self.queue = queue
+        self.item: tuple[Claim, float] | None = None
+        self._mail: tuple[str, Mail] | None = None  # (outreach id, its composed message)
+
+    def take(self) -> tuple[Claim, float] | None:
+        """The claim taken early, now the worker's to send (or hand back)."""
+        item, self.item = self.item, None
+        return item
+
+    def hold(self, claim: Claim, deadline: float, mail: Mail | None) -> None:
+        self.item = (claim, deadline)
+        self._mail = (claim.outreach_id, mail) if mail is not None else None
+
+    def mail_for(self, claim: Claim) -> Mail | None:
+        """The message composed for ``claim`` when it was taken early, if it was."""
+        held, self._mail = self._mail, None
+        return held[1] if held is not None and held[0] == claim.outreach_id else None
 
 
 class Sender:
@@ -178,7 +218,7 @@ class Sender:
     async def run(self) -> None:
         """Until cancelled: the claimer fills the queue, ``sender_concurrency`` workers
         send from it; on the way out the queue is handed back."""
-        queue = _Queue()
+        queue = _Queue(self._settings.sender_concurrency)
         with self._journaling():
             try:
                 async with asyncio.TaskGroup() as workers:
@@ -291,11 +331,11 @@ class Sender:
             claims, _, _ = await self._claim(
                 datetime.now(UTC), limit=self._settings.sender_batch_size, sweep=True
             )
-            queue = _Queue()
+            queue = _Queue(min(self._settings.sender_concurrency, len(claims)))
             queue.put(claims, deadline=self._deadline())
             try:
                 async with asyncio.TaskGroup() as workers:
-                    for _ in range(min(self._settings.sender_concurrency, len(claims))):
+                    for _ in range(queue.workers):
                         workers.create_task(self._worker(queue, until_empty=True))
             except BaseException:
                 await _finish_even_if_cancelled(self._release(queue.drain()))
@@ -341,19 +381,22 @@ class Sender:
         ``sending_timeout``. For ``run_once`` it stops when the queue is empty, and a
         failure ends it."""
         connection = self._mailer.connection()
+        ahead = _Ahead(queue)
         unsettled: list[asyncio.Task[None]] = []
         failures = 0
         try:
             while True:
-                if until_empty:
+                item = ahead.take()
+                if item is None and until_empty:
                     if (item := queue.get_nowait()) is None:
                         return
-                else:
+                elif item is None:
                     item = await queue.get()
                 if self._more_due and len(queue) < self._settings.sender_concurrency:
                     self._wakeup.set()  # the queue runs low and more is due
+                queue.busy += 1
                 try:
-                    await self._take(queue, *item, connection, unsettled)
+                    await self._take(ahead, *item, connection, unsettled)
                     failures = 0
                     continue
                 except Exception:
@@ -366,16 +409,22 @@ class Sender:
                         raise
                     failures += 1
                     log.error("outreach send ended by a stray cancellation (%d)", failures)
+                finally:
+                    queue.busy -= 1
                 await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
         finally:
             try:
                 await _finish_even_if_cancelled(_settled(unsettled))
             finally:
-                await _finish_even_if_cancelled(connection.close())
+                try:
+                    if (held := ahead.take()) is not None:
+                        await _finish_even_if_cancelled(self._release([held[0]]))
+                finally:
+                    await _finish_even_if_cancelled(connection.close())
 
     async def _take(
         self,
-        queue: _Queue,
+        ahead: _Ahead,
         claim: Claim,
         deadline: float,
         connection: SmtpConnection,
@@ -385,9 +434,9 @@ class Sender:
         its deadline has passed; finished even if the sender is cancelled meanwhile."""
         now = time.monotonic()
         if now >= deadline:
-            await _finish_even_if_cancelled(self._release([claim, *queue.expired(now)]))
+            await _finish_even_if_cancelled(self._release([claim, *ahead.queue.expired(now)]))
         else:
-            await _finish_even_if_cancelled(self._deliver(claim, connection, unsettled))
+            await _finish_even_if_cancelled(self._deliver(claim, connection, unsettled, ahead))
 
     async def _claim(
         self, now: datetime, *, limit: int, sweep: bool
@@ -462,7 +511,11 @@ class Sender:
         return retried, failed, suppressed
 
     async def _deliver(
-        self, claim: Claim, connection: SmtpConnection, unsettled: list[asyncio.Task[None]]
+        self,
+        claim: Claim,
+        connection: SmtpConnection,
+        unsettled: list[asyncio.Task[None]],
+        ahead: _Ahead,
     ) -> None:
         """Send, start settling the outcome, and wait for the worker's oldest outcomes
         until at most ``UNSETTLED_PER_WORKER`` of them await their commit
@@ -472,7 +525,7 @@ class Sender:
             if (earlier := self._handed_earlier(claim)) is not None:
                 outcome = Outcome(claim, reply=earlier)
             else:
-                outcome = Outcome(claim, reply=await self._hand_over(claim, connection))
+                outcome = Outcome(claim, reply=await self._hand_over(claim, connection, ahead))
         except HandedInDoubt as doubt:
             outcome = Outcome(claim, reply=f"{IN_DOUBT_SESSION}: {doubt.reason}")
             log.warning(
@@ -560,7 +613,7 @@ class Sender:
                     )
         return statuses
 
-    async def _hand_over(self, claim: Claim, connection: SmtpConnection) -> str:
+    async def _hand_over(self, claim: Claim, connection: SmtpConnection, ahead: _Ahead) -> str:
         """Give the message to its channel's provider; returns the provider's reply."""
         if claim.channel != catalog.EMAIL:
             webhook = self._webhooks.get(claim.channel)
@@ -568,11 +621,34 @@ class Sender:
                 raise DeliveryFailed(f"no {claim.channel} provider configured", permanent=False)
             text = self._render(claim).text
             return await webhook.send(message_id=claim.outreach_id, to=claim.address, text=text)
+        mail = ahead.mail_for(claim) or self._compose(claim)
         return await connection.send(
-            self._compose(claim),
+            mail,
             recipient=claim.address,
             on_handed=lambda: self._journal_step(claim, lambda journal: journal.handed(claim)),
+            then=self._look_ahead(ahead),
         )
+
+    def _look_ahead(self, ahead: _Ahead) -> tuple[Mail, str] | None:
+        """Take the queue's next claim for this worker if it is an e-mail to send; its
+        message and address, for the session to announce (None: nothing to announce)."""
+        item = ahead.queue.peek()
+        if item is None or ahead.item is not None or ahead.queue.spare() <= 0:
+            return None
+        claim, deadline = item
+        if claim.channel != catalog.EMAIL or deadline <= time.monotonic():
+            return None
+        if self._journal is not None and self._journal.earlier(claim.outreach_id) is not None:
+            return None  # recorded, not sent (``_handed_earlier``)
+        ahead.queue.get_nowait()
+        try:
+            mail = self._compose(claim)
+        except DeliveryFailed:
+            # Its own turn composes it again and records why it cannot go.
+            ahead.hold(claim, deadline, None)
+            return None
+        ahead.hold(claim, deadline, mail)
+        return mail, claim.address
 
     def _render(self, claim: Claim) -> RenderedMessage:
         try:

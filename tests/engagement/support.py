@@ -193,3 +193,75 @@ class Scripted:
                 writer.write(b"221 bye\r\n")
                 break
         writer.close()
+
+
+class Chunked:
+    """A raw SMTP server offering PIPELINING that records what arrived in each read,
+    so a test can tell which commands the client wrote together: the final dot of a
+    message and the next message's MAIL in one read were written before the server
+    answered the dot. It accepts every command; ``accepted`` replies to the final dots
+    in turn (then 250 for the rest). With ``messages_per_session``, the session's next
+    MAIL after that many messages gets a 421 and the connection is closed, as servers
+    that limit messages per connection do."""
+
+    def __init__(
+        self, accepted: tuple[str, ...] = (), messages_per_session: int | None = None
+    ) -> None:
+        self.accepted = list(accepted)
+        self.messages_per_session = messages_per_session
+        self.reads: list[bytes] = []
+        self.contents: list[bytes] = []
+        self.sessions = 0
+
+    @contextlib.asynccontextmanager
+    async def listening(self) -> AsyncIterator[int]:
+        server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        try:
+            yield server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+
+    def together(self, *starts: bytes) -> int:
+        """How many reads held lines starting with each of ``starts``."""
+        return sum(
+            all(any(line.startswith(s) for line in read.split(b"\r\n")) for s in starts)
+            for read in self.reads
+        )
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        writer.write(b"220 chunked ESMTP\r\n")
+        pending, content, in_data, sent = b"", bytearray(), False, 0
+        while chunk := await reader.read(1 << 16):
+            self.reads.append(chunk)
+            pending += chunk
+            while b"\r\n" in pending:
+                line, pending = pending.split(b"\r\n", 1)
+                if in_data:
+                    if line == b".":
+                        in_data = False
+                        sent += 1
+                        self.contents.append(bytes(content))
+                        reply = self.accepted.pop(0) if self.accepted else "250 queued"
+                        writer.write(reply.encode() + b"\r\n")
+                    else:
+                        content += line + b"\r\n"
+                    continue
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-chunked\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == b"MAIL" and sent == self.messages_per_session:
+                    writer.write(b"421 4.7.0 too many messages, closing\r\n")
+                    await writer.drain()
+                    writer.close()
+                    return
+                elif verb == b"DATA":
+                    in_data, content = True, bytearray()
+                    writer.write(b"354 go ahead\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    writer.close()
+                    return
+                else:
+                    writer.write(b"250 ok\r\n")
+        writer.close()

@@ -12,7 +12,7 @@ import pytest
 from services.engagement.composing import Composer, Mail
 from services.engagement.mailer import DeliveryFailed, HandedInDoubt, SmtpConnection
 from services.engagement.rendering import RenderedMessage
-from tests.engagement.support import Scripted, settings
+from tests.engagement.support import Chunked, Scripted, settings
 from tools.smtp_sink import SinkHandler
 
 SENDER = "Keepwell <hello@keepwell.local>"
@@ -230,3 +230,83 @@ async def test_a_refusal_after_the_hand_over_is_a_failure_not_a_doubt(reply: str
         await session.close()
     assert failure.value.permanent is reply.startswith("5")
     assert reply.split()[0] in failure.value.reason
+
+
+FIRST, SECOND, THIRD = mail("First."), mail("Second."), mail("Third.")
+
+
+def wire(*mails: Mail) -> list[bytes]:
+    return [m.as_bytes(eight_bit=True) for m in mails]
+
+
+async def test_the_next_message_is_announced_behind_the_content_before_it() -> None:
+    server = Chunked()
+    async with server.listening() as port:
+        session = connection(port)
+        try:
+            first = await session.send(FIRST, recipient="lan@example.com", then=(SECOND, "m@x.vn"))
+            second = await session.send(SECOND, recipient="m@x.vn")
+        finally:
+            await session.close()
+    assert (first, second) == ("queued", "queued")
+    assert server.sessions == 1
+    assert server.contents == wire(FIRST, SECOND)
+    # the first final dot and the second envelope left in one write, before the 250
+    assert server.together(b".", b"MAIL FROM", b"RCPT TO:<m@x.vn>", b"DATA") == 1
+
+
+async def test_an_announced_message_not_sent_next_is_dropped_with_its_session() -> None:
+    server = Chunked()
+    async with server.listening() as port:
+        session = connection(port)
+        try:
+            await session.send(FIRST, recipient="lan@example.com", then=(SECOND, "m@x.vn"))
+            await session.send(THIRD, recipient="t@x.vn")
+        finally:
+            await session.close()
+    assert server.sessions == 2  # the second session sent the third message
+    assert server.contents == wire(FIRST, THIRD)
+
+
+async def test_closing_with_a_message_announced_drops_the_session_without_a_final_dot() -> None:
+    server = Chunked()
+    async with server.listening() as port:
+        session = connection(port)
+        await session.send(FIRST, recipient="lan@example.com", then=(SECOND, "m@x.vn"))
+        await session.close()
+        await asyncio.sleep(0.1)  # the server reads the end of the session
+    assert server.contents == wire(FIRST)
+    assert server.together(b"QUIT") == 0  # after DATA's 354 it would be content
+
+
+async def test_a_refused_content_ends_the_session_without_writing_into_the_announced_one() -> None:
+    server = Chunked(accepted=("554 5.7.1 rejected as spam",))
+    async with server.listening() as port:
+        session = connection(port)
+        try:
+            with pytest.raises(DeliveryFailed) as failure:
+                await session.send(FIRST, recipient="lan@example.com", then=(SECOND, "m@x.vn"))
+            second = await session.send(SECOND, recipient="m@x.vn")
+        finally:
+            await session.close()
+    assert failure.value.permanent
+    assert second == "queued"
+    # Any error ends the session: this one without RSET or QUIT, which the server would
+    # take for the announced message's content (the QUIT is the second session's).
+    assert server.sessions == 2
+    assert (server.together(b"RSET"), server.together(b"QUIT")) == (0, 1)
+    assert server.contents == wire(FIRST, SECOND)
+
+
+async def test_an_announced_message_the_server_will_not_take_goes_on_a_new_session() -> None:
+    server = Chunked(messages_per_session=1)  # 421 to the second MAIL of a session
+    async with server.listening() as port:
+        session = connection(port)
+        try:
+            await session.send(FIRST, recipient="lan@example.com", then=(SECOND, "m@x.vn"))
+            second = await session.send(SECOND, recipient="m@x.vn")
+        finally:
+            await session.close()
+    assert second == "queued"
+    assert server.sessions == 2
+    assert server.contents == wire(FIRST, SECOND)

@@ -22,6 +22,7 @@ from shared.db import Database
 from shared.events.profile import QuietHours
 from tests.engagement.conftest import SlowHandler
 from tests.engagement.support import (
+    Chunked,
     customer,
     handle,
     now,
@@ -145,6 +146,37 @@ async def test_a_worker_keeps_its_smtp_session_across_claims(
     assert server.recipients() == ["c0@example.com", "c1@example.com", "c2@example.com"]
     assert len({peer for _, peer in server.accepted}) == 1  # one session for all three
     assert sender.claims_made >= 4  # the first (empty) claim, then one per purchase
+
+
+async def test_a_worker_announces_its_next_message_behind_the_content_before_it(
+    db: Database,
+) -> None:
+    server = Chunked()
+    for n in range(3):
+        await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
+    async with server.listening() as port:
+        sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=1))
+        assert await sender.run_once() == 3
+    assert server.sessions == 1
+    assert len(server.contents) == 3
+    assert server.together(b".", b"MAIL FROM") == 2  # one round trip each after the first
+    assert [(r.status, r.attempts) for r in await outreach_rows(db)] == [("sent", 1)] * 3
+
+
+async def test_a_busy_worker_leaves_the_next_claim_to_an_idle_one(
+    db: Database, gated: Callable[..., tuple[int, GatedHandler]]
+) -> None:
+    port, server = gated("c0@example.com")
+    for n in range(2):
+        await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
+    config = settings(smtp_port=port, sender_concurrency=2, sender_poll_interval_ms=60_000)
+    async with running(Sender(db=db, settings=config)):
+        await wait_until(_set(server.holding), timeout=5)
+        # c1 goes on the other session while c0 is held, not behind c0 on its session
+        await wait_until(_got(server, "c1@example.com"), timeout=5)
+        server.gate.set()
+        await wait_until(_all_sent(db, 2), timeout=5)
+    assert len({peer for _, peer in server.accepted}) == 2
 
 
 async def test_a_session_the_server_closed_is_reopened(
