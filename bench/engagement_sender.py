@@ -8,6 +8,10 @@ claimer, workers, group commit) against an arrivals SMTP sink in its own process
 every message is recorded ``sent``. It prints, per round, the CPU this process spent
 per e-mail (the sender and the database driver; not the sink's), the statements per
 e-mail and the e-mails per second. Only the CPU figures mean much on a busy machine.
+
+With ``--rtt-ms`` the sender reaches the sink through ``bench.latency_proxy``, a link
+with that round trip, as to a relay on another machine; then the e-mails per second
+show how many round trips a message costs a worker (``--concurrency`` workers).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
+import sys
 import time
 
 from sqlalchemy import func, select
@@ -28,7 +34,7 @@ from services.engagement.sender import Sender
 from shared.db import Database
 from tests.engagement.support import customer, purchase
 from tools import smtp_sink
-from tools.broker import free_port
+from tools.broker import free_port, wait_for_port
 
 OPT_IN = {"email": "opt_in"}
 BATCH = 500
@@ -65,10 +71,26 @@ async def send_all(db: Database, config: EngagementSettings, *, until: int) -> N
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def run(db: Database, *, rounds: int, messages: int) -> None:
+def start_proxy(target: int, rtt_ms: float) -> tuple[int, subprocess.Popen[bytes]]:
+    """``bench.latency_proxy`` in front of ``target``; its port and process."""
     port = free_port()
-    config = EngagementSettings(smtp_port=port, smtp_timeout_seconds=5)
+    args = ["--listen", str(port), "--to", str(target), "--rtt-ms", str(rtt_ms)]
+    proxy = subprocess.Popen([sys.executable, "-m", "bench.latency_proxy", *args])
+    wait_for_port(port, proc=proxy)
+    return port, proxy
+
+
+async def run(
+    db: Database, *, rounds: int, messages: int, rtt_ms: float = 0, concurrency: int = 8
+) -> None:
+    port = free_port()
     sink = smtp_sink.ArrivalSink(port)
+    proxy = None
+    if rtt_ms > 0:
+        port, proxy = start_proxy(port, rtt_ms)
+    config = EngagementSettings(
+        smtp_port=port, smtp_timeout_seconds=5, sender_concurrency=concurrency
+    )
     counting = Counting(db)
     cpus: list[float] = []
     try:
@@ -83,14 +105,19 @@ async def run(db: Database, *, rounds: int, messages: int) -> None:
                 flush=True,
             )
     finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait()
         sink.stop()
     print(f"median {statistics.median(cpus):.3f} ms CPU per e-mail over {rounds} rounds")
 
 
-async def main(db_kind: str, rounds: int, messages: int) -> None:
+async def main(
+    db_kind: str, rounds: int, messages: int, rtt_ms: float = 0, concurrency: int = 8
+) -> None:
     start = time.perf_counter()
     async with migrated(db_kind, "engagement", MIGRATIONS) as db:
-        await run(db, rounds=rounds, messages=messages)
+        await run(db, rounds=rounds, messages=messages, rtt_ms=rtt_ms, concurrency=concurrency)
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
@@ -99,8 +126,10 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="postgres")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--rtt-ms", type=float, default=0, help="round trip to the sink")
+    parser.add_argument("--concurrency", type=int, default=8, help="the sender's workers")
     args = parser.parse_args(argv)
-    asyncio.run(main(args.db, args.rounds, args.messages))
+    asyncio.run(main(args.db, args.rounds, args.messages, args.rtt_ms, args.concurrency))
 
 
 if __name__ == "__main__":
