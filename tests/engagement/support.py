@@ -119,7 +119,23 @@ def _sku(name: str) -> str:
     return "sku-" + name.lower().replace(" ", "-")
 
 
-class Scripted:
+class _RawServer:
+    """A test SMTP server written on raw streams: ``serve`` answers one connection."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def listening(self) -> AsyncIterator[int]:
+        """Serve on a free local port, which it yields, until the block ends."""
+        server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        try:
+            yield server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+
+
+class Scripted(_RawServer):
     """A raw SMTP server offering PIPELINING that answers a transaction's commands only
     once it has read its DATA, all replies in one write: a client that waits for each
     reply before the next command waits in vain. ``replies`` answer MAIL, RCPT and
@@ -143,15 +159,6 @@ class Scripted:
         self.contents: list[bytes] = []
         self.sessions = 0
         self.data_asked = asyncio.Event()
-
-    @contextlib.asynccontextmanager
-    async def listening(self) -> AsyncIterator[int]:
-        """Serve on a free local port, which it yields, until the block ends."""
-        server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
-        try:
-            yield server.sockets[0].getsockname()[1]
-        finally:
-            server.close()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.sessions += 1
@@ -195,7 +202,7 @@ class Scripted:
         writer.close()
 
 
-class Chunked:
+class Chunked(_RawServer):
     """A raw SMTP server offering PIPELINING that records what arrived in each read,
     so a test can tell which commands the client wrote together: the final dot of a
     message and the next message's MAIL in one read were written before the server
@@ -212,14 +219,6 @@ class Chunked:
         self.reads: list[bytes] = []
         self.contents: list[bytes] = []
         self.sessions = 0
-
-    @contextlib.asynccontextmanager
-    async def listening(self) -> AsyncIterator[int]:
-        server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
-        try:
-            yield server.sockets[0].getsockname()[1]
-        finally:
-            server.close()
 
     def together(self, *starts: bytes) -> int:
         """How many reads held lines starting with each of ``starts``."""
