@@ -525,7 +525,11 @@ class Sender:
             if (earlier := self._handed_earlier(claim)) is not None:
                 outcome = Outcome(claim, reply=earlier)
             else:
-                outcome = Outcome(claim, reply=await self._hand_over(claim, connection, ahead))
+                # Take the next claim early only if no wait for a commit comes between:
+                # one waiting behind this worker's window is kept from the idle workers.
+                room = sum(not t.done() for t in unsettled) < UNSETTLED_PER_WORKER
+                reply = await self._hand_over(claim, connection, ahead, look_ahead=room)
+                outcome = Outcome(claim, reply=reply)
         except HandedInDoubt as doubt:
             outcome = Outcome(claim, reply=f"{IN_DOUBT_SESSION}: {doubt.reason}")
             log.warning(
@@ -613,8 +617,11 @@ class Sender:
                     )
         return statuses
 
-    async def _hand_over(self, claim: Claim, connection: SmtpConnection, ahead: _Ahead) -> str:
-        """Give the message to its channel's provider; returns the provider's reply."""
+    async def _hand_over(
+        self, claim: Claim, connection: SmtpConnection, ahead: _Ahead, *, look_ahead: bool
+    ) -> str:
+        """Give the message to its channel's provider; returns the provider's reply.
+        With ``look_ahead``, the worker's next e-mail claim is taken early."""
         if claim.channel != catalog.EMAIL:
             webhook = self._webhooks.get(claim.channel)
             if webhook is None:
@@ -626,7 +633,7 @@ class Sender:
             mail,
             recipient=claim.address,
             on_handed=lambda: self._journal_step(claim, lambda journal: journal.handed(claim)),
-            then=self._look_ahead(ahead),
+            then=self._look_ahead(ahead) if look_ahead else None,
         )
 
     def _look_ahead(self, ahead: _Ahead) -> tuple[Mail, str] | None:

@@ -220,6 +220,10 @@ class Chunked(_RawServer):
         self.contents: list[bytes] = []
         self.sessions = 0
 
+    def lines_starting(self, start: bytes) -> int:
+        """How many lines the client wrote that start with ``start``."""
+        return sum(line.startswith(start) for line in b"".join(self.reads).split(b"\r\n"))
+
     def together(self, *starts: bytes) -> int:
         """How many reads held lines starting with each of ``starts``."""
         return sum(

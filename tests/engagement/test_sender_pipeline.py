@@ -319,11 +319,11 @@ async def test_a_retry_goes_out_after_its_backoff_without_a_poll(db: Database) -
 
 
 async def _held_commits(
-    db: Database, gated: Callable[..., tuple[int, GatedHandler]], *, messages: int, workers: int
+    db: Database, port: int, *, messages: int, workers: int
 ) -> tuple[Sender, asyncio.Event, Callable[[], Awaitable[int]]]:
-    """A sender of ``messages`` thank-yous whose settling commits wait for the returned
-    gate, and a count of the outcomes sent but not yet committed."""
-    port, _server = gated()
+    """A sender of ``messages`` thank-yous to the SMTP server on ``port`` whose settling
+    commits wait for the returned gate, and a count of the outcomes sent but not yet
+    committed."""
     for n in range(messages):
         await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
     sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=workers))
@@ -347,7 +347,7 @@ async def _held_commits(
 async def test_a_worker_sends_on_while_its_outcome_commits(
     db: Database, gated: Callable[..., tuple[int, GatedHandler]]
 ) -> None:
-    sender, gate, unsettled = await _held_commits(db, gated, messages=6, workers=2)
+    sender, gate, unsettled = await _held_commits(db, gated()[0], messages=6, workers=2)
     round_ = asyncio.create_task(sender.run_once())
     # The first commit is held. Each worker sends one more message meanwhile, so four
     # outcomes (two per worker) await a commit, where waiting workers would leave two.
@@ -366,13 +366,31 @@ async def test_a_worker_sends_up_to_its_window_while_commits_wait_their_turn(
     """On SQLite a commit waits its turn at the write lock behind the consumer: a worker
     that waited for each outcome's commit sent one message per turn. It now keeps
     ``UNSETTLED_PER_WORKER`` outcomes waiting (plus the one it sends), then waits."""
-    sender, gate, unsettled = await _held_commits(db, gated, messages=8, workers=1)
+    sender, gate, unsettled = await _held_commits(db, gated()[0], messages=8, workers=1)
     round_ = asyncio.create_task(sender.run_once())
     window = UNSETTLED_PER_WORKER + 1  # the first outcome's commit is held from the start
     assert await wait_until(lambda: _at_least(unsettled, window), timeout=5)
     assert await unsettled() == window  # the next send waits for the held commit
     gate.set()
     assert await round_ == 8
+    rows = await outreach_rows(db)
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 8
+
+
+async def test_a_worker_waiting_for_its_window_has_taken_no_claim_early(db: Database) -> None:
+    """While its window's commits wait, a worker would keep a claim it took early from
+    the other workers; at a full window it announces nothing behind its last message."""
+    server = Chunked()
+    async with server.listening() as port:
+        sender, gate, unsettled = await _held_commits(db, port, messages=8, workers=1)
+        round_ = asyncio.create_task(sender.run_once())
+        window = UNSETTLED_PER_WORKER + 1
+        assert await wait_until(lambda: _at_least(unsettled, window), timeout=5)
+        assert len(server.contents) == window
+        assert server.lines_starting(b"MAIL FROM") == window  # none announced beyond
+        gate.set()
+        assert await round_ == 8
+    assert server.together(b".", b"MAIL FROM") >= 1  # it announced while it had room
     rows = await outreach_rows(db)
     assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 8
 
