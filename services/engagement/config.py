@@ -22,6 +22,12 @@ class EngagementSettings(ServiceSettings):
     smtp_timeout_seconds: float = Field(
         default=30.0, gt=0, description="Deadline for one whole SMTP exchange (connect to QUIT)"
     )
+    smtp_announce_next: bool = Field(
+        default=True,
+        description="On a server offering PIPELINING, write a worker's next message's MAIL,"
+        " RCPT and DATA behind the content before it (RFC 2920: one round trip per message);"
+        " off for a server that mishandles commands sent after the final dot",
+    )
     mail_from: str = "Keepwell <hello@keepwell.local>"
 
     sms_webhook_url: str | None = Field(

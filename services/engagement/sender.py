@@ -528,7 +528,8 @@ class Sender:
                 # Take the next claim early only if no wait for a commit comes between:
                 # one waiting behind this worker's window is kept from the idle workers.
                 room = sum(not t.done() for t in unsettled) < UNSETTLED_PER_WORKER
-                reply = await self._hand_over(claim, connection, ahead, look_ahead=room)
+                look = room and self._settings.smtp_announce_next
+                reply = await self._hand_over(claim, connection, ahead, look_ahead=look)
                 outcome = Outcome(claim, reply=reply)
         except HandedInDoubt as doubt:
             outcome = Outcome(claim, reply=f"{IN_DOUBT_SESSION}: {doubt.reason}")

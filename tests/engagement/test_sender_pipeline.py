@@ -148,18 +148,20 @@ async def test_a_worker_keeps_its_smtp_session_across_claims(
     assert sender.claims_made >= 4  # the first (empty) claim, then one per purchase
 
 
+@pytest.mark.parametrize("announce", [True, False])
 async def test_a_worker_announces_its_next_message_behind_the_content_before_it(
-    db: Database,
+    db: Database, announce: bool
 ) -> None:
     server = Chunked()
     for n in range(3):
         await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
     async with server.listening() as port:
-        sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=1))
-        assert await sender.run_once() == 3
+        config = settings(smtp_port=port, sender_concurrency=1, smtp_announce_next=announce)
+        assert await Sender(db=db, settings=config).run_once() == 3
     assert server.sessions == 1
     assert len(server.contents) == 3
-    assert server.together(b".", b"MAIL FROM") == 2  # one round trip each after the first
+    # one round trip each after the first; none saved when the setting is off
+    assert server.together(b".", b"MAIL FROM") == (2 if announce else 0)
     assert [(r.status, r.attempts) for r in await outreach_rows(db)] == [("sent", 1)] * 3
 
 
