@@ -161,10 +161,7 @@ class SmtpConnection:
         then: tuple[Mail, str] | None,
     ) -> str:
         if not client.supports_extension("pipelining"):
-            eight_bit = client.supports_extension("8bitmime")
-            options = ["SMTPUTF8"] if mail.utf8 else []
-            if eight_bit:
-                options.append("BODY=8BITMIME")
+            eight_bit, options = _mail_options(client, mail)
             _refused, reply = await client.sendmail(
                 self._sender, [recipient], mail.as_bytes(eight_bit=eight_bit), mail_options=options
             )
@@ -275,12 +272,19 @@ class _PrimedSessionLost(Exception):
     envelope came: no content of that message went out."""
 
 
-def _envelope(client: aiosmtplib.SMTP, sender: str, recipient: str, mail: Mail) -> _Envelope:
-    """The commands and content of one transaction, as ``sendmail`` would write them."""
+def _mail_options(client: aiosmtplib.SMTP, mail: Mail) -> tuple[bool, list[str]]:
+    """Whether the server takes 8-bit content, and MAIL's options for ``mail`` (as
+    aiosmtplib's ``send_message`` sets them)."""
     eight_bit = client.supports_extension("8bitmime")
     options = ["SMTPUTF8"] if mail.utf8 else []
     if eight_bit:
         options.append("BODY=8BITMIME")
+    return eight_bit, options
+
+
+def _envelope(client: aiosmtplib.SMTP, sender: str, recipient: str, mail: Mail) -> _Envelope:
+    """The commands and content of one transaction, as ``sendmail`` would write them."""
+    eight_bit, options = _mail_options(client, mail)
     encoding = "utf-8" if mail.utf8 else "ascii"
     if encoding == "utf-8" and not client.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
