@@ -138,6 +138,11 @@ class _Queue:
     def get_nowait(self) -> tuple[Claim, float] | None:
         return self._items.popleft() if self._items else None
 
+    def put_back(self, item: tuple[Claim, float]) -> None:
+        """Return a claim taken from the head to the head (its deadline is the earliest)."""
+        self._items.appendleft(item)
+        self._ready.set()
+
     def peek(self) -> tuple[Claim, float] | None:
         return self._items[0] if self._items else None
 
@@ -185,6 +190,31 @@ class _Ahead:
         return held[1] if held is not None and held[0] == claim.outreach_id else None
 
 
+class _Backoff:
+    """How long the claimer or a worker waits after a failure (as a rule, the database
+    away): ``first`` for the first in a row, doubling with each, at most ``most``. Any
+    commit of this service's database after ``least`` ends the wait: the database is
+    back, and what failed should be tried again now rather than after the longest
+    backoff an outage has built up."""
+
+    def __init__(self, *, first: float, least: float, most: float = 30.0) -> None:
+        self.first = first
+        self.least = least
+        self.most = most
+        self._committed = asyncio.Event()
+
+    def committed(self) -> None:
+        self._committed.set()
+
+    async def wait(self, failures: int) -> None:
+        full = min(self.most, self.first * 2 ** max(0, failures - 1))
+        self._committed.clear()  # only a commit after this failure counts
+        await asyncio.sleep(min(self.least, full))
+        if full > self.least:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._committed.wait(), full - self.least)
+
+
 class Sender:
     def __init__(
         self,
@@ -213,7 +243,10 @@ class Sender:
         self.claims_made = 0  # claim transactions (for tests and benchmarks)
         self.sweeps_made = 0
         self._journal: SendJournal | None = None
+        poll = settings.sender_poll_interval_ms / 1000
+        self._backoff = _Backoff(first=2 * poll, least=poll)
         db.on_commit(self._on_commit, when=OUTREACH_FLAG)
+        db.on_commit(self._backoff.committed)
 
     async def run(self) -> None:
         """Until cancelled: the claimer fills the queue, ``sender_concurrency`` workers
@@ -288,7 +321,7 @@ class Sender:
             except Exception:
                 failures += 1
                 log.exception("outreach claim failed (%d in a row)", failures)
-                await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
+                await self._backoff.wait(failures)
                 continue
             except asyncio.CancelledError:
                 if _cancel_requested():
@@ -297,7 +330,7 @@ class Sender:
                 # its own cancellation) must not end the sender silently.
                 failures += 1
                 log.error("outreach claim ended by a stray cancellation (%d in a row)", failures)
-                await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
+                await self._backoff.wait(failures)
                 continue
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
@@ -411,7 +444,8 @@ class Sender:
                     log.error("outreach send ended by a stray cancellation (%d)", failures)
                 finally:
                     queue.busy -= 1
-                await asyncio.sleep(min(30.0, self._poll_interval * 2**failures))
+                await self._before_backoff(queue, ahead, unsettled)
+                await self._backoff.wait(failures)
         finally:
             try:
                 await _finish_even_if_cancelled(_settled(unsettled))
@@ -421,6 +455,29 @@ class Sender:
                         await _finish_even_if_cancelled(self._release([held[0]]))
                 finally:
                     await _finish_even_if_cancelled(connection.close())
+
+    async def _before_backoff(
+        self, queue: _Queue, ahead: _Ahead, unsettled: list[asyncio.Task[None]]
+    ) -> None:
+        """After a failure, before the worker waits: the claim it took early goes back to
+        the head of the queue, for a worker that can send it now; and its other outcomes'
+        commits are awaited here, so that an outage costs the worker one backoff, not one
+        for each outcome that was awaiting its commit when the database went away."""
+        if (held := ahead.take()) is not None:
+            queue.put_back(held)
+        if not unsettled:
+            return
+        results = await asyncio.shield(asyncio.gather(*unsettled, return_exceptions=True))
+        unsettled.clear()
+        if failed := [r for r in results if isinstance(r, BaseException)]:
+            log.warning(
+                "%d more outcomes of this worker were not committed (%s: %s); the claimer "
+                "records them from the send journal (without one they are sent again after "
+                "the sending timeout)",
+                len(failed),
+                type(failed[0]).__name__,
+                failed[0],
+            )
 
     async def _take(
         self,

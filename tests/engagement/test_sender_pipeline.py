@@ -424,3 +424,76 @@ async def test_a_full_batch_of_deferred_messages_does_not_send_the_claimer_idle(
     quiet_row = await only_outreach(db, "c-quiet")
     assert quiet_row.status == "pending"
     assert quiet_row.due_at > now()
+
+
+def _failed_sends(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(r.getMessage().startswith("outreach send failed") for r in caplog.records)
+
+
+async def test_once_the_database_is_back_a_commit_ends_the_backoff_it_built_up(
+    db: Database,
+    gated: Callable[..., tuple[int, GatedHandler]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Commits fail for a while (the database away), with each failure followed by a
+    minute's backoff. Each worker fails once, for all the outcomes it had awaiting their
+    commit, and the first commit after the database is back ends every wait: the
+    messages are recorded from the journal, the next one is sent, and none twice."""
+    port, server = gated()
+    for n in range(12):
+        await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
+    sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=2))
+    sender._backoff.first = sender._backoff.most = 60.0
+    sender._backoff.least = 0.01
+    write = sender._settler._write
+    away = True
+
+    async def write_unless_away(outcomes: Sequence[Outcome]) -> dict[str, str | None]:
+        if away:
+            raise ConnectionError("the database is away")
+        return await write(outcomes)
+
+    sender._settler._write = write_unless_away
+    sender._settle = write_unless_away  # type: ignore[method-assign]  # the journal's too
+    caplog.set_level("INFO", logger="services.engagement.sender")
+    async with running(sender):
+        # Each worker sends until an outcome's failed commit surfaces, then backs off.
+        assert await wait_until(lambda: _now(_failed_sends(caplog) == 2), timeout=10)
+        assert len(server.recipients()) >= 10
+        away = False
+        await handle(db, customer("c-late", email="late@example.com"), purchase("c-late"))
+        assert await wait_until(_all_sent(db, 13), timeout=15)
+    assert sorted(server.recipients()) == sorted(
+        [f"c{n}@example.com" for n in range(12)] + ["late@example.com"]
+    )
+    assert _failed_sends(caplog) == 2  # no further failure for the outcomes left over
+
+
+async def test_a_worker_backing_off_hands_the_claim_it_took_early_to_the_others(
+    db: Database, gated: Callable[..., tuple[int, GatedHandler]]
+) -> None:
+    """One outcome's commit fails and its worker waits out a minute's backoff; the claim
+    it had taken early goes back to the queue, and the other worker sends it."""
+    port, server = gated()
+    messages = 30
+    for n in range(messages):
+        await handle(db, customer(f"c-{n}", email=f"c{n}@example.com"), purchase(f"c-{n}"))
+    sender = Sender(db=db, settings=settings(smtp_port=port, sender_concurrency=2))
+    sender._backoff.first = sender._backoff.least = sender._backoff.most = 60.0
+    settle = sender._settler.settle
+
+    async def settle_unless_first(outcome: Outcome) -> str | None:
+        if outcome.claim.address == "c0@example.com":
+            raise ConnectionError("this commit failed")
+        return await settle(outcome)
+
+    sender._settler.settle = settle_unless_first  # type: ignore[method-assign]
+    everyone = [f"c{n}@example.com" for n in range(messages)]
+    async with running(sender):
+        assert await wait_until(_got(server, *everyone), timeout=15)
+        assert await wait_until(_all_sent(db, messages), timeout=5)  # c-0 from the journal
+    assert sorted(server.recipients()) == sorted(everyone)
+
+
+async def _now(value: bool) -> bool:
+    return value
