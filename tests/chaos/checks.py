@@ -70,12 +70,21 @@ def distinct_mails(stack: ChaosStack) -> dict[str, set[str]]:
     return by_recipient
 
 
+DRAIN_REPORT_SECONDS = 3.0
+
+
 async def wait_drained(
-    stack: ChaosStack, oracle: Oracle, topics: dict[str, tuple[str, ...]], timeout: float
+    stack: ChaosStack,
+    oracle: Oracle,
+    topics: dict[str, tuple[str, ...]],
+    timeout: float,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[float, str]:
     """Seconds until nothing is left to consume, publish or send (or ``timeout``), and
-    what was still pending when the time ran out ("" when drained)."""
+    what was still pending when the time ran out ("" when drained). ``say`` is told what
+    is pending every few seconds, for the log of a slow drain."""
     started = time.monotonic()
+    told = started
     expected_mails = sum(oracle.emails.values())
     pending = "nothing checked yet"
     while time.monotonic() - started < timeout:
@@ -85,6 +94,9 @@ async def wait_drained(
         if mails >= expected_mails and not lag and not backlog:
             return time.monotonic() - started, ""
         pending = f"e-mails {mails}/{expected_mails}; uncommitted {lag}; outbox rows {backlog}"
+        if say is not None and time.monotonic() - told >= DRAIN_REPORT_SECONDS:
+            told = time.monotonic()
+            say(f"draining for {told - started:.0f} s: {pending}")
         await asyncio.sleep(1.0)
     return time.monotonic() - started, pending
 

@@ -120,7 +120,7 @@ async def test_no_loss_and_no_double_counting_under_faults(
     )
     assert not chaos.down - {"loyalty-b"}, f"still down after the faults: {chaos.down}"
     say("workload and faults done; waiting for the drain")
-    drain, pending = await checks.wait_drained(chaos, workload.oracle, topics, DRAIN_TIMEOUT)
+    drain, pending = await checks.wait_drained(chaos, workload.oracle, topics, DRAIN_TIMEOUT, say)
     say(f"drain: {drain:.0f} s {pending or 'drained'}; checking invariants")
     oracle = workload.oracle
     parking_problems, reparked = await checks.dead_letters(chaos, oracle)
