@@ -63,6 +63,13 @@ def _cpu(per_process: dict[str, float], busy: float) -> str:
     return f"{sum(per_process.values()):.1f} ({busy:.0%} busy)"
 
 
+def _harness(per_process: dict[str, float]) -> str:
+    """The broker's, SMTP sink's and benchmark's CPU per purchase, and the rate those alone
+    would fill the machine at (``pipeline.harness_ceiling``)."""
+    ms, ceiling = pipeline.harness_ceiling(per_process, os.cpu_count() or 1)
+    return f"{ms:.1f} ({ceiling:,.0f}/s)"
+
+
 def _rest(result: rest.RestResult, mode: str, paced: bool) -> str:
     for o in result.outcomes:
         if o.scenario.mode == mode and bool(o.scenario.rate) == paced:
@@ -154,6 +161,11 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
     add(
         "burst: CPU ms per purchase, all (busy)",
         [_cpu(p.burst.cpu_ms, p.burst.busy) for p in pipes],
+    )
+    add(
+        "burst: the test's own processes, CPU ms per purchase (ceiling /s)",
+        [_harness(p.burst.cpu_ms) for p in pipes],
+        "ceiling ≥ 1,000/s needed",
     )
     for name in pipes[0].burst.cpu_ms:
         add(
