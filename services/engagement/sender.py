@@ -192,27 +192,40 @@ class _Ahead:
 
 class _Backoff:
     """How long the claimer or a worker waits after a failure (as a rule, the database
-    away): ``first`` for the first in a row, doubling with each, at most ``most``. Any
-    commit of this service's database after ``least`` ends the wait: the database is
-    back, and what failed should be tried again now rather than after the longest
-    backoff an outage has built up."""
+    away): ``first`` for the first in a row, doubling with each, at most ``most``. A
+    commit of this service's database after the failure ends the wait once ``least``
+    has passed: the database is back, and what failed should be tried again now rather
+    than after the longest backoff an outage has built up."""
 
     def __init__(self, *, first: float, least: float, most: float = 30.0) -> None:
         self.first = first
         self.least = least
         self.most = most
-        self._committed = asyncio.Event()
+        self.commits = 0  # commits seen so far (``on_commit``)
+        self._next: asyncio.Event | None = None  # set by the next commit, while awaited
 
     def committed(self) -> None:
-        self._committed.set()
+        self.commits += 1
+        if self._next is not None:
+            self._next.set()
+            self._next = None
 
-    async def wait(self, failures: int) -> None:
-        full = min(self.most, self.first * 2 ** max(0, failures - 1))
-        self._committed.clear()  # only a commit after this failure counts
+    def seconds(self, failures: int) -> float:
+        """The full backoff after ``failures`` in a row."""
+        return min(self.most, self.first * 2.0 ** max(0, failures - 1))
+
+    async def wait(self, failures: int, *, since: int | None = None) -> None:
+        """Back off after ``failures`` in a row; ``since``: ``commits`` when the last of
+        them happened (now if not given)."""
+        seen = self.commits if since is None else since
+        full = self.seconds(failures)
         await asyncio.sleep(min(self.least, full))
-        if full > self.least:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._committed.wait(), full - self.least)
+        if self.commits != seen or full <= self.least:
+            return
+        if self._next is None:
+            self._next = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._next.wait(), full - self.least)
 
 
 class Sender:
@@ -444,8 +457,9 @@ class Sender:
                     log.error("outreach send ended by a stray cancellation (%d)", failures)
                 finally:
                     queue.busy -= 1
+                seen = self._backoff.commits  # a commit from here on: the database is back
                 await self._before_backoff(queue, ahead, unsettled)
-                await self._backoff.wait(failures)
+                await self._backoff.wait(failures, since=seen)
         finally:
             try:
                 await _finish_even_if_cancelled(_settled(unsettled))
