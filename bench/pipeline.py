@@ -13,13 +13,19 @@ Starts its own broker, SMTP sink and the four services as processes, then prints
      to the offered rate: at 80 % of the slowest of those three rates, and at a fixed
      offered load (``--rate``); a paced run waits up to ``--drain`` seconds for its
      purchases, so a saturated run reports how far behind it fell, not a cut-off sample;
-     on PostgreSQL the paced runs come after a VACUUM (ANALYZE) of every database
-     (unless ``--no-vacuum``; see ``vacuum``);
+     each paced run is made on a fresh stack, warmed up as the burst's was (unless
+     ``--no-fresh-stack``): the test broker's memory storage costs more CPU per fetch
+     the more it holds, and a run late in the benchmark paid for all the purchases
+     before it; on PostgreSQL a paced run comes after a VACUUM (ANALYZE) of every
+     database (unless ``--no-vacuum``; see ``vacuum``);
   4. the sustained rate: the highest offered rate a paced run of ``--seconds`` kept up
      with (see ``Paced.kept_up``), searched from the 80 % run (``sustain``);
      a burst works through a backlog in large batches, so it overstates what the
      pipeline sustains when purchases arrive steadily;
-  5. peak RSS of each service.
+  5. peak RSS of each service (the largest over every stack the benchmark started);
+  6. the CPU per purchase of the test's own processes in the burst (broker, SMTP sink,
+     load generator), and the rate at which they alone would fill the machine
+     (``harness_ceiling``).
 """
 
 from __future__ import annotations
@@ -596,29 +602,76 @@ async def vacuum(urls: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
-async def main(
-    db: str, n: int, rate: int, seconds: int, drain: float, *, settle: bool = True
-) -> PipelineResult:
-    stack = await Stack.open(db, extra_topics=("raw-floor",))
+async def ready(db: str, *, extra_topics: tuple[str, ...] = ()) -> tuple[Stack, float]:
+    """A fresh stack with the services started, watched and warmed up; the warm-up's
+    seconds."""
+    stack = await Stack.open(db, extra_topics=extra_topics)
     try:
+        await stack.start_services()
+        watch, _ = stack.watch()
+        print(f"[{db}] warming up with {WARM_UP} purchases …", flush=True)
+        warmed = await warm_up(stack.bootstrap, stack.prefix, watch, stack.sink, WARM_UP)
+    except BaseException:
+        await stack.close()
+        raise
+    return stack, warmed
+
+
+def note_rss(stack: Stack, rss: dict[str, float]) -> None:
+    """Keep in ``rss`` the largest peak RSS each service of ``stack`` has reached."""
+    for s in stack.services:
+        if s.proc:
+            rss[s.name] = max(rss.get(s.name, 0.0), peak_rss_mb(s.proc.pid))
+
+
+async def main(
+    db: str,
+    n: int,
+    rate: int,
+    seconds: int,
+    drain: float,
+    *,
+    settle: bool = True,
+    fresh: bool = True,
+) -> PipelineResult:
+    """The burst on one stack, then the paced runs, each on a fresh stack if ``fresh``
+    (see ``add_options``)."""
+    rss: dict[str, float] = {}
+    stack: Stack | None = None
+    try:
+        stack, warmed = await ready(db, extra_topics=("raw-floor",))
         sample = make_purchase("sample-customer", 1).to_json()
         floor = await raw_floor(stack.bootstrap, "raw-floor", 50_000, len(sample))
-        await stack.start_services()
-        watch, contacts = stack.watch()
-        bootstrap, prefix, sink = stack.bootstrap, stack.prefix, stack.sink
-        print(f"[{db}] warming up with {WARM_UP} purchases …", flush=True)
-        warmed = await warm_up(bootstrap, prefix, watch, sink, WARM_UP)
         print(f"[{db}] burst of {n} purchases …", flush=True)
-        pids = stack.pids
-        measured = await burst(bootstrap, prefix, watch, sink, n, pids)
-        if settle and db == "postgres":
-            took = await vacuum(stack.urls)
-            print(f"[{db}] VACUUM (ANALYZE) after the burst: {took:.1f}s", flush=True)
+        assert stack.points is not None
+        measured = await burst(
+            stack.bootstrap, stack.prefix, stack.points, stack.sink, n, stack.pids
+        )
 
         async def run(offered: float) -> Paced:
+            nonlocal stack
+            assert stack is not None
+            if fresh:
+                note_rss(stack, rss)
+                old, stack = stack, None
+                await old.close()
+                stack, _ = await ready(db)
+            if settle and db == "postgres":
+                took = await vacuum(stack.urls)
+                print(f"[{db}] VACUUM (ANALYZE): {took:.1f}s", flush=True)
             print(f"[{db}] paced at {offered:.0f}/s for {seconds}s …", flush=True)
+            assert stack.points is not None
+            assert stack.contacts is not None
             done = await paced(
-                bootstrap, prefix, watch, contacts, sink, offered, seconds, drain, pids
+                stack.bootstrap,
+                stack.prefix,
+                stack.points,
+                stack.contacts,
+                stack.sink,
+                offered,
+                seconds,
+                drain,
+                stack.pids,
             )
             print(
                 f"[{db}]   {'kept up' if done.kept_up else 'fell behind'}: every effect in "
@@ -635,12 +688,13 @@ async def main(
             probes = await sustain(runs[0], run, ceiling=measured.end_to_end)
         if rate >= 1:
             runs.append(await run(float(rate)))
-        rss = {s.name: peak_rss_mb(s.proc.pid) for s in stack.services if s.proc}
+        note_rss(stack, rss)
         result = PipelineResult(db, len(sample), floor, warmed, n, measured, runs, rss, probes)
-        report(result)
+        report(result, fresh=fresh)
         return result
     finally:
-        await stack.close()
+        if stack is not None:
+            await stack.close()
 
 
 def latency(values: list[float]) -> str:
@@ -652,11 +706,12 @@ def latency(values: list[float]) -> str:
     )
 
 
-def report(r: PipelineResult) -> None:
+def report(r: PipelineResult, *, fresh: bool = True) -> None:
     b = r.burst
     print(
         f"\nKeepwell purchase pipeline — database: {r.db}, message size {r.size} bytes, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; paced runs each on "
+        + ("a fresh stack" if fresh else "the burst's stack")
     )
     print(f"{'raw broker produce→consume':<50} {r.floor:>10,.0f} msg/s")
     print(f"{f'first {WARM_UP} purchases after start-up: all effects':<50} {r.warm_up:>10,.1f} s")
@@ -724,7 +779,15 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--vacuum",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="VACUUM (ANALYZE) PostgreSQL between the burst and the paced runs (see vacuum())",
+        help="VACUUM (ANALYZE) PostgreSQL before the paced runs (see vacuum())",
+    )
+    parser.add_argument(
+        "--fresh-stack",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each paced run on a fresh broker, databases and services (warmed up): the "
+        "test broker's memory storage costs more CPU per fetch the more it holds, which a "
+        "Kafka cluster does not (see docs/performance.md)",
     )
 
 
@@ -737,7 +800,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 async def run_all(args: argparse.Namespace) -> list[PipelineResult]:
     dbs = ("sqlite", "postgres") if args.db == "both" else (args.db,)
     return [
-        await main(db, args.purchases, args.rate, args.seconds, args.drain, settle=args.vacuum)
+        await main(
+            db,
+            args.purchases,
+            args.rate,
+            args.seconds,
+            args.drain,
+            settle=args.vacuum,
+            fresh=args.fresh_stack,
+        )
         for db in dbs
     ]
 
