@@ -13,10 +13,10 @@ Starts its own broker, SMTP sink and the four services as processes, then prints
      to the offered rate: at 80 % of the slowest of those three rates, and at a fixed
      offered load (``--rate``); a paced run waits up to ``--drain`` seconds for its
      purchases, so a saturated run reports how far behind it fell, not a cut-off sample;
-     each paced run is made on a fresh stack, warmed up as the burst's was (unless
-     ``--no-fresh-stack``): the test broker's memory storage costs more CPU per fetch
-     the more it holds, and a run late in the benchmark paid for all the purchases
-     before it; on PostgreSQL a paced run comes after a VACUUM (ANALYZE) of every
+     each paced run is made on a fresh stack, warmed up and given the same burst
+     (unless ``--no-fresh-stack``): the test broker's memory storage costs more CPU per
+     fetch the more it holds, and a run late in the benchmark paid for all the
+     purchases before it; on PostgreSQL a paced run comes after a VACUUM (ANALYZE) of every
      database (unless ``--no-vacuum``; see ``vacuum``);
   4. the sustained rate: the highest offered rate a paced run of ``--seconds`` kept up
      with (see ``Paced.kept_up``), searched from the 80 % run (``sustain``);
@@ -656,6 +656,11 @@ async def main(
                 old, stack = stack, None
                 await old.close()
                 stack, _ = await ready(db)
+                # The same burst as the first stack's, so the databases hold what they held
+                # there (PostgreSQL's statistics included, see ``vacuum``).
+                print(f"[{db}] burst of {n} purchases before the paced run …", flush=True)
+                assert stack.points is not None
+                await burst(stack.bootstrap, stack.prefix, stack.points, stack.sink, n, stack.pids)
             if settle and db == "postgres":
                 took = await vacuum(stack.urls)
                 print(f"[{db}] VACUUM (ANALYZE): {took:.1f}s", flush=True)
@@ -785,7 +790,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--fresh-stack",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="each paced run on a fresh broker, databases and services (warmed up): the "
+        help="each paced run on a fresh broker, databases and services, warmed up and "
+        "given the same burst: the "
         "test broker's memory storage costs more CPU per fetch the more it holds, which a "
         "Kafka cluster does not (see docs/performance.md)",
     )
