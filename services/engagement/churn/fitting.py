@@ -48,6 +48,13 @@ async def refit(
         raise NotEnoughData(
             f"{customers} customers bought by {calibration_end}; need at least {needed}"
         )
+    if not (data.days < calibration_end.toordinal()).any():
+        # Every customer was first seen on the calibration end day: each one's likelihood is
+        # 1 whatever the parameters, and the fit would return its starting point as a model.
+        raise NotEnoughData(
+            f"every purchase up to {calibration_end} is from that day; the model needs "
+            "purchases from an earlier day (a refit after the first day of trading)"
+        )
     model = await asyncio.to_thread(_fit, data, calibration_end, config)
     session.add(model)
     await session.flush()

@@ -68,6 +68,18 @@ async def test_too_few_customers_is_a_clear_conflict(db: Database) -> None:
         await fit(db)
 
 
+async def test_purchases_only_on_the_calibration_day_fit_nothing(db: Database) -> None:
+    """Each customer's likelihood is 1 whatever the parameters: the optimiser's starting
+    point would be stored as a converged model and score everyone."""
+    await handle(db, *(bought(f"day-one-{n}", FIT_DAY) for n in range(10)))
+    with pytest.raises(fitting.NotEnoughData, match="from that day"):
+        await fit(db)
+    await handle(db, *(bought(f"day-one-{n}", FIT_DAY + timedelta(days=1)) for n in range(10)))
+    model = await fit(db, FIT_DAY + timedelta(days=1))  # a day later there is something to fit
+    assert model.n_customers == 10
+    assert model.log_likelihood != 0.0  # a flat likelihood is 0 (log 1) everywhere
+
+
 async def test_band_change_is_published_once_and_not_on_every_rescore(db: Database) -> None:
     await handle(db, *population_events(), batch=50)
     await fit(db)
