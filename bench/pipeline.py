@@ -602,19 +602,23 @@ async def vacuum(urls: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
-async def ready(db: str, *, extra_topics: tuple[str, ...] = ()) -> tuple[Stack, float]:
-    """A fresh stack with the services started, watched and warmed up; the warm-up's
-    seconds."""
-    stack = await Stack.open(db, extra_topics=extra_topics)
+async def start_warm(stack: Stack) -> float:
+    """Start ``stack``'s services and watchers and warm them up; the warm-up's seconds."""
+    await stack.start_services()
+    watch, _ = stack.watch()
+    print(f"[{stack.db}] warming up with {WARM_UP} purchases …", flush=True)
+    return await warm_up(stack.bootstrap, stack.prefix, watch, stack.sink, WARM_UP)
+
+
+async def ready(db: str) -> Stack:
+    """A fresh stack with the services started, watched and warmed up."""
+    stack = await Stack.open(db)
     try:
-        await stack.start_services()
-        watch, _ = stack.watch()
-        print(f"[{db}] warming up with {WARM_UP} purchases …", flush=True)
-        warmed = await warm_up(stack.bootstrap, stack.prefix, watch, stack.sink, WARM_UP)
+        await start_warm(stack)
     except BaseException:
         await stack.close()
         raise
-    return stack, warmed
+    return stack
 
 
 def note_rss(stack: Stack, rss: dict[str, float]) -> None:
@@ -639,9 +643,11 @@ async def main(
     rss: dict[str, float] = {}
     stack: Stack | None = None
     try:
-        stack, warmed = await ready(db, extra_topics=("raw-floor",))
+        stack = await Stack.open(db, extra_topics=("raw-floor",))
         sample = make_purchase("sample-customer", 1).to_json()
+        # Before the services start: the broker alone, as the physical floor.
         floor = await raw_floor(stack.bootstrap, "raw-floor", 50_000, len(sample))
+        warmed = await start_warm(stack)
         print(f"[{db}] burst of {n} purchases …", flush=True)
         assert stack.points is not None
         measured = await burst(
@@ -655,7 +661,7 @@ async def main(
                 note_rss(stack, rss)
                 old, stack = stack, None
                 await old.close()
-                stack, _ = await ready(db)
+                stack = await ready(db)
                 # The same burst as the first stack's, so the databases hold what they held
                 # there (PostgreSQL's statistics included, see ``vacuum``).
                 print(f"[{db}] burst of {n} purchases before the paced run …", flush=True)
