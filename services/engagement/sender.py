@@ -256,8 +256,7 @@ class Sender:
         self.claims_made = 0  # claim transactions (for tests and benchmarks)
         self.sweeps_made = 0
         self._journal: SendJournal | None = None
-        poll = settings.sender_poll_interval_ms / 1000
-        self._backoff = _Backoff(first=2 * poll, least=poll)
+        self._backoff = _Backoff(first=2 * self._poll_interval, least=self._poll_interval)
         db.on_commit(self._on_commit, when=OUTREACH_FLAG)
         db.on_commit(self._backoff.committed)
 
