@@ -2,14 +2,17 @@
 
 Runs the purchase pipeline (bench.pipeline) and the REST latency benchmark (bench.rest,
 wrk pinned to one core, the services to the other) on SQLite and then on PostgreSQL,
-each against its own freshly started stack, prints each benchmark's own table as it
-goes, and at the end one summary table with a column per database and the targets.
+each against its own freshly started stack, then the messaging floor (bench.floor, no
+database), prints each benchmark's own table as it goes, and at the end one summary
+table with a column per database and the targets.
 
     PYTHONPATH=. .venv/bin/python -m bench.all [--db sqlite|postgres|both]
         [--purchases 3000] [--rate 200] [--seconds 15] [--drain 120] [--customers 2000]
+        [--floor-rate 1000]
 
-It took 5 min 41 s on the 2-core machine at da660b3, the sustained rate's search
-included (up to four paced runs per database). Needs wrk (`apt-get install -y wrk`)
+It took about 9.5 minutes on the 2-core machine in the eighth session (a fresh stack for
+each paced run, the sustained rate's search included: up to four more paced runs per
+database), before the floor was added. Needs wrk (`apt-get install -y wrk`)
 and, for the PostgreSQL column, PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth),
 where it creates and drops its own databases.
 """
@@ -22,7 +25,7 @@ import time
 
 import uvloop
 
-from bench import pipeline, rest
+from bench import floor, pipeline, rest
 
 TARGETS = {
     "end to end": "≥ 1,000/s",
@@ -43,6 +46,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     pipeline.add_options(parser)
     parser.set_defaults(db="both")
     parser.add_argument("--customers", type=int, default=2000, help="REST seed size")
+    parser.add_argument(
+        "--floor-rate",
+        type=float,
+        default=1000.0,
+        help="the messaging floor's paced rate (bench.floor; 0 skips the floor)",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,7 +102,11 @@ def _hops(run: pipeline.Paced | None) -> str:
     return " / ".join(f"{pipeline.pct(v, 99):,.0f}" for v in run.mail_hops.values())
 
 
-def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) -> None:
+def summary(
+    pipes: list[pipeline.PipelineResult],
+    rests: list[rest.RestResult],
+    floored: floor.FloorResult | None = None,
+) -> None:
     dbs = [p.db for p in pipes]
     rows: list[tuple[str, list[str], str]] = []
 
@@ -124,6 +137,9 @@ def summary(pipes: list[pipeline.PipelineResult], rests: list[rest.RestResult]) 
             for p in pipes
         ],
     )
+    if floored is not None:  # no database: the same for every column
+        for label, value, note in floor.summary_rows(floored, os.cpu_count() or 1):
+            add(label, [value for _ in pipes], note)
     kept = [p.sustained for p in pipes]
     add("sustained: → points p50/p95/p99 ms", [_lat(r, "points") for r in kept])
     add("sustained: → e-mail p50/p95/p99 ms", [_lat(r, "mails") for r in kept])
@@ -204,7 +220,12 @@ async def run(args: argparse.Namespace) -> None:
             ["--db", db, "--customers", str(args.customers), "--seconds", str(args.seconds)]
         )
         rests.append(await rest.main(rest_args))
-    summary(pipes, rests)
+    floored = None
+    if args.floor_rate > 0:
+        print("[floor] the messaging alone, no database …", flush=True)
+        floored = await floor.measure(args.purchases, [args.floor_rate], args.seconds, args.drain)
+        floor.report(floored)
+    summary(pipes, rests, floored)
 
 
 if __name__ == "__main__":

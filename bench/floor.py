@@ -14,14 +14,17 @@ service's own settings and parts:
   loyalty ``points.earned``, profile the new customer's ``customer.registered``,
   engagement ``outreach.sent`` once the thank-you has been accepted by the SMTP server,
   sent over engagement's own SMTP client (``SmtpConnection``, one session per worker,
-  ``sender_concurrency`` workers); feedback publishes nothing.
+  ``sender_concurrency`` workers, the next envelope announced as the sender does);
+  feedback publishes nothing.
 
 The broker, the SMTP sink, the purchases, the watchers and the measurement are
-``bench.pipeline``'s: a warm-up, a burst, then a paced run at each ``--rate`` (each on a
-fresh stack, warmed up), judged by ``Paced.kept_up``. What a stand-in leaves out (SQL, the inbox, the outbox, rules,
-templates, a thank-you's wait for the customer's registration) only adds CPU, so the
-CPU per purchase printed here is a floor under any implementation of the same event flow
-on these parts, and what is left of the machine is the budget for everything else.
+``bench.pipeline``'s: a warm-up, a burst, then a paced run at each ``--rate``, each on a
+fresh stack, warmed up, and judged by ``Paced.kept_up``. What a stand-in leaves out (SQL,
+the inbox, the outbox, rules, templates, a thank-you's wait for the customer's
+registration) could only add CPU. So the CPU per purchase printed here is a floor under
+any implementation of this event flow on these parts (aiokafka, the contract's models,
+this SMTP client, the test broker and sink), and what is left of the machine is the
+budget for everything else.
 """
 
 from __future__ import annotations
@@ -395,6 +398,27 @@ def report(r: FloorResult) -> None:
         print(f"  points {latency(run.points)}; e-mail {latency(run.mails)}")
         print(f"  CPU per purchase, ms: {_cpu(run.cpu_ms)}; machine {run.busy:.0%} busy")
         print(f"  the four stand-ins {stand_ins:.2f} ms per purchase")
+
+
+def summary_rows(r: FloorResult, cpus: int) -> list[tuple[str, str, str]]:
+    """``bench.all``'s rows for the floor (label, value, note): its burst, and each paced
+    run with what its stand-ins and the test's own processes took per purchase, against
+    what ``cpus`` CPUs give per purchase at that rate."""
+    rows = [
+        ("messaging floor, no database: burst end to end, /s", f"{r.burst.end_to_end:,.0f}", "")
+    ]
+    for run in r.runs:
+        stand_ins = sum(run.cpu_ms.get(name, 0.0) for name in SERVICE_NAMES)
+        harness_ms, _ = harness_ceiling(run.cpu_ms, cpus)
+        verdict = "kept up" if run.kept_up else f"fell behind ({run.achieved:,.0f}/s)"
+        rows.append(
+            (
+                f"messaging floor at {run.rate:,.0f}/s: stand-ins + harness ms (busy)",
+                f"{verdict}, {stand_ins:.2f} + {harness_ms:.2f} ({run.busy:.0%})",
+                f"the machine: {cpus * 1000 / run.rate:.2f} ms per purchase",
+            )
+        )
+    return rows
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

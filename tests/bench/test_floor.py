@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import floor
-from bench.pipeline import REGISTERED, make_purchase
+from bench.pipeline import REGISTERED, Burst, Paced, make_purchase
 from services.engagement.config import EngagementSettings
 from services.engagement.consumers import INPUT_TOPICS as ENGAGEMENT_TOPICS
 from services.feedback.config import FeedbackSettings
@@ -103,3 +103,25 @@ async def test_a_small_floor_run_gets_every_effect_through() -> None:
     assert len(run.points) == 80
     assert len(run.mails) == 80
     assert set(result.burst.cpu_ms) >= {"profile", "loyalty", "engagement", "feedback"}
+
+
+def test_the_summary_shows_the_burst_and_each_paced_runs_split() -> None:
+    burst = Burst(points=2000.0, profile=1500.0, mail=1100.0, mails=3000)
+    cpu = {"profile": 0.2, "loyalty": 0.1, "engagement": 0.4, "feedback": 0.05}
+    harness = {"broker": 0.5, "SMTP sink": 0.5, "benchmark": 0.25}
+    kept = Paced(1000.0, 10, [0.1] * 10, [0.2] * 10, 0.5, cpu_ms=cpu | harness, busy=0.95)
+    behind = Paced(1200.0, 1200, [0.1] * 1200, [0.2] * 1199, 2.0, cpu_ms=cpu | harness, busy=1.0)
+    rows = floor.summary_rows(floor.FloorResult(burst, [kept, behind], warm_up=0.2), cpus=2)
+    assert rows == [
+        ("messaging floor, no database: burst end to end, /s", "1,100", ""),
+        (
+            "messaging floor at 1,000/s: stand-ins + harness ms (busy)",
+            "kept up, 0.75 + 1.25 (95%)",
+            "the machine: 2.00 ms per purchase",
+        ),
+        (
+            "messaging floor at 1,200/s: stand-ins + harness ms (busy)",
+            "fell behind (400/s), 0.75 + 1.25 (100%)",
+            "the machine: 1.67 ms per purchase",
+        ),
+    ]
