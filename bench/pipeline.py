@@ -40,6 +40,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from bench import history
 from shared.config import ServiceSettings
 from shared.db import is_sqlite
 from shared.events import all_topics
@@ -602,23 +604,71 @@ async def vacuum(urls: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
-async def start_warm(stack: Stack) -> float:
-    """Start ``stack``'s services and watchers and warm them up; the warm-up's seconds."""
+async def start_warm(stack: Stack, history: int = 0) -> float:
+    """Start ``stack``'s services and watchers and warm them up; the warm-up's seconds.
+    Then, if ``history``, give it that many customers' history and a churn model
+    (``seed_history``)."""
     await stack.start_services()
     watch, _ = stack.watch()
     print(f"[{stack.db}] warming up with {WARM_UP} purchases …", flush=True)
-    return await warm_up(stack.bootstrap, stack.prefix, watch, stack.sink, WARM_UP)
+    took = await warm_up(stack.bootstrap, stack.prefix, watch, stack.sink, WARM_UP)
+    if history:
+        print(f"[{stack.db}] {await seed_history(stack, history)}", flush=True)
+    return took
 
 
-async def ready(db: str) -> Stack:
-    """A fresh stack with the services started, watched and warmed up."""
+async def ready(db: str, history: int = 0) -> Stack:
+    """A fresh stack with the services started, watched and warmed up (and ``history``)."""
     stack = await Stack.open(db)
     try:
-        await start_warm(stack)
+        await start_warm(stack, history)
     except BaseException:
         await stack.close()
         raise
     return stack
+
+
+HISTORY_CUSTOMERS = 600
+QUIET_SHARE = 0.15  # of a core, all four services together: a stack done with its backlog
+QUIET_WITHIN = 120.0
+
+
+async def seed_history(stack: Stack, customers: int) -> str:
+    """``customers`` customers' year of purchases (``bench.history``), sent and waited for
+    (every service's group has committed them, and the services have gone quiet: loyalty
+    releases the held points of old purchases at once), then engagement's churn model
+    fitted on them. A line saying what was done."""
+    started = time.time()
+    events = history.purchases(customers, now=datetime.now(UTC))
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send(stack.prefix + PurchaseCompleted.TOPIC, e.to_json(), key=e.key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    topic = stack.prefix + PurchaseCompleted.TOPIC
+    deadline = time.time() + QUIET_WITHIN
+    for name in SERVICE_NAMES:
+        while not await group_caught_up(stack.bootstrap, stack.prefix + name, topic):
+            if time.time() > deadline:
+                raise TimeoutError(f"{name} had not consumed the history in {QUIET_WITHIN}s")
+            await asyncio.sleep(0.5)
+    services = {name: pid for name, pid in stack.pids.items() if name in SERVICE_NAMES}
+    while True:
+        mark = CpuMark.now(services)
+        await asyncio.sleep(2.0)
+        ms, _ = CpuMark.now(services).since(mark, 1)
+        share = sum(ms[name] for name in services) / 2000
+        if share < QUIET_SHARE:
+            break
+        if time.time() > deadline:
+            raise TimeoutError(f"the services still used {share:.0%} of a core after the history")
+    fitted = await history.fit(stack.urls["engagement"])
+    return f"history: {len(events)} purchases by {customers} customers; {fitted}; " + (
+        f"{time.time() - started:.1f}s"
+    )
 
 
 def note_rss(stack: Stack, rss: dict[str, float]) -> None:
@@ -637,9 +687,10 @@ async def main(
     *,
     settle: bool = True,
     fresh: bool = True,
+    history: int = 0,
 ) -> PipelineResult:
     """The burst on one stack, then the paced runs, each on a fresh stack if ``fresh``
-    (see ``add_options``)."""
+    (see ``add_options``); every stack given ``history`` customers' history first."""
     rss: dict[str, float] = {}
     stack: Stack | None = None
     try:
@@ -647,7 +698,7 @@ async def main(
         sample = make_purchase("sample-customer", 1).to_json()
         # Before the services start: the broker alone, as the physical floor.
         floor = await raw_floor(stack.bootstrap, "raw-floor", 50_000, len(sample))
-        warmed = await start_warm(stack)
+        warmed = await start_warm(stack, history)
         print(f"[{db}] burst of {n} purchases …", flush=True)
         assert stack.points is not None
         measured = await burst(
@@ -661,7 +712,7 @@ async def main(
                 note_rss(stack, rss)
                 old, stack = stack, None
                 await old.close()
-                stack = await ready(db)
+                stack = await ready(db, history)
                 # The same burst as the first stack's, so the databases hold what they held
                 # there (PostgreSQL's statistics included, see ``vacuum``).
                 print(f"[{db}] burst of {n} purchases before the paced run …", flush=True)
@@ -801,6 +852,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "test broker's memory storage costs more CPU per fetch the more it holds, which a "
         "Kafka cluster does not (see docs/performance.md)",
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=HISTORY_CUSTOMERS,
+        help="customers whose year of purchases each stack is given after its warm-up, "
+        "and its churn model fitted on them, so that engagement scores every purchase as "
+        "a deployment past its first day does (bench.history; 0: none, no model)",
+    )
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -820,6 +879,7 @@ async def run_all(args: argparse.Namespace) -> list[PipelineResult]:
             args.drain,
             settle=args.vacuum,
             fresh=args.fresh_stack,
+            history=args.history,
         )
         for db in dbs
     ]
