@@ -34,14 +34,13 @@ import asyncio
 import importlib
 import itertools
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, Self, TypeVar
 
 import uvloop
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -70,7 +69,7 @@ from shared.events.commerce import PurchaseCompleted
 from shared.events.engagement import OutreachSent, OutreachSentData
 from shared.events.loyalty import PointsEarned, PointsEarnedData
 from shared.events.profile import CustomerDetails, CustomerRegistered
-from tools.stack import ROOT, SERVICE_NAMES, ServiceProcess, service_env
+from tools.stack import SERVICE_NAMES, ServiceProcess, service_env
 
 READY: Final = "floor role ready"
 T = TypeVar("T")
@@ -266,14 +265,13 @@ async def serve(name: str) -> None:
 class RoleProcess(ServiceProcess):
     """A stand-in in its own process, started and stopped as a service is."""
 
-    def start(self) -> RoleProcess:
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.floor", "--role", self.name]
+
+    def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "bench.floor", "--role", self.name]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                args, env={**os.environ, **self.env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-            )
-        return self
+        self.log_path.write_bytes(b"")  # ``wait_ready`` looks for READY in this run's log
+        return super().start()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -51,9 +51,9 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> ServiceProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        args = [
+    def command(self) -> list[str]:
+        """What runs in the process: the service under uvicorn."""
+        return [
             sys.executable,
             "-m",
             "uvicorn",
@@ -67,9 +67,16 @@ class ServiceProcess:
             "--timeout-graceful-shutdown",
             "20",
         ]
+
+    def start(self) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                args, env={**os.environ, **self.env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+                self.command(),
+                env={**os.environ, **self.env},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 
