@@ -50,7 +50,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from bench import history
+from bench import history as purchase_history
 from shared.config import ServiceSettings
 from shared.db import is_sqlite
 from shared.events import all_topics
@@ -635,11 +635,12 @@ QUIET_WITHIN = 120.0
 
 async def seed_history(stack: Stack, customers: int) -> str:
     """``customers`` customers' year of purchases (``bench.history``), sent and waited for
-    (every service's group has committed them, and the services have gone quiet: loyalty
-    releases the held points of old purchases at once), then engagement's churn model
-    fitted on them. A line saying what was done."""
+    (every service's group has committed them, and the services have gone quiet: what the
+    history sets off, such as loyalty's warnings of old points expiring and engagement's
+    messages about them, is done), then engagement's churn model fitted on them. A line
+    saying what was done."""
     started = time.time()
-    events = history.purchases(customers, now=datetime.now(UTC))
+    events = purchase_history.purchases(customers, now=datetime.now(UTC))
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=5)
     await producer.start()
     try:
@@ -665,7 +666,7 @@ async def seed_history(stack: Stack, customers: int) -> str:
             break
         if time.time() > deadline:
             raise TimeoutError(f"the services still used {share:.0%} of a core after the history")
-    fitted = await history.fit(stack.urls["engagement"])
+    fitted = await purchase_history.fit(stack.urls["engagement"])
     return f"history: {len(events)} purchases by {customers} customers; {fitted}; " + (
         f"{time.time() - started:.1f}s"
     )
