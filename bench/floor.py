@@ -142,13 +142,13 @@ class Role:
 
     name: str
     settings: ServiceSettings
+    topics: tuple[str, ...]  # unprefixed
 
     async def run(self) -> None:
         from shared.kafka import make_consumer, make_producer
 
         s = self.settings
-        _, topics = service_parts(self.name)
-        consumer = make_consumer(s, *(s.topic(t) for t in topics))
+        consumer = make_consumer(s, *(s.topic(t) for t in self.topics))
         producer = make_producer(s)
         await producer.start()
         await consumer.start()
@@ -224,7 +224,7 @@ class Role:
                 following = None
                 if announce and not mails.empty():
                     following = mails.get_nowait()
-                then = thank_you(following, SENDER) if following is not None else None
+                then = None if following is None else thank_you(following, SENDER)
                 await connection.send(mail[0], recipient=mail[1], then=then)
                 sent = OutreachSent.create(
                     subject=purchase.subject,
@@ -239,7 +239,7 @@ class Role:
                 )
                 topic = self.settings.topic(OutreachSent.TOPIC)
                 await producer.send(topic, sent.to_json(), key=sent.key)
-                if following is None or then is None:
+                if following is None or then is None:  # both or neither (for the types)
                     purchase = await mails.get()
                     mail = thank_you(purchase, SENDER)
                 else:
@@ -251,14 +251,14 @@ class Role:
 async def serve(name: str) -> None:
     from shared import gc_tuning
 
-    settings_class, _ = service_parts(name)
+    settings_class, topics = service_parts(name)
     settings = settings_class()  # from the environment tools.stack.service_env writes
     with gc_tuning.tuned(
         service=name,
         gen0_threshold=settings.gc_gen0_threshold,
         freeze=settings.gc_freeze_after_start,
     ):
-        await Role(name, settings).run()
+        await Role(name, settings, topics).run()
 
 
 @dataclass
@@ -273,15 +273,8 @@ class RoleProcess(ServiceProcess):
         self.log_path.write_bytes(b"")  # ``wait_ready`` looks for READY in this run's log
         return super().start()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} stand-in exited; see {self.log_path}")
-            if READY in self.log_path.read_text(errors="replace"):
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name} stand-in not ready after {timeout}s; see {self.log_path}")
+    def answers_ready(self) -> bool:
+        return READY in self.log_path.read_text(errors="replace")
 
 
 @dataclass
@@ -295,15 +288,13 @@ async def measure(n: int, rates: list[float], seconds: int, drain: float) -> Flo
     """A burst of ``n`` on a stack of stand-ins, then a paced run at each rate, each on a
     fresh stack (as ``bench.pipeline`` does: the test broker's fetches cost more the more
     it holds), every stack warmed up first."""
-    warmed = _WarmedUp()
-    measured = await _on_fresh_stack(
+    warmed, measured = await _on_fresh_stack(
         lambda stack, watch, _: burst(
             stack.bootstrap, stack.prefix, watch, stack.sink, n, stack.pids
-        ),
-        warmed,
+        )
     )
-    runs = [await _on_fresh_stack(_paced_at(rate, seconds, drain), warmed) for rate in rates]
-    return FloorResult(measured, runs, warmed.first)
+    runs = [(await _on_fresh_stack(_paced_at(rate, seconds, drain)))[1] for rate in rates]
+    return FloorResult(measured, runs, warmed)
 
 
 def _paced_at(
@@ -316,16 +307,12 @@ def _paced_at(
     return run
 
 
-@dataclass
-class _WarmedUp:
-    first: float = float("nan")  # seconds the first stack's warm-up took
-
-
 async def _on_fresh_stack(
-    run: Callable[[Stack, Watch, ContactWatch], Awaitable[T]], warmed: _WarmedUp
-) -> T:
-    """``run`` on a fresh broker, SMTP sink and stand-ins, once they are warmed up; if a
-    stand-in exits meanwhile, an error naming it, not a wait for effects that won't come."""
+    run: Callable[[Stack, Watch, ContactWatch], Awaitable[T]],
+) -> tuple[float, T]:
+    """``run`` on a fresh broker, SMTP sink and stand-ins, once they are warmed up, with
+    the warm-up's seconds; if a stand-in exits meanwhile, an error naming it, not a wait
+    for effects that won't come."""
     stack = await Stack.open("sqlite")  # no database is made: the stand-ins have none
     try:
         for name in SERVICE_NAMES:
@@ -337,12 +324,10 @@ async def _on_fresh_stack(
         for s in stack.services:
             await asyncio.to_thread(s.wait_ready)
 
-        async def warm_then_run() -> T:
+        async def warm_then_run() -> tuple[float, T]:
             watch, contacts = stack.watch()
             took = await warm_up(stack.bootstrap, stack.prefix, watch, stack.sink, WARM_UP)
-            if warmed.first != warmed.first:
-                warmed.first = took
-            return await run(stack, watch, contacts)
+            return took, await run(stack, watch, contacts)
 
         task = asyncio.create_task(warm_then_run())
         watchdog = asyncio.create_task(_first_exit(stack.services))

@@ -80,17 +80,21 @@ class ServiceProcess:
             )
         return self
 
+    def answers_ready(self) -> bool:
+        """Whether the started process says it is ready: the service's ``/readyz``."""
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False  # not listening yet: the caller polls until its deadline
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
                 raise RuntimeError(f"{self.name} exited ({code}); see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet: keep polling until the deadline
+            if self.answers_ready():
+                return
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
 
