@@ -1,7 +1,9 @@
 """One paced run and what it cost per purchase: `python -m bench.paced --rate 200`.
 
 Starts the stack as ``bench.pipeline`` does (broker, SMTP sink, the four services on
-fresh PostgreSQL databases), warms it up, measures 5 s of idling, then paces purchases at
+fresh PostgreSQL databases), warms it up, gives it ``--history`` customers' year of
+purchases and a churn model fitted on them as ``bench.pipeline`` does (0 for none),
+measures 5 s of idling, then paces purchases at
 ``--rate`` for ``--seconds`` and prints, per service and per purchase: consumer batches,
 relay batches, events consumed and published, and database transactions (from
 ``pg_stat_database``, whose counters PostgreSQL flushes about once a second); latency to
@@ -20,7 +22,16 @@ import uvloop
 from sqlalchemy.engine import make_url
 
 from bench import metrics
-from bench.pipeline import WARM_UP, CpuMark, Stack, paced, pct, warm_up
+from bench.pipeline import (
+    HISTORY_CUSTOMERS,
+    WARM_UP,
+    CpuMark,
+    Stack,
+    paced,
+    pct,
+    seed_history,
+    warm_up,
+)
 from tools.databases import DEFAULT_PG_URL
 from tools.stack import SERVICE_NAMES
 
@@ -56,7 +67,9 @@ async def transactions(databases: dict[str, str]) -> dict[str, int]:
     return {service: by_name.get(name, 0) for service, name in databases.items()}
 
 
-async def main(rate: float, seconds: int, drain: float, overrides: dict[str, str]) -> None:
+async def main(
+    rate: float, seconds: int, drain: float, overrides: dict[str, str], history: int
+) -> None:
     stack = await Stack.open("postgres")
     try:
         await stack.start_services(overrides)
@@ -65,6 +78,8 @@ async def main(rate: float, seconds: int, drain: float, overrides: dict[str, str
         bootstrap, prefix, sink = stack.bootstrap, stack.prefix, stack.sink
         watch, contacts = stack.watch()
         await warm_up(bootstrap, prefix, watch, sink, WARM_UP)
+        if history:
+            print(await seed_history(stack, history), flush=True)
         pids = stack.pids
 
         idle_from = CpuMark.now(pids)
@@ -115,6 +130,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=10, help="length of the paced run")
     parser.add_argument("--drain", type=float, default=20, help="wait for the run's tail")
     parser.add_argument(
+        "--history",
+        type=int,
+        default=HISTORY_CUSTOMERS,
+        help="customers in the year of history given before the run (0: none)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -127,4 +148,4 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse()
     overrides = dict(item.split("=", 1) for item in args.set)
-    uvloop.run(main(args.rate, args.seconds, args.drain, overrides))
+    uvloop.run(main(args.rate, args.seconds, args.drain, overrides, args.history))

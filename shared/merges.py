@@ -17,24 +17,38 @@ Each such service declares the ``merged_customers`` table in its own metadata
   handler given such events;
 - ``survivor_of`` / ``survivors``: one id, or a batch's ids in one statement.
 
+Inside the consumer runner's batch transaction, ``survivor_of`` reads the survivors of
+every subject in the batch (``shared.consumer.batch``) in one statement the first time
+it is asked, and answers the batch's later questions from that; ``record``, ``forget``
+and ``forget_everywhere`` drop what was read, so a question after a merge or an undo in
+the same batch reads again and sees it. Only this class writes the table, so that is
+everything that can change it within the transaction; a merge another replica commits
+while the batch runs is seen by the next batch (a per-event query might have seen it a
+few events earlier: the merge and those events were concurrent either way). Outside a
+batch each question is its own statement.
+
 Only the ids are kept: what moved at the merge stays where the service put it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import Column, MetaData, String, Table, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.consumer import Handler
+from shared.consumer import Handler, batch
 from shared.db import UtcDateTime
 from shared.events import Event
 from shared.key_lists import one_of
 
 E = TypeVar("E", bound=Event)
+
+# session.info key of what ``Merges`` read for the batch: (the batch's events, the
+# subjects asked about, absorbed id -> survivor among them).
+_READ = "keepwell.merges.batch"
 
 
 def merged_customers_table(metadata: MetaData) -> Table:
@@ -56,6 +70,9 @@ class Merges:
 
     async def survivor_of(self, session: AsyncSession, customer_id: str) -> str | None:
         """The customer ``customer_id`` was merged into, if it was."""
+        read = await self._batch_read(session)
+        if read is not None and customer_id in read[1]:
+            return read[2].get(customer_id)
         t = self.table
         found: str | None = await session.scalar(
             select(t.c.survivor_id).where(t.c.customer_id == customer_id)
@@ -70,6 +87,25 @@ class Merges:
             return {}
         stmt = select(t.c.customer_id, t.c.survivor_id).where(one_of(t.c.customer_id, ids))
         return {old: new for old, new in (await session.execute(stmt)).all()}
+
+    async def _batch_read(
+        self, session: AsyncSession
+    ) -> tuple[Sequence[Event], frozenset[str], dict[str, str]] | None:
+        """The survivors of the batch's subjects, read once per batch (and again after a
+        change); None outside the runner's batch."""
+        events = batch(session)
+        if not events:
+            return None
+        key = (_READ, self.table.name)
+        read = session.info.get(key)
+        if read is None or read[0] is not events:
+            subjects = frozenset(e.subject for e in events)
+            read = (events, subjects, await self.survivors(session, subjects))
+            session.info[key] = read
+        return read
+
+    def _changed(self, session: AsyncSession) -> None:
+        session.info.pop((_READ, self.table.name), None)
 
     async def as_survivor(self, session: AsyncSession, event: E) -> E:
         """The event as the customer it now concerns: an absorbed id's names its survivor."""
@@ -86,6 +122,7 @@ class Merges:
 
     async def record(self, session: AsyncSession, *, old: str, new: str, at: datetime) -> None:
         """``old`` now stands for ``new``; ids that stood for ``old`` follow it to ``new``."""
+        self._changed(session)
         t = self.table
         await session.execute(update(t).where(t.c.survivor_id == old).values(survivor_id=new))
         await session.execute(delete(t).where(t.c.customer_id.in_((old, new))))
@@ -93,11 +130,13 @@ class Merges:
 
     async def forget(self, session: AsyncSession, customer_id: str) -> None:
         """An undone merge: the restored id speaks for itself again."""
+        self._changed(session)
         t = self.table
         await session.execute(delete(t).where(t.c.customer_id == customer_id))
 
     async def forget_everywhere(self, session: AsyncSession, customer_id: str) -> None:
         """An erasure: no row names the id, as the absorbed one or as the survivor."""
+        self._changed(session)
         t = self.table
         await session.execute(
             delete(t).where(or_(t.c.customer_id == customer_id, t.c.survivor_id == customer_id))
