@@ -3,7 +3,8 @@
 Starts the stack as ``bench.pipeline`` does (broker, SMTP sink, the four services on
 fresh PostgreSQL databases), warms it up, gives it ``--history`` customers' year of
 purchases and a churn model fitted on them as ``bench.pipeline`` does (0 for none),
-measures 5 s of idling, then paces purchases at
+analyses the databases (``bench.pipeline.vacuum``: a lookup by key on a table without
+statistics is a sequential scan), measures 5 s of idling, then paces purchases at
 ``--rate`` for ``--seconds`` and prints, per service and per purchase: consumer batches,
 relay batches, events consumed and published, and database transactions (from
 ``pg_stat_database``, whose counters PostgreSQL flushes about once a second); latency to
@@ -30,6 +31,7 @@ from bench.pipeline import (
     paced,
     pct,
     seed_history,
+    vacuum,
     warm_up,
 )
 from tools.databases import DEFAULT_PG_URL
@@ -80,6 +82,7 @@ async def main(
         await warm_up(bootstrap, prefix, watch, sink, WARM_UP)
         if history:
             print(await seed_history(stack, history), flush=True)
+        print(f"VACUUM (ANALYZE): {await vacuum(stack.urls):.1f}s", flush=True)
         pids = stack.pids
 
         idle_from = CpuMark.now(pids)

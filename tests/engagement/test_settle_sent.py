@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.engagement import repository
-from services.engagement.repository import _settle_sent_by_json
+from services.engagement.repository import _settle_sent_by_arrays, _settle_sent_by_json
 from shared.db import Database
 from tests.engagement.support import customer, handle, only_outreach, purchase, set_outreach
 
@@ -51,3 +51,39 @@ async def test_on_sqlite_each_row_given_is_looked_up_by_its_key(db: Database) ->
     steps = [str(tuple(row)[-1]) for row in plan]  # id, parent, notused, detail
     assert steps[0].startswith("SCAN"), steps  # the JSON rows drive the update
     assert any(s.startswith("SEARCH outreach USING INDEX sqlite_autoindex") for s in steps), steps
+
+
+async def test_on_postgresql_each_row_given_is_looked_up_by_its_key(db: Database) -> None:
+    """Statistics taken when nothing was claimed say that few rows are (one, to the
+    planner); with a backlog claimed since, the settled rows are still looked up by key,
+    not the claimed ones scanned and each matched against the group."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's statement")
+    compiled = _settle_sent_by_arrays().compile(dialect=db.engine.dialect)
+    order = compiled.positiontup or []
+    values = {
+        "id_list": "'{o-10,o-20,o-30}'",
+        "attempt_list": "'{1,1,1}'",
+        "reply_list": "'{a,b,c}'",
+        "sent_time": "now()",
+        "status": "'sent'",
+    }
+    assert set(order) <= set(values), order
+    async with db.engine.connect() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO outreach (id, customer_id, journey, channel, template, dedupe_key,"
+            " status, attempts, context, due_at) SELECT 'o-' || g, 'c-' || g, 'thank_you',"
+            " 'email', 't', 'k-' || g, 'sent', 1, '{}', now() FROM generate_series(1, 3000) g"
+        )
+        await conn.exec_driver_sql("ANALYZE outreach")
+        await conn.exec_driver_sql("UPDATE outreach SET status = 'sending' WHERE id <= 'o-5'")
+        await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        await conn.exec_driver_sql(f"PREPARE settle AS {compiled}")
+        arguments = ", ".join(values[name] for name in order)
+        plan = (await conn.exec_driver_sql(f"EXPLAIN EXECUTE settle({arguments})")).all()
+        text = "\n".join(str(row[0]) for row in plan)
+        assert "pk_outreach" in text, text
+        assert "ix_outreach_status_due_at" not in text, text
+        settled = (await conn.exec_driver_sql(f"EXECUTE settle({arguments})")).scalars().all()
+        assert sorted(settled) == ["o-10", "o-20", "o-30"]
+        await conn.rollback()

@@ -344,7 +344,13 @@ def _settle_sent_by_arrays() -> Any:
         .table_valued("id", "attempt", "reply")
         .render_derived(name="settled")
     )
-    return _settle_from(rows, Outreach.status.in_((SENDING, PENDING)))
+    # The claimed condition as an expression no index has: with it on the status index
+    # the planner, told by statistics that few rows are claimed (true when it last
+    # analysed), scanned every claimed row and matched each against every settled one (a
+    # backlog of 675 claimed: 3 to 29 ms a group, 2026-12-07); this way it looks each
+    # settled row up by its key, whatever the backlog.
+    claimed = text(f"(outreach.status || '') IN ('{SENDING}', '{PENDING}')")
+    return _settle_from(rows, claimed)
 
 
 def _settle_from(rows: Any, claimed: Any) -> Any:
