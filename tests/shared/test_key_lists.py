@@ -123,7 +123,7 @@ async def test_postgresql_never_tests_each_row_against_the_whole_list(
     if items_db.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL's plan")
     sql = str(BY_PARAM.compile(dialect=items_db.engine.dialect))
-    keys = "{" + ",".join(row["code"] for row in ROWS[::4]) + "}"
+    keys = "{" + ",".join(str(row["code"]) for row in ROWS[::4]) + "}"
     async with items_db.engine.connect() as conn:
         await conn.exec_driver_sql("ANALYZE key_list_items")
         await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
