@@ -19,6 +19,14 @@ from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted, PurchaseCompletedData
 from shared.events.common import ContactHint
+from shared.events.profile import (
+    CustomerErased,
+    CustomerErasedData,
+    CustomerMerged,
+    CustomerMergedData,
+    CustomerUnmerged,
+    CustomerUnmergedData,
+)
 from shared.plumbing import outbox
 
 
@@ -44,6 +52,31 @@ def purchase(
             total={"amount": Decimal(amount), "currency": currency},
             customer=hint,
         ),
+    )
+
+
+def merged_event(survivor: str, merged_id: str) -> CustomerMerged:
+    """Profile's ``customer.merged``: ``merged_id`` folds into ``survivor``."""
+    return CustomerMerged.create(
+        subject=survivor,
+        source="keepwell/profile",
+        data=CustomerMergedData(merge_id=f"m-{merged_id}", merged_id=merged_id),
+    )
+
+
+def unmerged_event(survivor: str, restored: str) -> CustomerUnmerged:
+    """Profile's ``customer.unmerged``: ``restored`` is its own customer again."""
+    return CustomerUnmerged.create(
+        subject=survivor,
+        source="keepwell/profile",
+        data=CustomerUnmergedData(merge_id=f"m-{restored}", restored_id=restored),
+    )
+
+
+def erased_event(customer_id: str) -> CustomerErased:
+    """Profile's ``customer.erased``."""
+    return CustomerErased.create(
+        subject=customer_id, source="keepwell/profile", data=CustomerErasedData()
     )
 
 

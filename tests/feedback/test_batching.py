@@ -28,19 +28,18 @@ from shared.events.interactions import (
     InteractionRecorded,
     InteractionRecordedData,
 )
-from shared.events.profile import (
-    CustomerErased,
-    CustomerErasedData,
-    CustomerMerged,
-    CustomerMergedData,
-    CustomerUnmerged,
-    CustomerUnmergedData,
-)
 from shared.migrations import upgrade_async
 from shared.plumbing import outbox
 from tests.conftest import DatabaseFactory
 from tests.feedback.conftest import T0, nps_survey, settings_for
-from tests.helpers import batch_items, batch_runner, purchase
+from tests.helpers import (
+    batch_items,
+    batch_runner,
+    erased_event,
+    merged_event,
+    purchase,
+    unmerged_event,
+)
 
 pytestmark = pytest.mark.db
 
@@ -93,22 +92,6 @@ async def _setup(db: Database) -> None:
         )
 
 
-def _merged(survivor: str, merged_id: str) -> CustomerMerged:
-    return CustomerMerged.create(
-        subject=survivor,
-        source="keepwell/profile",
-        data=CustomerMergedData(merge_id=f"m-{merged_id}", merged_id=merged_id),
-    )
-
-
-def _unmerged(survivor: str, restored: str) -> CustomerUnmerged:
-    return CustomerUnmerged.create(
-        subject=survivor,
-        source="keepwell/profile",
-        data=CustomerUnmergedData(merge_id=f"m-{restored}", restored_id=restored),
-    )
-
-
 def _complaint_call(customer_id: str, when: datetime) -> InteractionRecorded:
     return InteractionRecorded.create(
         subject=customer_id,
@@ -117,12 +100,6 @@ def _complaint_call(customer_id: str, when: datetime) -> InteractionRecorded:
         data=InteractionRecordedData(
             kind="support_call", channel="phone", attributes={"complaint": "yes"}
         ),
-    )
-
-
-def _erased(customer_id: str) -> CustomerErased:
-    return CustomerErased.create(
-        subject=customer_id, source="keepwell/profile", data=CustomerErasedData()
     )
 
 
@@ -168,10 +145,10 @@ def _history() -> tuple[list[Event], dict[str, PurchaseCompleted]]:
         named["d40"],
         named["d20"],
         named["a12"],
-        _merged("c-b", "c-old"),
+        merged_event("c-b", "c-old"),
         named["b25"],  # c-old's invitation at T0+5 moved to c-b: fatigued either way
         named["old50"],
-        _erased("c-c"),
+        erased_event("c-c"),
         named["c3"],  # c2's invitation is gone: invited again
         named["a31"],
         named["a62"],
@@ -256,13 +233,13 @@ async def test_a_merged_away_id_acts_for_its_survivor_until_the_merge_is_undone(
     await _setup(twin)
     events: list[Event] = [
         purchase("c-b", purchase_id="b0", when=T0),
-        _merged("c-b", "c-old"),
+        merged_event("c-b", "c-old"),
         purchase("c-old", purchase_id="old1", when=T0 + DAY),  # c-b was invited at T0
         purchase("c-old", purchase_id="old40", when=T0 + 40 * DAY),
         _answer("c-old", T0 + 41 * DAY),
         _complaint_call("c-old", T0 + 41 * DAY),
-        _unmerged("c-b", "c-old"),
-        _unmerged("c-b", "c-old"),  # a second undo (another event id): nothing changes
+        unmerged_event("c-b", "c-old"),
+        unmerged_event("c-b", "c-old"),  # a second undo (another event id): nothing changes
         purchase("c-old", purchase_id="old42", when=T0 + 42 * DAY),
     ]
     await batch_runner(db, handlers(config))._apply_batch(batch_items(events))
@@ -283,11 +260,15 @@ async def test_a_merged_away_id_acts_for_its_survivor_until_the_merge_is_undone(
 async def test_an_erasure_forgets_the_merges_that_name_the_customer(db: Database) -> None:
     config = settings_for(db.url)
     await _setup(db)
-    merges = [_merged("c-b", "c-old"), _merged("c-b", "c-older"), _merged("c-x", "c-y")]
-    await _one_by_one(db, [*merges, _erased("c-b"), _erased("c-y")], config)
+    merges = [
+        merged_event("c-b", "c-old"),
+        merged_event("c-b", "c-older"),
+        merged_event("c-x", "c-y"),
+    ]
+    await _one_by_one(db, [*merges, erased_event("c-b"), erased_event("c-y")], config)
     async with db.unit_of_work() as session:
         assert await MERGES.survivors(session, ["c-old", "c-older", "c-y"]) == {}
-    await _one_by_one(db, [_merged("c-x", "c-z")], config)
+    await _one_by_one(db, [merged_event("c-x", "c-z")], config)
     async with db.unit_of_work() as session:
         assert await MERGES.survivors(session, ["c-z", "c-y"]) == {"c-z": "c-x"}
 

@@ -15,14 +15,18 @@ from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
 from shared.events.profile import (
     CustomerErased,
-    CustomerErasedData,
     CustomerMerged,
-    CustomerMergedData,
     CustomerUnmerged,
-    CustomerUnmergedData,
 )
 from shared.merges import Merges, merged_customers_table
-from tests.helpers import batch_items, batch_runner, purchase
+from tests.helpers import (
+    batch_items,
+    batch_runner,
+    erased_event,
+    merged_event,
+    purchase,
+    unmerged_event,
+)
 from tests.shared.statements import counting
 
 pytestmark = pytest.mark.db
@@ -37,28 +41,6 @@ async def merges_db(db: Database) -> Database:
     async with db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     return db
-
-
-def _merged(survivor: str, merged_id: str) -> CustomerMerged:
-    return CustomerMerged.create(
-        subject=survivor,
-        source="keepwell/profile",
-        data=CustomerMergedData(merge_id=f"m-{merged_id}", merged_id=merged_id),
-    )
-
-
-def _unmerged(survivor: str, restored: str) -> CustomerUnmerged:
-    return CustomerUnmerged.create(
-        subject=survivor,
-        source="keepwell/profile",
-        data=CustomerUnmergedData(merge_id=f"m-{restored}", restored_id=restored),
-    )
-
-
-def _erased(customer_id: str) -> CustomerErased:
-    return CustomerErased.create(
-        subject=customer_id, source="keepwell/profile", data=CustomerErasedData()
-    )
 
 
 def _handlers(seen: list[tuple[str, str]]) -> Handlers:
@@ -88,16 +70,16 @@ def _handlers(seen: list[tuple[str, str]]) -> Handlers:
 def _history() -> list[Event]:
     return [
         purchase("c-old", purchase_id="p1"),
-        _merged("c-b", "c-old"),
+        merged_event("c-b", "c-old"),
         purchase("c-old", purchase_id="p2"),  # now c-b's
         purchase("c-a", purchase_id="p3"),
-        _merged("c-a", "c-b"),  # c-old follows c-b into c-a
+        merged_event("c-a", "c-b"),  # c-old follows c-b into c-a
         purchase("c-old", purchase_id="p4"),
         purchase("c-b", purchase_id="p5"),
-        _unmerged("c-a", "c-b"),
+        unmerged_event("c-a", "c-b"),
         purchase("c-b", purchase_id="p6"),  # c-b again
         purchase("c-old", purchase_id="p7"),  # still c-a's: the chain was kept flat
-        _erased("c-a"),
+        erased_event("c-a"),
         purchase("c-old", purchase_id="p8"),  # no merge names c-old any more
     ]
 
@@ -135,7 +117,7 @@ async def test_a_batch_reads_the_survivors_once_until_the_merges_change(
 ) -> None:
     seen: list[tuple[str, str]] = []
     runner = batch_runner(merges_db, _handlers(seen))
-    await runner._apply_batch(batch_items([_merged("c-b", "c-old")]))
+    await runner._apply_batch(batch_items([merged_event("c-b", "c-old")]))
     purchases = [purchase(f"c-{i % 7}", purchase_id=f"q{i}") for i in range(30)]
     with counting(merges_db) as statements:
         await runner._apply_batch(batch_items([purchase("c-old", purchase_id="q-old"), *purchases]))
@@ -147,7 +129,7 @@ async def test_a_batch_reads_the_survivors_once_until_the_merges_change(
     seen.clear()
     later = [purchase(f"c-{i % 7}", purchase_id=f"r{i}") for i in range(10)]
     with counting(merges_db) as statements:
-        await runner._apply_batch(batch_items([*later[:5], _merged("c-1", "c-2"), *later[5:]]))
+        await runner._apply_batch(batch_items([*later[:5], merged_event("c-1", "c-2"), *later[5:]]))
     reads = [
         s for s in statements.on("merged_customers") if s.lstrip().upper().startswith("SELECT")
     ]
