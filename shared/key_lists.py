@@ -85,7 +85,7 @@ def _json_each(element: _OneOf, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 @compiles(_OneOf, "postgresql")
-def _any_array(element: _OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+def _unnest_join(element: _OneOf, compiler: SQLCompiler, **kw: Any) -> str:
     column, keys = element.clauses
     return f"{compiler.process(column, **kw)} IN (SELECT unnest({compiler.process(keys, **kw)}))"
 
