@@ -17,7 +17,8 @@ Each such service declares the ``merged_customers`` table in its own metadata
   handler given such events;
 - ``survivor_of`` / ``survivors``: one id, or a batch's ids in one statement.
 
-Inside the consumer runner's batch transaction, ``survivor_of`` reads the survivors of
+Inside the consumer runner's batch transaction, ``survivor_of`` (and ``survivors``, for ids
+of the batch's subjects, as a read-ahead over a run asks) reads the survivors of
 every subject in the batch (``shared.consumer.batch``) in one statement the first time
 it is asked, and answers the batch's later questions from that; ``record``, ``forget``
 and ``forget_everywhere`` drop what was read, so a question after a merge or an undo in
@@ -81,10 +82,16 @@ class Merges:
 
     async def survivors(self, session: AsyncSession, customer_ids: Iterable[str]) -> dict[str, str]:
         """Absorbed id -> survivor, for those of ``customer_ids`` that were merged."""
-        t = self.table
         ids = sorted(set(customer_ids))
         if not ids:
             return {}
+        read = await self._batch_read(session)
+        if read is not None and read[1].issuperset(ids):
+            return {i: read[2][i] for i in ids if i in read[2]}
+        return await self._select(session, ids)
+
+    async def _select(self, session: AsyncSession, ids: list[str]) -> dict[str, str]:
+        t = self.table
         stmt = select(t.c.customer_id, t.c.survivor_id).where(one_of(t.c.customer_id, ids))
         return {old: new for old, new in (await session.execute(stmt)).all()}
 
@@ -100,7 +107,7 @@ class Merges:
         read = session.info.get(key)
         if read is None or read[0] is not events:
             subjects = frozenset(e.subject for e in events)
-            read = (events, subjects, await self.survivors(session, subjects))
+            read = (events, subjects, await self._select(session, sorted(subjects)))
             session.info[key] = read
         return read
 

@@ -8,9 +8,10 @@ whether the sale was counted into the recommendations already and the recommenda
 counts of its items. The first purchase of a *run* (the
 purchases the runner hands over back to back, up to the next event of another
 kind, see ``shared.consumer.batch``) first writes what the batch holds (``held``),
-then asks for the whole run in nine statements:
+then asks for the whole run in at most nine statements:
 
-1. the survivors of the run's customer ids that were merged away;
+1. the survivors of the run's customer ids that were merged away (read once for the
+   whole batch, ``shared.merges``: a later run's come from that read);
 2. which of the (surviving) customers have a pending win-back;
 3. the messages sent to them within the attribution window of the run's purchases,
    newest first, in the order the per-purchase query used (``sent_at``, then id);

@@ -136,3 +136,25 @@ async def test_a_batch_reads_the_survivors_once_until_the_merges_change(
     assert len(reads) == 2
     assert ("r9", "c-1") in seen  # c-2's purchase after the merge
     assert ("r2", "c-2") in seen  # and before it, its own
+
+
+async def test_a_read_ahead_over_the_batch_answers_from_the_same_read(
+    merges_db: Database,
+) -> None:
+    """``survivors`` for ids of the batch's subjects (a run's read-ahead) asks nothing more;
+    for an id outside the batch it asks the table."""
+    answers: list[dict[str, str]] = []
+
+    async def read_ahead(session: AsyncSession, event: PurchaseCompleted) -> None:
+        answers.append(await MERGES.survivors(session, [event.subject, "c-old"]))
+        answers.append(await MERGES.survivors(session, ["c-elsewhere"]))
+
+    runner = batch_runner(merges_db, _handlers([]))
+    await runner._apply_batch(batch_items([merged_event("c-b", "c-old")]))
+    purchases = [purchase("c-old", purchase_id="s0"), purchase("c-1", purchase_id="s1")]
+    ahead = batch_runner(merges_db, {PurchaseCompleted: read_ahead})
+    with counting(merges_db) as statements:
+        await ahead._apply_batch(batch_items(purchases))
+    assert answers == [{"c-old": "c-b"}, {}, {"c-old": "c-b"}, {}]
+    # one read of the batch's subjects, one for each question about c-elsewhere
+    assert len(statements.on("merged_customers")) == 3
