@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
-from shared import executemany
 from shared.sqlite import WRITER_TURN_TIMEOUT
 from shared.sqlite import dbapi as sqlite_dbapi
 
@@ -103,8 +102,6 @@ def create_engine(
             }
         engine = create_async_engine(url, pool_size=pool_size, echo=echo, **options)
         event.listen(engine.sync_engine, "checkout", _replace_closed)
-        if not read_only:
-            executemany.install(engine)
         return engine
     database = make_url(url).database
     if database and database != ":memory:":
