@@ -60,6 +60,23 @@ class Bootstrap:
                 self._done = {k for k in self._done if not k.startswith(kind)} | {key}
 
 
+async def rescore_goes_on(
+    session: AsyncSession, timer: timers.Timer, *, after: str, now: datetime
+) -> None:
+    """The next chunk of the re-score ``timer`` belongs to, due at once: customers after
+    ``after``. Its key names the re-score's first timer and the chunk's number, so a chunk
+    is scheduled once however often the one before it is retried."""
+    first = timer.payload.get("first", timer.key)
+    chunk = int(timer.payload.get("chunk", 0)) + 1
+    await timers.schedule(
+        session,
+        kind=RESCORE,
+        key=f"{first}#{chunk}",
+        due_at=now,
+        payload={"first": first, "chunk": chunk, "after": after},
+    )
+
+
 async def rescore_soon(session: AsyncSession, *, reason: str, now: datetime) -> None:
     """A one-off re-score (e.g. after a refit), due at once."""
     await timers.schedule(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -188,13 +189,50 @@ def _changed(
 
 
 async def rescore_all(session: AsyncSession, *, config: ChurnSettings, now: datetime) -> int:
-    """Re-score every customer with purchases as of ``now``; returns how many changed band."""
+    """Re-score every customer with purchases as of ``now``, chunk after chunk in this one
+    transaction; returns how many changed band. The scheduled re-score runs one chunk per
+    transaction instead (``churn.timers``)."""
+    changed, after = 0, None
+    while True:
+        done = await rescore_chunk(session, after=after, config=config, now=now)
+        changed += done.changed
+        if done.next_after is None:
+            return changed
+        after = done.next_after
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """What ``rescore_chunk`` did: band changes, and the key to go on after (None: done)."""
+
+    changed: int
+    next_after: str | None
+
+
+async def rescore_chunk(
+    session: AsyncSession, *, after: str | None, config: ChurnSettings, now: datetime
+) -> Chunk:
+    """Re-score, as of ``now``, the next ``config.rescore_chunk`` customers with purchases
+    in key order after ``after`` (from the first when None).
+
+    On PostgreSQL the chunk's rows are locked as they are read (``FOR UPDATE``, in key
+    order) and stay locked while they are scored and written: a purchase handled meanwhile
+    waits for this transaction and is then scored on top of it, instead of having its
+    fresher score replaced by one computed from the history before it. (SQLite's one writer
+    at a time gives the same.) Chunks keep those waits short, a fraction of a second.
+    """
     model = await current_model(session)
     if model is None:
-        return 0
-    rows = (
-        await session.execute(select(*HISTORY_COLUMNS).where(ChurnCustomer.first_day.is_not(None)))
-    ).all()
+        return Chunk(0, None)
+    stmt = select(*HISTORY_COLUMNS).where(ChurnCustomer.first_day.is_not(None))
+    if after is not None:
+        stmt = stmt.where(ChurnCustomer.customer_id > after)
+    stmt = stmt.order_by(ChurnCustomer.customer_id).limit(config.rescore_chunk)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    rows = (await session.execute(stmt)).all()
+    if not rows:
+        return Chunk(0, None)
     results = await asyncio.to_thread(
         score, population(model), [history(r) for r in rows], now.date(), config
     )
@@ -209,7 +247,8 @@ async def rescore_all(session: AsyncSession, *, config: ChurnSettings, now: date
         session,
         [(e.subject, e.data.band, e.data.previous_band or NO_BAND, now) for e in changed],
     )
-    return len(changed)
+    more = len(rows) == config.rescore_chunk
+    return Chunk(len(changed), rows[-1].customer_id if more else None)
 
 
 async def _record_changes(

@@ -39,6 +39,12 @@ class ChurnSettings(BaseSettings):
     detractor_memory_days: int = Field(default=180, ge=1)
     complaint_weight: float = Field(default=0.2, ge=0, le=1)
     rescore_interval_seconds: int = Field(default=3600, ge=1)
+    rescore_chunk: int = Field(
+        default=500,
+        ge=1,
+        description="Customers a scheduled re-score scores per transaction (their rows are "
+        "locked meanwhile on PostgreSQL, and SQLite's writer is held)",
+    )
     refit_interval_seconds: int = Field(default=86400, ge=60)
     min_customers_to_fit: int = Field(default=20, ge=5)
 

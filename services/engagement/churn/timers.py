@@ -19,8 +19,16 @@ log = logging.getLogger(__name__)
 async def on_rescore(
     session: AsyncSession, timer: Timer, *, config: ChurnSettings, clock: Clock
 ) -> None:
+    """One chunk of a re-score per transaction: the timer that fires scores the first
+    chunk and schedules the next, due at once, until every customer is scored. Each chunk
+    is scored as of when it runs, and a chain cut short by a crash goes on from its last
+    committed chunk."""
     now = clock()
-    await scores.rescore_all(session, config=config, now=now)
+    done = await scores.rescore_chunk(
+        session, after=timer.payload.get("after"), config=config, now=now
+    )
+    if done.next_after is not None:
+        await schedule.rescore_goes_on(session, timer, after=done.next_after, now=now)
     await schedule.schedule_next(session, schedule.RESCORE, config=config, now=now)
 
 

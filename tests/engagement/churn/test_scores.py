@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 
-from services.engagement.churn import fitting, scores
+from services.engagement.churn import fitting, risk, scores
 from services.engagement.churn.models import ChurnModel
 from shared.db import Database
 from shared.events.feedback import (
@@ -202,3 +205,47 @@ async def test_detractor_answer_and_open_complaint_raise_risk(db: Database) -> N
     assert upset is not None
     assert upset.open_complaints == 0
     assert upset.risk == pytest.approx(calm.risk)
+
+
+async def test_a_purchase_during_a_scheduled_rescore_is_not_overwritten(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-score reads, scores (in a thread, for seconds on a large base) and writes. A
+    purchase handled meanwhile must not have its fresher score replaced by one computed
+    from the history before it, which would leave a customer who just bought marked
+    ``high`` and publish the same change again at the next re-score (counted twice)."""
+    day = date(2025, 10, 1)
+    await handle(db, *population_events(), batch=50)
+    await fit(db)
+    await rescore(db, day)
+    lapsed = sorted(c for c, row in (await customers(db)).items() if row.band == "high")[0]
+    changes_before = len(await band_changes(db))
+
+    scoring, release = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+    real_score = risk.score  # what scores calls score
+
+    def held_score(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():  # the re-score's
+            loop.call_soon_threadsafe(scoring.set)
+            release.wait(timeout=30)
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(scores, "score", held_score)
+    rescoring = asyncio.create_task(rescore(db, day))
+    await asyncio.wait_for(scoring.wait(), 30)
+    buying = asyncio.create_task(handle(db, bought(lapsed, day), clock=Clock(at(day, 13))))
+    await asyncio.sleep(0.5)  # the purchase commits now, or waits for the re-score's rows
+    release.set()
+    await asyncio.gather(rescoring, buying)
+    monkeypatch.setattr(scores, "score", real_score)
+
+    row = await customer(db, lapsed)
+    assert row is not None
+    assert row.last_day == day
+    assert row.band != "high"
+    mine = [e for e in (await band_changes(db))[changes_before:] if e.subject == lapsed]
+    assert [(e.data.previous_band, e.data.band) for e in mine] == [("high", row.band)]
+    await rescore(db, day + timedelta(days=1))  # nothing stale left to correct
+    again = [e for e in (await band_changes(db))[changes_before:] if e.subject == lapsed]
+    assert again == mine
