@@ -4,7 +4,8 @@ Prints:
   1. model fit time (BG/NBD + Gamma-Gamma, the maths alone) for 2,357 and 100,000 synthetic
      customers drawn from the BG/NBD process with CDNOW-like parameters;
   2. full re-score throughput (customers/s): ``rescore_all`` over N stored customers in the
-     real database (read, score, write, enqueue band changes), as the scheduled timer runs it;
+     real database (read, score, write, enqueue band changes), chunk by chunk as the
+     scheduled timer runs it, here all in one transaction;
   3. statistics consumer rate (events/s): purchase.completed events through the churn
      handlers into the real database, 500 per transaction as the consumer runner batches a
      poll (Kafka itself is not in this figure; see bench.pipeline for the broker).
