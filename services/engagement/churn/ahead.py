@@ -214,9 +214,14 @@ async def _refunds(session: AsyncSession, purchase_ids: list[str]) -> dict[str, 
 async def _customer_rows(
     session: AsyncSession, customers: Sequence[str]
 ) -> tuple[dict[str, SimpleNamespace], set[str]]:
-    found = await session.execute(
-        select(CUSTOMERS).where(one_of(CUSTOMERS.c.customer_id, customers))
-    )
+    """The run's customers' rows. On PostgreSQL they are locked as they are read, in key
+    order (as a re-score chunk locks them): the run writes them when it ends, and a
+    re-score must not score them in between, from the history the run is about to
+    replace (it would publish a band change the run's write then contradicts)."""
+    stmt = select(CUSTOMERS).where(one_of(CUSTOMERS.c.customer_id, customers))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.order_by(CUSTOMERS.c.customer_id).with_for_update()
+    found = await session.execute(stmt)
     rows = {r.customer_id: SimpleNamespace(**r._mapping) for r in found}
     new = {c for c in customers if c not in rows}
     blank = {c.name: None for c in CUSTOMERS.columns}

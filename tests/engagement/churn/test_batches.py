@@ -3,6 +3,7 @@ every churn table, row for row, and every band change published."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import date, timedelta
 from decimal import Decimal
@@ -13,8 +14,8 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.engagement.churn import ahead, fitting, scores
 from services.engagement.churn import consumers as churn_consumers
-from services.engagement.churn import fitting, scores
 from services.engagement.churn.models import (
     ChurnBandChange,
     ChurnCohortMonth,
@@ -235,3 +236,57 @@ async def test_a_purchase_recorded_meanwhile_makes_the_batch_try_again(db: Datab
         row = await session.get(ChurnCustomer, "c-m")
     assert row is not None
     assert row.total_spend == Decimal("60.0000")
+
+
+async def test_a_rescore_waits_for_a_batch_that_has_read_its_customers(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer batch reads its customers' rows, then writes them when its run ends. A
+    re-score coming to one of those rows meanwhile must wait for the batch, not score the
+    row the batch is about to replace: each published change starts from the band the one
+    before it left. (A change from a band the customer no longer had would start a
+    win-back for a customer who has just bought, and be counted twice.)"""
+    await _scored_population(db, population_events())
+    rows = {r.customer_id: r.band for r in await _rows(db, ChurnCustomer)}
+    buyer = sorted(c for c, band in rows.items() if band == "low")[0]
+    changes_before = len([e for e in await published(db) if isinstance(e, ChurnRiskChanged)])
+
+    read, release = asyncio.Event(), asyncio.Event()
+    real_write = ahead.Ahead.write
+
+    async def held_write(self: ahead.Ahead, session: AsyncSession, **kwargs: Any) -> None:
+        read.set()  # the batch has read its customers' rows
+        await release.wait()
+        await real_write(self, session, **kwargs)
+
+    monkeypatch.setattr(ahead.Ahead, "write", held_write)
+    late = bought(buyer, NOW.date() - timedelta(days=200), purchase_id="late-import")
+    buying = asyncio.create_task(_in_one_batch(db, [late], settings()))
+    await asyncio.wait_for(read.wait(), 30)
+
+    async def rescore_later() -> None:
+        async with db.unit_of_work() as session:  # long silent: everyone moves up
+            await scores.rescore_all(session, config=CONFIG, now=NOW + timedelta(days=400))
+
+    rescoring = asyncio.create_task(rescore_later())
+    await asyncio.sleep(0.5)  # the re-score reaches the row, or waits for the batch
+    release.set()
+    await asyncio.gather(buying, rescoring)
+
+    stored = {r.customer_id: r.band for r in await _rows(db, ChurnCustomer)}[buyer]
+    mine = [
+        e
+        for e in [e for e in await published(db) if isinstance(e, ChurnRiskChanged)][
+            changes_before:
+        ]
+        if e.subject == buyer
+    ]
+    assert mine, "400 days on, the re-score changes the buyer's band"
+    bands = ["low"] + [e.data.band for e in mine]
+    assert [e.data.previous_band for e in mine] == bands[:-1]
+    assert bands[-1] == stored
+
+
+async def _rows(db: Database, model: Any) -> list[Any]:
+    async with db.unit_of_work() as session:
+        return list((await session.execute(select(model))).scalars())
