@@ -34,7 +34,16 @@ from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
 from shared.events.engagement import ChurnRiskChanged
-from tests.engagement.churn.support import CONFIG, Clock, at, bought, population_events, refunded
+from tests.engagement.churn.support import (
+    CONFIG,
+    Clock,
+    at,
+    band_changes,
+    bought,
+    customers,
+    population_events,
+    refunded,
+)
 from tests.engagement.churn.support import handle as handle_churn
 from tests.engagement.churn.test_scores import complaint
 from tests.engagement.support import handle, published, settings
@@ -247,9 +256,8 @@ async def test_a_rescore_waits_for_a_batch_that_has_read_its_customers(
     before it left. (A change from a band the customer no longer had would start a
     win-back for a customer who has just bought, and be counted twice.)"""
     await _scored_population(db, population_events())
-    rows = {r.customer_id: r.band for r in await _rows(db, ChurnCustomer)}
-    buyer = sorted(c for c, band in rows.items() if band == "low")[0]
-    changes_before = len([e for e in await published(db) if isinstance(e, ChurnRiskChanged)])
+    buyer = sorted(c for c, row in (await customers(db)).items() if row.band == "low")[0]
+    changes_before = len(await band_changes(db))
 
     read, release = asyncio.Event(), asyncio.Event()
     real_write = ahead.Ahead.write
@@ -273,20 +281,9 @@ async def test_a_rescore_waits_for_a_batch_that_has_read_its_customers(
     release.set()
     await asyncio.gather(buying, rescoring)
 
-    stored = {r.customer_id: r.band for r in await _rows(db, ChurnCustomer)}[buyer]
-    mine = [
-        e
-        for e in [e for e in await published(db) if isinstance(e, ChurnRiskChanged)][
-            changes_before:
-        ]
-        if e.subject == buyer
-    ]
+    stored = (await customers(db))[buyer].band
+    mine = [e for e in (await band_changes(db))[changes_before:] if e.subject == buyer]
     assert mine, "400 days on, the re-score changes the buyer's band"
     bands = ["low"] + [e.data.band for e in mine]
     assert [e.data.previous_band for e in mine] == bands[:-1]
     assert bands[-1] == stored
-
-
-async def _rows(db: Database, model: Any) -> list[Any]:
-    async with db.unit_of_work() as session:
-        return list((await session.execute(select(model))).scalars())
