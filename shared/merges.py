@@ -15,7 +15,9 @@ Each such service declares the ``merged_customers`` table in its own metadata
   ``customer.erased`` (rows naming the erased id on either side);
 - ``as_survivor``: an event as the customer it now concerns; ``for_survivor``: a
   handler given such events;
-- ``survivor_of`` / ``survivors``: one id, or a batch's ids in one statement.
+- ``survivor_of`` / ``survivors``: one id, or a batch's ids in one statement;
+- ``named``: the id an event named before it was given its survivor's, for a service
+  that records where a row came from, so an undone merge can give it back.
 
 Inside the consumer runner's batch transaction, ``survivor_of`` (and ``survivors``, for ids
 of the batch's subjects, as a read-ahead over a run asks) reads the survivors of
@@ -28,7 +30,8 @@ while the batch runs is seen by the next batch (a per-event query might have see
 few events earlier: the merge and those events were concurrent either way). Outside a
 batch each question is its own statement.
 
-Only the ids are kept: what moved at the merge stays where the service put it.
+Only the ids are kept here: what moved at the merge stays where the service put it, unless
+the service records each row's origin (``named``) and gives rows back itself.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ E = TypeVar("E", bound=Event)
 # session.info key of what ``Merges`` read for the batch: (the batch's events, the
 # subjects asked about, absorbed id -> survivor among them).
 _READ = "keepwell.merges.batch"
+# session.info key: event id -> the subject the event named, for events given their
+# survivor's id in this transaction.
+_NAMED = "keepwell.merges.named"
 
 
 def merged_customers_table(metadata: MetaData) -> Table:
@@ -117,7 +123,20 @@ class Merges:
     async def as_survivor(self, session: AsyncSession, event: E) -> E:
         """The event as the customer it now concerns: an absorbed id's names its survivor."""
         survivor = await self.survivor_of(session, event.subject)
-        return event if survivor is None else event.model_copy(update={"subject": survivor})
+        return event if survivor is None else self.rewritten(session, event, survivor)
+
+    @staticmethod
+    def rewritten(session: AsyncSession, event: E, survivor: str) -> E:
+        """``event`` naming ``survivor`` instead; ``named`` still tells the id it named."""
+        session.info.setdefault(_NAMED, {}).setdefault(event.id, event.subject)
+        return event.model_copy(update={"subject": survivor})
+
+    @staticmethod
+    def named(session: AsyncSession, event: Event) -> str:
+        """The customer id ``event`` named, before ``as_survivor`` (or ``rewritten``) gave
+        it its survivor's; its subject if it was not given another."""
+        named: dict[str, str] = session.info.get(_NAMED, {})
+        return named.get(event.id, event.subject)
 
     def for_survivor(self, handler: Handler) -> Handler:
         """``handler``, given each event as ``as_survivor`` makes it."""

@@ -194,7 +194,7 @@ async def _purchase_as_survivor(
         return
     survivor = prefetch.survivor(run, event.subject)
     await handler(
-        session, event if survivor is None else event.model_copy(update={"subject": survivor})
+        session, event if survivor is None else MERGES.rewritten(session, event, survivor)
     )
 
 

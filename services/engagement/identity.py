@@ -12,8 +12,9 @@
   provider reply (error texts that may quote an address go too). The rows' bare
   journey, channel, status and times remain for statistics.
 * Unmerged: the restored id's later events are its own again, and its contact details
-  and consents are those profile sends with the undo; the rows moved at the merge stay
-  with the survivor (engagement cannot tell which were whose).
+  and consents are those profile sends with the undo; the messages, conversions and
+  basket moved at the merge stay with the survivor (engagement cannot tell which were
+  whose). The churn part gives back its purchase history (``churn.service.unmerge``).
 """
 
 from __future__ import annotations

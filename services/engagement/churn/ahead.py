@@ -46,7 +46,7 @@ from sqlalchemy.orm.util import identity_key
 from services.engagement import prefetch
 from services.engagement.churn import months, scores
 from services.engagement.churn.models import ChurnCustomer, ChurnPurchase, ChurnRefund
-from services.engagement.churn.service import NEW_CUSTOMER, apply_stats
+from services.engagement.churn.service import NEW_CUSTOMER, apply_stats, origin_of
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.churn.stats import Stats, compute_stats
 from shared.consumer import TransientError, batch
@@ -74,6 +74,7 @@ class Bought(NamedTuple):
     amount: Decimal
     currency: str
     refunded: Decimal
+    origin_id: str | None
 
 
 @dataclass
@@ -91,7 +92,14 @@ class Ahead:
     steps: list[scores.Step] = field(default_factory=list)
     handled: int = 0
 
-    def record(self, event: PurchaseCompleted, *, config: ChurnSettings, now: datetime) -> None:
+    def record(
+        self,
+        event: PurchaseCompleted,
+        *,
+        origin_id: str | None,
+        config: ChurnSettings,
+        now: datetime,
+    ) -> None:
         """One purchase, as ``service.record_purchase`` would make it."""
         self.handled += 1
         purchase_id = event.data.purchase_id
@@ -107,6 +115,7 @@ class Ahead:
             event.data.total.amount,
             event.data.total.currency,
             self.refunds.get(purchase_id, Decimal(0)),  # a refund may have come first
+            origin_id,
         )
         self.added.append(bought)
         mine = self.purchases[customer_id]
@@ -158,7 +167,7 @@ async def record_purchase(
     if not isinstance(ahead, Ahead) or ahead.run is not run:
         ahead = await _read_ahead(session, run)
         session.info[_KEY] = ahead
-    ahead.record(event, config=config, now=now)
+    ahead.record(event, origin_id=origin_of(session, event), config=config, now=now)
     if ahead.handled == run.size:
         await ahead.write(session, config=config)
     return True

@@ -17,7 +17,12 @@ from shared.events.feedback import (
     ComplaintResolved,
     ResponseRecorded,
 )
-from shared.events.profile import PROFILE_TOPIC, CustomerErased, CustomerMerged
+from shared.events.profile import (
+    PROFILE_TOPIC,
+    CustomerErased,
+    CustomerMerged,
+    CustomerUnmerged,
+)
 from shared.timers import Clock, wall_clock
 
 INPUT_TOPICS: tuple[str, ...] = (PURCHASES_TOPIC, PROFILE_TOPIC, FEEDBACK_TOPIC)
@@ -42,6 +47,7 @@ async def on_purchase_completed(
             currency=event.data.total.currency,
             config=config,
             now=now,
+            origin_id=service.origin_of(session, event),
         )
     await bootstrap(session, config=config, now=now)
 
@@ -57,6 +63,7 @@ async def on_purchase_refunded(
         amount=event.data.amount.amount,
         config=config,
         now=clock(),
+        origin_id=service.origin_of(session, event),
     )
 
 
@@ -96,6 +103,7 @@ async def on_complaint(
         resolved=isinstance(event, ComplaintResolved),
         config=config,
         now=clock(),
+        origin_id=service.origin_of(session, event),
     )
 
 
@@ -104,6 +112,18 @@ async def on_customer_merged(
 ) -> None:
     await service.merge(
         session, survivor=event.subject, merged=event.data.merged_id, config=config, now=clock()
+    )
+
+
+async def on_customer_unmerged(
+    session: AsyncSession, event: CustomerUnmerged, *, config: ChurnSettings, clock: Clock
+) -> None:
+    await service.unmerge(
+        session,
+        survivor=event.subject,
+        restored=event.data.restored_id,
+        config=config,
+        now=clock(),
     )
 
 
@@ -124,5 +144,6 @@ def handlers(
         ComplaintOpened: partial(on_complaint, config=cfg, clock=clock),
         ComplaintResolved: partial(on_complaint, config=cfg, clock=clock),
         CustomerMerged: partial(on_customer_merged, config=cfg, clock=clock),
+        CustomerUnmerged: partial(on_customer_unmerged, config=cfg, clock=clock),
         CustomerErased: on_customer_erased,
     }

@@ -22,6 +22,12 @@ from services.engagement.models import Base
 from shared.db import UtcDateTime
 
 MONEY = Numeric(18, 4)
+# Purchases, refunds and complaints remember whose they were, so an undone merge gives
+# them back (``service.unmerge``).
+ORIGIN_COMMENT = (
+    "The customer id the event named, when the row is kept under another one "
+    "(a merge moved it, or it named an id merged away); NULL: customer_id's own"
+)
 
 
 class ChurnPurchase(Base):
@@ -49,6 +55,7 @@ class ChurnPurchase(Base):
     amount: Mapped[Decimal] = mapped_column(MONEY)
     currency: Mapped[str] = mapped_column(String(3))
     refunded: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    origin_id: Mapped[str | None] = mapped_column(String(64), comment=ORIGIN_COMMENT)
 
 
 class ChurnRefund(Base):
@@ -58,6 +65,7 @@ class ChurnRefund(Base):
     purchase_id: Mapped[str] = mapped_column(String(128), index=True)
     customer_id: Mapped[str] = mapped_column(String(64), index=True)
     amount: Mapped[Decimal] = mapped_column(MONEY)
+    origin_id: Mapped[str | None] = mapped_column(String(64), comment=ORIGIN_COMMENT)
 
 
 class ChurnCustomer(Base):
@@ -185,6 +193,7 @@ class ChurnComplaint(Base):
     customer_id: Mapped[str] = mapped_column(String(64), index=True)
     opened: Mapped[bool] = mapped_column(Boolean, default=False)
     resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+    origin_id: Mapped[str | None] = mapped_column(String(64), comment=ORIGIN_COMMENT)
 
 
 class ChurnModel(Base):

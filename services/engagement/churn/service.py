@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
@@ -26,8 +26,18 @@ from services.engagement.churn.models import (
 from services.engagement.churn.settings import ChurnSettings
 from services.engagement.churn.stats import Stats, compute_stats
 from shared.db import dialect_insert
+from shared.events import Event
+from shared.merges import Merges
 
 CUSTOMER_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnCustomer, ChurnBandChange)
+ORIGIN_TABLES = (ChurnPurchase, ChurnRefund, ChurnComplaint)  # they keep ``origin_id``
+
+
+def origin_of(session: AsyncSession, event: Event) -> str | None:
+    """The id ``event`` named if it now acts for another customer (its survivor), kept on
+    the row it makes so an undone merge gives the row back; None if it named its own."""
+    named = Merges.named(session, event)
+    return None if named == event.subject else named
 
 
 async def record_purchase(
@@ -40,10 +50,12 @@ async def record_purchase(
     currency: str,
     config: ChurnSettings,
     now: datetime,
+    origin_id: str | None = None,
 ) -> None:
     values = {
         "purchase_id": purchase_id,
         "customer_id": customer_id,
+        "origin_id": origin_id,
         "day": occurred_at.date(),
         "occurred_at": occurred_at,
         "amount": amount,
@@ -66,12 +78,17 @@ async def record_refund(
     amount: Decimal,
     config: ChurnSettings,
     now: datetime,
+    origin_id: str | None = None,
 ) -> None:
     if await session.get(ChurnRefund, refund_id) is not None:
         return
     session.add(
         ChurnRefund(
-            refund_id=refund_id, purchase_id=purchase_id, customer_id=customer_id, amount=amount
+            refund_id=refund_id,
+            purchase_id=purchase_id,
+            customer_id=customer_id,
+            amount=amount,
+            origin_id=origin_id,
         )
     )
     await session.flush()
@@ -168,12 +185,17 @@ async def record_complaint(
     resolved: bool,
     config: ChurnSettings,
     now: datetime,
+    origin_id: str | None = None,
 ) -> None:
     """Opened and resolved may arrive in either order; a resolved case stays resolved."""
     case = await session.get(ChurnComplaint, case_id)
     if case is None:
         case = ChurnComplaint(
-            case_id=case_id, customer_id=customer_id, opened=False, resolved=False
+            case_id=case_id,
+            customer_id=customer_id,
+            opened=False,
+            resolved=False,
+            origin_id=origin_id,
         )
         session.add(case)
     case.resolved = case.resolved or resolved
@@ -204,13 +226,22 @@ async def merge(
     config: ChurnSettings,
     now: datetime,
 ) -> None:
-    """Fold the merged customer's purchases, refunds and complaints into the survivor."""
+    """Fold the merged customer's purchases, refunds and complaints into the survivor; each
+    keeps the id it came from (``origin_id``, unless it has one already), so ``unmerge``
+    can give it back."""
     if survivor == merged:
         return
-    for table in (ChurnPurchase, ChurnRefund, ChurnComplaint, ChurnBandChange):
+    for table in ORIGIN_TABLES:
         await session.execute(
-            update(table).where(table.customer_id == merged).values(customer_id=survivor)
+            update(table)
+            .where(table.customer_id == merged)
+            .values(customer_id=survivor, origin_id=func.coalesce(table.origin_id, merged))
         )
+    await session.execute(
+        update(ChurnBandChange)
+        .where(ChurnBandChange.customer_id == merged)
+        .values(customer_id=survivor)
+    )
     await months.refresh_months(session, merged, [])  # its months now count for the survivor
     old = await session.get(ChurnCustomer, merged)
     customer = await customer_row(session, survivor)
@@ -229,7 +260,54 @@ def _fold_feedback(customer: ChurnCustomer, old: ChurnCustomer) -> None:
         customer.detractor_at, customer.detractor_score = old.detractor_at, old.detractor_score
 
 
+async def unmerge(
+    session: AsyncSession,
+    *,
+    survivor: str,
+    restored: str,
+    config: ChurnSettings,
+    now: datetime,
+) -> None:
+    """An undone merge: the purchases, refunds and complaints that came to ``survivor`` from
+    ``restored`` (moved by the merge, or naming ``restored`` since) go back to it, with the
+    refunds of the purchases that go back, and both customers' statistics, months and
+    scores are recomputed. Band changes and NPS signals stay with the survivor (they cannot
+    be told apart). Applying it again moves nothing and changes nothing."""
+    if survivor == restored:
+        return
+    moved = 0
+    for table in (ChurnPurchase, ChurnComplaint):
+        done = await session.execute(
+            update(table)
+            .where(table.customer_id == survivor, table.origin_id == restored)
+            .values(customer_id=restored, origin_id=None)
+        )
+        moved += cast(CursorResult[Any], done).rowcount
+    restored_purchases = select(ChurnPurchase.purchase_id).where(
+        ChurnPurchase.customer_id == restored
+    )
+    done = await session.execute(
+        update(ChurnRefund)
+        .where(
+            ChurnRefund.customer_id == survivor,
+            or_(ChurnRefund.origin_id == restored, ChurnRefund.purchase_id.in_(restored_purchases)),
+        )
+        .values(customer_id=restored, origin_id=None)
+    )
+    if not moved and not cast(CursorResult[Any], done).rowcount:
+        return
+    for customer_id in sorted((survivor, restored)):  # rows locked in key order, as elsewhere
+        customer = await customer_row(session, customer_id)
+        customer.open_complaints = await _open_complaints(session, customer_id)
+        await session.flush()
+        await refresh(session, customer_id, config=config, now=now)
+
+
 async def erase(session: AsyncSession, *, customer_id: str) -> None:
     await months.refresh_months(session, customer_id, [])
     for table in CUSTOMER_TABLES:
         await session.execute(delete(table).where(table.customer_id == customer_id))
+    for table in ORIGIN_TABLES:  # rows kept under a survivor no longer name the person
+        await session.execute(
+            update(table).where(table.origin_id == customer_id).values(origin_id=None)
+        )

@@ -46,6 +46,7 @@ from tests.engagement.churn.support import (
 )
 from tests.engagement.churn.support import handle as handle_churn
 from tests.engagement.churn.test_scores import complaint
+from tests.engagement.churn.test_unmerge import unmerged
 from tests.engagement.support import handle, published, settings
 from tests.engagement.test_identity import erased, merged
 from tests.engagement.test_prefetch import _in_one_batch, twin  # noqa: F401
@@ -109,6 +110,10 @@ def _history(rng: random.Random) -> list[Event]:
         refunded("pop-3", "pop3-0", "8.50", day + timedelta(days=91)),
         merged("n-2", "n-3"),
         bought("n-3", day + timedelta(days=60), "9.99", purchase_id="n3-late"),
+        merged("n-5", "n-1"),
+        bought("n-1", day + timedelta(days=61), "8.75", purchase_id="n1-late"),
+        refunded("n-1", "n1-2", "1.25", day + timedelta(days=85)),
+        unmerged("n-5", "n-1"),
         erased("n-4"),
         bought("n-4", day + timedelta(days=70), "12.00", purchase_id="n4-after"),
         complaint("pop-5", date(2025, 6, 20), resolved=False),

@@ -150,21 +150,21 @@ def nps(customer_id: str, day: date, score: int) -> ResponseRecorded:
 
 
 def complaint(
-    customer_id: str, day: date, *, resolved: bool
+    customer_id: str, day: date, *, resolved: bool, case_id: str = "k1"
 ) -> ComplaintOpened | ComplaintResolved:
     if resolved:
         return ComplaintResolved.create(
             subject=customer_id,
             source="keepwell/feedback",
             time=at(day),
-            data=ComplaintResolvedData(case_id="k1"),
+            data=ComplaintResolvedData(case_id=case_id),
         )
     return ComplaintOpened.create(
         subject=customer_id,
         source="keepwell/feedback",
         time=at(day),
         data=ComplaintOpenedData(
-            case_id="k1",
+            case_id=case_id,
             category="delivery",
             severity="high",
             channel="phone",
