@@ -11,6 +11,13 @@ aiosqlite's worker threads too), the wall time per view and the statements per v
 limit is off, as in ``bench.rest``.
 The client's own share (httpx building the request and parsing the response) is
 included; it is the same before and after a change of the service.
+
+``--gaps 0,3`` leaves the given milliseconds between views, cycling through the list
+round by round, so one process measures views back to back and spaced out. The gap is
+idle (``asyncio.sleep``: the process waits in the event loop's poll, as a service does
+between requests that come one at a time) or, with ``--spin``, a busy loop that keeps the
+core running. The rounds then also print the CPU of the event loop's thread during the
+views alone (``time.thread_time`` around each request), which leaves the spinning out.
 """
 
 from __future__ import annotations
@@ -45,7 +52,15 @@ async def seed(url: str, ids: list[str]) -> None:
         await db.dispose()
 
 
-async def run(url: str, ids: list[str], views: int, rounds: int, staff: bool) -> None:
+async def run(
+    url: str,
+    ids: list[str],
+    views: int,
+    rounds: int,
+    staff: bool,
+    gaps: list[float],
+    spin: bool = False,
+) -> None:
     settings = ProfileSettings(
         auth_secret=TEST_SECRET,
         database_url=url,
@@ -76,15 +91,27 @@ async def run(url: str, ids: list[str], views: int, rounds: int, staff: bool) ->
         for n in range(200):  # warm up: statement caches, pools, imports
             (await client.get(f"/v1/customers/{ids[n % len(ids)]}")).raise_for_status()
         for r in range(rounds):
-            statements = 0
+            gap = gaps[r % len(gaps)]
+            statements, in_views = 0, 0.0
             wall, cpu = time.perf_counter(), time.process_time()
             for n in range(views):
+                started = time.thread_time()
                 response = await client.get(f"/v1/customers/{ids[(n * 7) % len(ids)]}")
+                in_views += time.thread_time() - started
                 response.raise_for_status()
+                if gap and spin:
+                    until = time.perf_counter() + gap / 1000
+                    while time.perf_counter() < until:
+                        pass
+                elif gap:
+                    await asyncio.sleep(gap / 1000)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            shown = f"gap {gap:g} ms{' spinning' if gap and spin else ''}"
             print(
-                f"round {r + 1}: {views} views, CPU {cpu / views * 1000:.3f} ms/view, "
-                f"wall {wall / views * 1000:.3f} ms/view, "
+                f"round {r + 1}: {views} views, {shown}, "
+                f"CPU {cpu / views * 1000:.3f} ms/view "
+                f"({in_views / views * 1000:.3f} on the loop's thread in views), "
+                f"wall {wall / views * 1000:.3f} ms/view with the gap, "
                 f"{statements / views:.2f} statements/view"
             )
 
@@ -96,7 +123,8 @@ async def main(args: argparse.Namespace) -> None:
         await upgrade_async(MIGRATIONS, url)
         ids = customer_ids(args.customers, prefix="v")
         await seed(url, ids)
-        await run(url, ids, args.views, args.rounds, args.staff)
+        gaps = [float(g) for g in args.gaps.split(",")]
+        await run(url, ids, args.views, args.rounds, args.staff, gaps, args.spin)
     finally:
         await maker.drop_all()
 
@@ -108,6 +136,10 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--views", type=int, default=2000, help="views per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--staff", action="store_true", help="a staff token (access log)")
+    parser.add_argument(
+        "--gaps", default="0", help="ms between views, cycled round by round (e.g. 0,3)"
+    )
+    parser.add_argument("--spin", action="store_true", help="spin through the gaps, not idle")
     asyncio.run(main(parser.parse_args(argv)))
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Table, select
 
+from services.engagement.churn import consumers as churn_consumers
+from services.engagement.churn import fitting
 from services.engagement.churn.models import (
     ChurnComplaint,
     ChurnCustomer,
@@ -17,10 +19,22 @@ from services.engagement.churn.models import (
     ChurnPurchase,
     ChurnRefund,
 )
+from shared.config import ServiceSettings
+from shared.consumer import Handlers
 from shared.db import Database
 from shared.events import Event
 from shared.events.profile import CustomerUnmerged, CustomerUnmergedData
-from tests.engagement.churn.support import bought, customers, fields, refunded
+from tests.engagement.churn.support import (
+    CONFIG,
+    Clock,
+    at,
+    bought,
+    customers,
+    fields,
+    population_events,
+    refunded,
+)
+from tests.engagement.churn.support import handle as handle_churn
 from tests.engagement.churn.test_scores import complaint
 from tests.engagement.support import handle, settings
 from tests.engagement.test_identity import erased, merged
@@ -226,3 +240,41 @@ async def test_an_erasure_of_the_absorbed_id_forgets_where_rows_came_from(
     before = await _snapshot(db)
     await handle(db, unmerged("keep", "gone"), config=config)  # nothing names it any more
     assert await _snapshot(db) == before
+
+
+NOW = at(D0 + timedelta(days=70))
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engagement's handler map with the churn part on a fixed clock, so customers scored
+    one after another are scored as of the same moment."""
+    churn = churn_consumers.handlers
+
+    def fixed(settings: ServiceSettings, config: Any = None, clock: Any = None) -> Handlers:
+        return churn(settings, config or CONFIG, clock or Clock(NOW))
+
+    monkeypatch.setattr(churn_consumers, "handlers", fixed)
+
+
+@pytest.mark.usefixtures("fixed_clock")
+async def test_with_a_model_both_customers_are_scored_as_if_never_merged(db: Database) -> None:
+    population = population_events(40, start=D0 - timedelta(days=200))
+    await handle_churn(db, *population, clock=Clock(NOW), batch=50)
+    async with db.unit_of_work() as session:
+        await fitting.refit(session, calibration_end=D0, config=CONFIG)
+    config = settings()
+    reference = [*keeps("ref-keep"), *before_merge("ref-gone"), *naming_it_after("ref-gone")]
+    await handle(db, *reference, *later_of_survivor("ref-keep"), config=config)
+    mine = [*keeps("keep"), *before_merge("gone"), merged("keep", "gone")]
+    mine += [*naming_it_after("gone"), *later_of_survivor("keep")]
+    await handle(db, *mine, config=config)
+    merged_clv = (await customers(db))["keep"].clv
+    await handle(db, unmerged("keep", "gone"), config=config)
+    await _assert_as_never_merged(db, {"keep": "ref-keep", "gone": "ref-gone"})
+    rows = await customers(db)
+    scored = ("band", "risk", "reasons", "p_alive", "expected_purchases", "clv", "scored_at")
+    for mine_id, reference_id in (("keep", "ref-keep"), ("gone", "ref-gone")):
+        assert rows[mine_id].band is not None
+        assert fields(rows[mine_id], *scored) == fields(rows[reference_id], *scored)
+    assert rows["keep"].clv != merged_clv  # the merged history had been valued as one
