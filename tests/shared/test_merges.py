@@ -158,3 +158,21 @@ async def test_a_read_ahead_over_the_batch_answers_from_the_same_read(
     assert answers == [{"c-old": "c-b"}, {}, {"c-old": "c-b"}, {}]
     # one read of the batch's subjects, one for each question about c-elsewhere
     assert len(statements.on("merged_customers")) == 3
+
+
+async def test_named_tells_the_id_an_event_named_before_it_acted_for_its_survivor(
+    merges_db: Database,
+) -> None:
+    """A service that keeps where a row came from (so an undone merge can give it back)
+    asks ``named``: the id the till sent, whichever customer the event now acts for."""
+    seen: list[tuple[str, str, str]] = []
+
+    async def bought(session: AsyncSession, event: PurchaseCompleted) -> None:
+        seen.append((event.data.purchase_id, event.subject, MERGES.named(session, event)))
+
+    handlers: Handlers = {**_handlers([]), PurchaseCompleted: MERGES.for_survivor(bought)}
+    history = _history()
+    await batch_runner(merges_db, handlers)._apply_batch(batch_items(history))
+    sent = [e.subject for e in history if isinstance(e, PurchaseCompleted)]
+    assert seen == [(p, c, named) for (p, c), named in zip(EXPECTED, sent, strict=True)]
+    assert ("p4", "c-a", "c-old") in seen  # acted for c-a, named c-old
