@@ -9,12 +9,14 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from services.engagement.churn import consumers
 from services.engagement.churn.models import ChurnCustomer
 from services.engagement.churn.settings import ChurnSettings
 from shared.config import ServiceSettings
+from shared.consumer import Handlers
 from shared.db import Database
 from shared.events import Event, Money
 from shared.events.commerce import (
@@ -92,6 +94,17 @@ async def handle(
         async with db.unit_of_work() as session:
             for event in events[start : start + batch]:
                 await table[type(event)](session, event)
+
+
+def on_fixed_clock(monkeypatch: pytest.MonkeyPatch, now: datetime) -> None:
+    """Engagement's handler map with the churn part (``CONFIG``) on a clock fixed at ``now``
+    (scored_at and event ids), so customers scored one after another match."""
+    churn = consumers.handlers
+
+    def fixed(settings: ServiceSettings, config: Any = None, clock: Any = None) -> Handlers:
+        return churn(settings, config or CONFIG, clock or Clock(now))
+
+    monkeypatch.setattr(consumers, "handlers", fixed)
 
 
 async def customer(db: Database, customer_id: str) -> ChurnCustomer | None:

@@ -15,7 +15,6 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.engagement.churn import ahead, fitting, scores
-from services.engagement.churn import consumers as churn_consumers
 from services.engagement.churn.models import (
     ChurnBandChange,
     ChurnCohortMonth,
@@ -28,8 +27,7 @@ from services.engagement.churn.models import (
     ChurnRefund,
 )
 from services.engagement.consumers import handlers
-from shared.config import ServiceSettings
-from shared.consumer import Handlers, TransientError
+from shared.consumer import TransientError
 from shared.db import Database
 from shared.events import Event
 from shared.events.commerce import PurchaseCompleted
@@ -41,6 +39,7 @@ from tests.engagement.churn.support import (
     band_changes,
     bought,
     customers,
+    on_fixed_clock,
     population_events,
     refunded,
 )
@@ -71,12 +70,7 @@ TABLES = (
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Engagement's handler map with the churn part on a fixed clock (scored_at, event ids)."""
-    churn = churn_consumers.handlers
-
-    def fixed(settings: ServiceSettings, config: Any = None, clock: Any = None) -> Handlers:
-        return churn(settings, config or CONFIG, clock or Clock(NOW))
-
-    monkeypatch.setattr(churn_consumers, "handlers", fixed)
+    on_fixed_clock(monkeypatch, NOW)
 
 
 async def _scored_population(db: Database, population: list[Event]) -> None:
